@@ -1,0 +1,247 @@
+//! A Docker data-root on disk: the only code that knows the paths under it.
+//!
+//! With `--userns-remap`, dockerd keeps its state in `<data-root>/<uid>.<gid>/`
+//! instead of `<data-root>/`; `DataRoot` resolves that once so every other
+//! module asks it for paths and never joins them itself. Nothing here writes.
+
+pub mod containers;
+pub mod metadata;
+pub mod mountinfo;
+pub mod opts;
+pub mod volumes;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A `--userns-remap` root: the uid and gid that container root maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RemapRoot {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RemapRoot {
+    /// The subtree name dockerd uses: `<uid>.<gid>`.
+    pub fn dir_name(self) -> String {
+        format!("{}.{}", self.uid, self.gid)
+    }
+
+    fn from_dir_name(name: &str) -> Option<RemapRoot> {
+        let (uid, gid) = name.split_once('.')?;
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(uid) || !all_digits(gid) {
+            return None;
+        }
+        Some(RemapRoot {
+            uid: uid.parse().ok()?,
+            gid: gid.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for RemapRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+/// `--userns-remap` given as `UID:GID` (what the data-root subtree encodes).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --userns-remap `{0}`: expected UID:GID as numbers, e.g. 100000:100000 (the `<uid>.<gid>` directory under the data-root)")]
+pub struct InvalidRemapRoot(String);
+
+impl FromStr for RemapRoot {
+    type Err = InvalidRemapRoot;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let dotted = text.replacen(':', ".", 1);
+        RemapRoot::from_dir_name(&dotted).ok_or_else(|| InvalidRemapRoot(text.to_string()))
+    }
+}
+
+/// Why a data-root cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DataRootError {
+    #[error("data-root `{path}` does not exist: pass the daemon's --data-root with --data-root DIR or VOLMIG_DATA_ROOT")]
+    NotFound { path: PathBuf },
+    #[error("data-root `{path}` is not a directory: pass the daemon's --data-root with --data-root DIR")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot read data-root `{path}`: {source} (run as root, or check the permissions)")]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("data-root `{root}` has no userns-remap subtree `{subtree}` for --userns-remap {remap}{found}")]
+    RemapSubtreeMissing {
+        root: PathBuf,
+        subtree: String,
+        remap: RemapRoot,
+        found: String,
+    },
+}
+
+/// An opened data-root: the directory given and the effective root `R`
+/// (the userns-remap subtree when one is selected).
+#[derive(Debug, Clone)]
+pub struct DataRoot {
+    given: PathBuf,
+    effective: PathBuf,
+    remap: Option<RemapRoot>,
+    remap_subtrees: Vec<RemapRoot>,
+}
+
+impl DataRoot {
+    /// Opens `path` as dockerd's `--data-root`, selecting the subtree of
+    /// `remap` when given. Fails only when nothing there can be read.
+    pub fn open(path: &Path, remap: Option<RemapRoot>) -> Result<DataRoot, DataRootError> {
+        let meta = fs::metadata(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => DataRootError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => DataRootError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        if !meta.is_dir() {
+            return Err(DataRootError::NotADirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        let remap_subtrees = find_remap_subtrees(path).map_err(|source| {
+            DataRootError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let effective = match remap {
+            None => path.to_path_buf(),
+            Some(remap) => {
+                let sub = path.join(remap.dir_name());
+                if !sub.is_dir() {
+                    let found = if remap_subtrees.is_empty() {
+                        String::from(": this data-root holds no userns-remap subtree; drop --userns-remap")
+                    } else {
+                        let names: Vec<String> =
+                            remap_subtrees.iter().map(|r| r.to_string()).collect();
+                        format!(": it holds {}; pass one of them", names.join(", "))
+                    };
+                    return Err(DataRootError::RemapSubtreeMissing {
+                        root: path.to_path_buf(),
+                        subtree: remap.dir_name(),
+                        remap,
+                        found,
+                    });
+                }
+                sub
+            }
+        };
+        Ok(DataRoot {
+            given: path.to_path_buf(),
+            effective,
+            remap,
+            remap_subtrees,
+        })
+    }
+
+    /// The directory given as `--data-root`.
+    pub fn given(&self) -> &Path {
+        &self.given
+    }
+
+    /// `R`: where dockerd keeps containers and volumes for this daemon.
+    pub fn path(&self) -> &Path {
+        &self.effective
+    }
+
+    pub fn remap(&self) -> Option<RemapRoot> {
+        self.remap
+    }
+
+    /// The `<uid>.<gid>/` subtrees found directly under the given data-root.
+    pub fn remap_subtrees(&self) -> &[RemapRoot] {
+        &self.remap_subtrees
+    }
+
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.effective.join("volumes")
+    }
+
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.volumes_dir().join(name)
+    }
+
+    /// The path dockerd recomputes for a local volume, whatever Source says.
+    pub fn volume_data_dir(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("_data")
+    }
+
+    pub fn metadata_db(&self) -> PathBuf {
+        self.volumes_dir().join("metadata.db")
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.effective.join("containers")
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir().join(id)
+    }
+
+    /// dockerd's default checkpoint location for a container.
+    pub fn checkpoint_dir(&self, id: &str, checkpoint: &str) -> PathBuf {
+        self.container_dir(id).join("checkpoints").join(checkpoint)
+    }
+}
+
+fn find_remap_subtrees(path: &Path) -> io::Result<Vec<RemapRoot>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if let Some(remap) = entry.file_name().to_str().and_then(RemapRoot::from_dir_name) {
+            found.push(remap);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remap_parses_both_spellings() {
+        let r: RemapRoot = "100000:100000".parse().unwrap();
+        assert_eq!(r.dir_name(), "100000.100000");
+        let r: RemapRoot = "231072.231072".parse().unwrap();
+        assert_eq!(r.to_string(), "231072:231072");
+        assert!("root".parse::<RemapRoot>().is_err());
+        assert!("1:".parse::<RemapRoot>().is_err());
+    }
+
+    #[test]
+    fn open_detects_remap_subtrees_and_selects_one() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("100000.100000/volumes")).unwrap();
+        fs::create_dir_all(dir.path().join("volumes")).unwrap();
+        let root = DataRoot::open(dir.path(), None).unwrap();
+        assert_eq!(root.remap_subtrees(), &[RemapRoot { uid: 100000, gid: 100000 }]);
+        assert_eq!(root.path(), dir.path());
+
+        let root = DataRoot::open(dir.path(), Some("100000:100000".parse().unwrap())).unwrap();
+        assert_eq!(root.path(), dir.path().join("100000.100000"));
+
+        let err = DataRoot::open(dir.path(), Some("5:5".parse().unwrap())).unwrap_err();
+        assert!(err.to_string().contains("holds 100000:100000"), "{err}");
+    }
+
+    #[test]
+    fn open_names_the_missing_path() {
+        let err = DataRoot::open(Path::new("/nonexistent/volmig"), None).unwrap_err();
+        assert!(err.to_string().contains("`/nonexistent/volmig` does not exist"));
+    }
+}

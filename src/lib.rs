@@ -1,0 +1,12 @@
+//! volmig: carry Docker volumes between data-roots and predict, offline, what
+//! dockerd will do with a data-root and each container on it.
+//!
+//! The library never prints, never exits and never sees clap: `cli` is the
+//! only place that talks to a terminal. Everything that knows a path under a
+//! data-root lives in `dataroot`; `verify` is the model of dockerd itself.
+
+pub mod daemon_version;
+pub mod dataroot;
+pub mod report;
+pub mod scan;
+pub mod verify;
