@@ -1,1 +1,607 @@
-//! placeholder
+//! The model of dockerd restoring and starting a container: every mount
+//! point of config.v2.json resolved as `setupMounts` -> `lazyInitializeVolume`
+//! -> `MountPoint.Setup` would, offline.
+//!
+//! dockerd walks the mount points in Go map order and stops at the first
+//! failure; we walk all of them in destination order and report each, with
+//! the text the daemon prints and a fix. Nothing here writes or prints.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::daemon_version::DaemonVersion;
+use crate::dataroot::containers::{Container, ContainerSlot, MountKind, MountPoint};
+use crate::dataroot::mountinfo::MountTable;
+use crate::dataroot::volumes::VolumeName;
+use crate::dataroot::DataRoot;
+use crate::report::{any_failure, Finding, Severity};
+use crate::scan::Scan;
+
+/// What to predict for.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    pub version: DaemonVersion,
+    /// `docker start --checkpoint NAME`.
+    pub checkpoint: Option<String>,
+    /// Whether the daemon runs with `--experimental` (needed for checkpoints).
+    pub experimental: bool,
+}
+
+/// Everything a prediction reads, gathered once for all containers.
+pub struct World<'a> {
+    pub root: &'a DataRoot,
+    pub scan: &'a Scan,
+    pub mounts: &'a MountTable,
+    pub containers: &'a [ContainerSlot],
+}
+
+/// How one mount point fares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountStatus {
+    Ok,
+    Warning,
+    Error,
+    /// tmpfs and the like: nothing on disk to resolve.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MountReport {
+    pub destination: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Volume name, for volumes.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The host path dockerd would mount (recomputed for volumes).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    pub rw: bool,
+    pub status: MountStatus,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerReport {
+    pub id: String,
+    pub name: String,
+    pub config_path: PathBuf,
+    pub ok: bool,
+    pub mounts: Vec<MountReport>,
+    /// Problems of the container as a whole (unloadable, checkpoint...).
+    pub findings: Vec<Finding>,
+}
+
+impl ContainerReport {
+    pub fn all_findings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .chain(self.mounts.iter().flat_map(|m| m.findings.iter()))
+    }
+}
+
+/// Predicts `docker start` for one container.
+pub fn verify_container(world: &World, slot: &ContainerSlot, opts: &VerifyOptions) -> ContainerReport {
+    let container = match &slot.loaded {
+        Ok(c) => c,
+        Err(e) => {
+            let finding = Finding::new(
+                Severity::Error,
+                "container-unloadable",
+                format!("failed to load container {}: `{}`: {}", slot.id, e.path.display(), e.reason),
+                format!("restore `{}` from the source data-root (volmig export carries it); dockerd skips this container, so `docker start` says No such container", e.path.display()),
+            );
+            return ContainerReport {
+                id: slot.id.clone(),
+                name: String::new(),
+                config_path: e.path.clone(),
+                ok: false,
+                mounts: Vec::new(),
+                findings: vec![finding],
+            };
+        }
+    };
+
+    let mut findings = Vec::new();
+    if world.scan.daemon_fatal() {
+        findings.push(Finding::new(
+            Severity::Error,
+            "daemon-will-not-start",
+            "dockerd will not start on this data-root, so this container cannot start",
+            "fix the fatal problems `volmig scan` lists first",
+        ));
+    }
+    let stored_root = container.stored_data_root();
+    let moved_from = stored_root.filter(|old| old != world.root.path());
+    let mut mounts = Vec::new();
+    for (destination, mount) in container.mount_points() {
+        mounts.push(verify_mount(world, container, destination, mount, moved_from.as_deref(), opts));
+    }
+    check_volumes_from(world, container, &mut findings);
+    if let Some(name) = &opts.checkpoint {
+        check_checkpoint(world, container, name, opts, &mut findings);
+    }
+    check_network_files(container, &mut findings);
+
+    let ok = !any_failure(findings.iter().chain(mounts.iter().flat_map(|m| m.findings.iter())));
+    ContainerReport {
+        id: container.id.clone(),
+        name: container.name.clone(),
+        config_path: container.config_path(),
+        ok,
+        mounts,
+        findings,
+    }
+}
+
+fn verify_mount(
+    world: &World,
+    container: &Container,
+    destination: &str,
+    mount: &MountPoint,
+    moved_from: Option<&Path>,
+    opts: &VerifyOptions,
+) -> MountReport {
+    let kind = mount.mount_kind();
+    let mut report = MountReport {
+        destination: destination.to_string(),
+        kind: match kind {
+            MountKind::Bind => "bind".into(),
+            MountKind::Volume => "volume".into(),
+            MountKind::Tmpfs => "tmpfs".into(),
+            MountKind::Other => mount.kind.clone(),
+        },
+        name: mount.name.clone(),
+        source: mount.source.clone(),
+        rw: mount.rw,
+        status: MountStatus::Ok,
+        findings: Vec::new(),
+    };
+    let f = &mut report.findings;
+    if kind == MountKind::Tmpfs || container.is_tmpfs_destination(destination) {
+        report.status = MountStatus::Skipped;
+        return report;
+    }
+    match kind {
+        MountKind::Other => f.push(Finding::new(
+            Severity::Info,
+            "mount-type-unchecked",
+            format!("mount type `{}` is not checked offline", mount.kind),
+            "nothing to do on Linux data-roots",
+        )),
+        // lazyInitializeVolume runs only for mount points with a Driver.
+        MountKind::Volume if !mount.driver.is_empty() => {
+            if let Some(path) = verify_volume(world, mount, moved_from, opts.version, f) {
+                report.source = path.display().to_string();
+            }
+        }
+        MountKind::Volume | MountKind::Bind => verify_bind(world, container, destination, mount, moved_from, opts.version, f),
+        MountKind::Tmpfs => {}
+    }
+    report.status = if any_failure(report.findings.iter()) {
+        MountStatus::Error
+    } else if report.findings.iter().any(|f| f.severity == Severity::Warning) {
+        MountStatus::Warning
+    } else {
+        MountStatus::Ok
+    };
+    report
+}
+
+/// The missing-volume text, by generation.
+pub fn no_such_volume(version: DaemonVersion, name: &str) -> String {
+    if version.has_volume_service() {
+        format!("get {name}: no such volume")
+    } else {
+        format!("get {name}: volume not found")
+    }
+}
+
+/// Resolves a volume mount point; returns the path dockerd would mount.
+fn verify_volume(
+    world: &World,
+    mount: &MountPoint,
+    moved_from: Option<&Path>,
+    version: DaemonVersion,
+    f: &mut Vec<Finding>,
+) -> Option<PathBuf> {
+    let name = mount.name.as_str();
+    let record = world.scan.record(name);
+    let stored_driver = record.map(|r| r.driver.as_str()).filter(|d| !d.is_empty());
+    if let Some(stored) = stored_driver {
+        if stored != mount.driver {
+            f.push(Finding::new(
+                Severity::Error,
+                "volume-driver-mismatch",
+                format!("get {name}: provided volume driver does not match stored driver"),
+                format!("metadata.db records driver `{stored}` for `{name}` but the container asks for `{}`: carry the volume's record from the source, or fix the record", mount.driver),
+            ));
+            return None;
+        }
+    }
+    let driver = stored_driver.unwrap_or(mount.driver.as_str());
+    if driver != "local" {
+        if plugin_present(world.root, driver) {
+            f.push(Finding::new(
+                Severity::Info,
+                "volume-plugin",
+                format!("volume `{name}` is served by plugin `{driver}`: its data is not in this data-root and is not checked"),
+                "make sure the plugin can reach the volume on this host",
+            ));
+        } else {
+            f.push(Finding::new(
+                Severity::Error,
+                "volume-plugin-missing",
+                format!("get {name}: error while checking if volume \"{name}\" exists in driver \"{driver}\": error looking up volume plugin {driver}: plugin \"{driver}\" not found"),
+                format!("install and enable the plugin first: docker plugin install {driver}"),
+            ));
+        }
+        return None;
+    }
+
+    let Some(volume) = world.scan.volume(name) else {
+        let anonymous = VolumeName::new(name).is_ok_and(|n| n.is_anonymous());
+        f.push(Finding::new(
+            Severity::Error,
+            "volume-missing",
+            no_such_volume(version, name),
+            format!(
+                "{} volume `{name}` is not in `{}`: carry it from the source (volmig export ... | volmig import -) with the daemon stopped, then start it",
+                if anonymous { "anonymous" } else { "named" },
+                world.root.volumes_dir().display()
+            ),
+        ));
+        return None;
+    };
+    let data = world.root.volume_data_dir(name);
+    let mount_source = if mount.source.is_empty() { data.display().to_string() } else { mount.source.clone() };
+    if let Some(options) = &volume.options {
+        if !options.mount_type.is_empty() && options.mount_device.is_empty() {
+            f.push(Finding::new(
+                Severity::Error,
+                "volume-opts-incomplete",
+                format!("error while mounting volume '{mount_source}': missing device in volume options"),
+                format!("add MountDevice to `{}/opts.json` (docker volume create --opt device=...)", volume.path.display()),
+            ));
+        }
+        if options.network_filesystem() {
+            f.push(Finding::new(
+                Severity::Warning,
+                "volume-needs-network",
+                format!("volume `{name}` mounts `{}` over the network ({}): whether it mounts cannot be decided offline", options.mount_device, options.mount_type),
+                "make sure the server is reachable from this host before starting the container",
+            ));
+        }
+        if options.quota.size > 0 && version.supports_quota() {
+            f.push(Finding::new(
+                Severity::Warning,
+                "volume-needs-quota",
+                format!("volume `{name}` has a quota of {} bytes: dockerd needs XFS project quota on `{}`", options.quota.size, world.root.volumes_dir().display()),
+                "put the data-root on XFS mounted with pquota, or drop the quota",
+            ));
+        }
+    }
+    if !volume.has_data_dir() && volume.options.as_ref().is_none_or(|o| o.is_plain()) {
+        f.push(Finding::new(
+            Severity::Error,
+            "volume-data-missing",
+            format!("error while mounting volume '{mount_source}': `{}` does not exist", data.display()),
+            format!("restore `{}` with the volume's data (volmig import carries it)", data.display()),
+        ));
+    }
+
+    // 20.10.3-25.x evaluate the symlinks of the STORED Source for a z/Z mode.
+    if version.evaluates_stored_source_for_relabel()
+        && mount.relabels()
+        && !mount.source.is_empty()
+        && Path::new(&mount.source) != data
+    {
+        match first_missing(Path::new(&mount.source)) {
+            Some(missing) => f.push(Finding::new(
+                Severity::Error,
+                "stale-source-relabel",
+                format!("error evaluating symlinks from mount source \"{}\": lstat {}: no such file or directory", mount.source, missing.display()),
+                format!("rewrite Source to `{}` in config.v2.json (volmig import does this for the containers it carries)", data.display()),
+            )),
+            None => f.push(Finding::new(
+                Severity::Warning,
+                "stale-source-relabel",
+                format!("dockerd {version} relabels the stored Source `{}`, not `{}`: it still exists (the old data-root?), so the container gets the old data", mount.source, data.display()),
+                format!("rewrite Source to `{}` in config.v2.json", data.display()),
+            )),
+        }
+    } else if let Some(old) = moved_from {
+        if mount.relabels() && Path::new(&mount.source).starts_with(old) {
+            f.push(Finding::new(
+                Severity::Info,
+                "stale-source",
+                format!("Source `{}` points into the old data-root `{}`; dockerd {version} recomputes it, but 20.10.3-25.x would fail on it (z/Z mode)", mount.source, old.display()),
+                format!("rewrite Source to `{}` if this data-root may meet an older daemon", data.display()),
+            ));
+        }
+    }
+
+    let subpath = mount.subpath();
+    let mut path = data.clone();
+    if !subpath.is_empty() {
+        if !version.supports_subpath() {
+            f.push(Finding::new(
+                Severity::Error,
+                "subpath-unsupported",
+                format!("volume subpath `{subpath}` needs dockerd 26 or newer"),
+                "upgrade the daemon, or mount the whole volume",
+            ));
+        } else if escapes(subpath) {
+            f.push(Finding::new(
+                Severity::Error,
+                "subpath-escapes",
+                format!("subpath must be a relative path within the volume: {subpath}"),
+                "fix the mount's volume-subpath",
+            ));
+        } else {
+            path = data.join(subpath);
+            if volume.has_data_dir() && fs::symlink_metadata(&path).is_err() {
+                f.push(Finding::new(
+                    Severity::Error,
+                    "subpath-missing",
+                    format!("cannot access path {}: lstat {}: no such file or directory", path.display(), path.display()),
+                    format!("create `{subpath}` inside the volume `{name}`"),
+                ));
+            }
+        }
+    }
+    f.extend(volume.findings.iter().filter(|v| v.severity == Severity::Warning && v.kind != "metadata-record-missing").cloned());
+    if record.is_none() && world.scan.store.is_some() {
+        f.push(Finding::new(
+            Severity::Warning,
+            "volume-labels-lost",
+            format!("volume `{name}` has no record in metadata.db: it mounts, but without its labels"),
+            "carry the record with the volume (volmig import writes it)",
+        ));
+    }
+    Some(path)
+}
+
+fn verify_bind(
+    world: &World,
+    container: &Container,
+    destination: &str,
+    mount: &MountPoint,
+    moved_from: Option<&Path>,
+    version: DaemonVersion,
+    f: &mut Vec<Finding>,
+) {
+    if mount.source.is_empty() {
+        f.push(Finding::new(
+            Severity::Error,
+            "mount-undefined",
+            "Unable to setup mount point, neither source nor volume defined",
+            format!("re-create the container with a source for {destination}"),
+        ));
+        return;
+    }
+    let source = Path::new(&mount.source);
+    if let Some(old) = moved_from {
+        if source.starts_with(old) {
+            f.push(Finding::new(
+                Severity::Warning,
+                "bind-into-old-root",
+                format!("bind source `{}` lies inside the old data-root `{}`, not in this one", source.display(), old.display()),
+                format!("re-create the container with the source under `{}`", world.root.path().display()),
+            ));
+        }
+    }
+    let exists = fs::metadata(source).is_ok();
+    if !exists {
+        // `--mount type=bind` is re-validated on every start; `-v` creates it.
+        let spec = container.mount_spec(destination);
+        let from_mount_flag = spec.is_some_and(|s| s.kind == "bind") || mount.skip_mountpoint_creation;
+        let create = spec
+            .and_then(|s| s.bind_options.as_ref())
+            .is_some_and(|b| b.create_mountpoint);
+        if from_mount_flag && !create {
+            f.push(Finding::new(
+                Severity::Error,
+                "bind-source-missing",
+                format!("invalid mount config for type \"bind\": bind source path does not exist: {}", source.display()),
+                format!("create or restore `{}` on this host before starting the container", source.display()),
+            ));
+        } else {
+            f.push(Finding::new(
+                Severity::Warning,
+                "bind-source-created-empty",
+                format!("bind source `{}` does not exist: dockerd silently creates it as an empty directory, so the container sees no data there", source.display()),
+                format!("restore `{}` on this host before starting the container", source.display()),
+            ));
+        }
+        return;
+    }
+    check_propagation(world.mounts, source, mount.effective_propagation(), version, f);
+}
+
+/// `shared`/`rshared` need the source's mount to be shared; `slave`/`rslave`
+/// need it shared or slave (dockerd's `ensureShared` / `ensureSharedOrSlave`).
+fn check_propagation(mounts: &MountTable, source: &Path, propagation: &str, version: DaemonVersion, f: &mut Vec<Finding>) {
+    let needs_shared = matches!(propagation, "shared" | "rshared");
+    let needs_slave = matches!(propagation, "slave" | "rslave");
+    if !needs_shared && !needs_slave {
+        return;
+    }
+    let real = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let Some(holder) = mounts.mount_of(&real) else { return };
+    let ok = holder.is_shared() || (needs_slave && holder.is_slave());
+    if ok {
+        return;
+    }
+    let (path, on) = (real.display().to_string(), holder.mount_point.display().to_string());
+    let (path, on) = if version.quotes_propagation_paths() {
+        (format!("{path:?}"), format!("{on:?}"))
+    } else {
+        (path, on)
+    };
+    let what = if needs_shared { "a shared mount" } else { "a shared or slave mount" };
+    f.push(Finding::new(
+        Severity::Error,
+        "propagation-unsupported",
+        format!("path {path} is mounted on {on} but it is not {what}"),
+        format!("mount --make-{}shared {} (systemd hosts make / shared; this one is private)", if propagation.starts_with('r') { "r" } else { "" }, holder.mount_point.display()),
+    ));
+}
+
+/// `--volumes-from X` copied X's mount points at create; re-creating the
+/// container fails when X has a tmpfs mount (seen on 20.10.24).
+fn check_volumes_from(world: &World, container: &Container, f: &mut Vec<Finding>) {
+    for spec in container.host_config.volumes_from.iter().flatten() {
+        let source_name = spec.split(':').next().unwrap_or(spec);
+        let Ok(slot) = crate::dataroot::containers::find(world.containers, source_name) else {
+            f.push(Finding::new(
+                Severity::Info,
+                "volumes-from-source-absent",
+                format!("--volumes-from source `{source_name}` is not on this data-root: its mount points were copied at create, so the start does not need it"),
+                "carry it too if the container will ever be re-created",
+            ));
+            continue;
+        };
+        let Ok(source) = &slot.loaded else { continue };
+        let has_tmpfs = source.mount_points().any(|(_, m)| m.mount_kind() == MountKind::Tmpfs)
+            || source.host_config.tmpfs.as_ref().is_some_and(|t| !t.is_empty());
+        if has_tmpfs {
+            f.push(Finding::new(
+                Severity::Warning,
+                "volumes-from-tmpfs",
+                format!("--volumes-from `{source_name}` has a tmpfs mount: re-creating this container fails with `get : no such volume`"),
+                "this restore is unaffected; to re-create, drop --volumes-from and name the volumes with -v",
+            ));
+        }
+    }
+}
+
+fn check_checkpoint(world: &World, container: &Container, name: &str, opts: &VerifyOptions, f: &mut Vec<Finding>) {
+    if !opts.experimental {
+        f.push(Finding::new(
+            Severity::Error,
+            "checkpoint-needs-experimental",
+            "checkpoint is only supported in experimental mode",
+            "start dockerd with --experimental (or \"experimental\": true in daemon.json), then re-run with --experimental",
+        ));
+    }
+    let valid = {
+        let b = name.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    };
+    if !valid {
+        f.push(Finding::new(
+            Severity::Error,
+            "checkpoint-name-invalid",
+            format!("Invalid checkpoint ID ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
+            "pass the checkpoint's directory name under containers/<id>/checkpoints/",
+        ));
+        return;
+    }
+    let dir = world.root.checkpoint_dir(&container.id, name);
+    if !dir.is_dir() {
+        f.push(Finding::new(
+            Severity::Error,
+            "checkpoint-missing",
+            format!("checkpoint `{name}` does not exist: `{}` is missing (checked after every mount point)", dir.display()),
+            format!("carry it from the source (volmig export --checkpoint {name})"),
+        ));
+    }
+}
+
+/// hosts, resolv.conf and hostname are regenerated at start; missing ones
+/// only make dockerd warn.
+fn check_network_files(container: &Container, f: &mut Vec<Finding>) {
+    let c = &container.config;
+    let missing: Vec<String> = [&c.hostname_path, &c.hosts_path, &c.resolv_conf_path]
+        .into_iter()
+        .filter(|p| !p.is_empty() && fs::symlink_metadata(p).is_err())
+        .map(|p| Path::new(p).file_name().map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned()))
+        .collect();
+    if !missing.is_empty() {
+        f.push(Finding::new(
+            Severity::Info,
+            "network-files-missing",
+            format!("{} missing: dockerd regenerates them at start", missing.join(", ")),
+            "nothing to do",
+        ));
+    }
+}
+
+/// Whether a subpath leaves the volume: absolute, or `..` anywhere.
+fn escapes(subpath: &str) -> bool {
+    Path::new(subpath)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
+}
+
+/// The first ancestor of `path` (or `path` itself) that does not exist, as
+/// Go's EvalSymlinks reports it in `lstat <path>`.
+fn first_missing(path: &Path) -> Option<PathBuf> {
+    let mut current = PathBuf::new();
+    for component in path.components() {
+        current.push(component);
+        match fs::symlink_metadata(&current) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(current),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Whether a volume plugin is installed: a managed plugin under
+/// `R/plugins/*/config.json`, or a legacy spec or socket.
+fn plugin_present(root: &DataRoot, driver: &str) -> bool {
+    let bare = driver.split(':').next().unwrap_or(driver);
+    let managed = fs::read_dir(root.path().join("plugins"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("config.json")).ok())
+        .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .any(|v| {
+            let name = v.get("Name").and_then(|n| n.as_str()).unwrap_or("");
+            name == driver || name.split(':').next() == Some(bare)
+        });
+    if managed {
+        return true;
+    }
+    ["/run/docker/plugins", "/etc/docker/plugins", "/usr/lib/docker/plugins"]
+        .iter()
+        .flat_map(|dir| ["sock", "spec", "json"].map(|ext| Path::new(dir).join(format!("{bare}.{ext}"))))
+        .any(|p| p.exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subpaths_that_escape_are_caught() {
+        assert!(escapes("../x"));
+        assert!(escapes("a/../../x"));
+        assert!(escapes("/etc"));
+        assert!(!escapes("a/b"));
+    }
+
+    #[test]
+    fn first_missing_names_the_first_absent_component() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a/b/c");
+        assert_eq!(first_missing(&p), Some(tmp.path().join("a")));
+        assert_eq!(first_missing(tmp.path()), None);
+    }
+
+    #[test]
+    fn missing_volume_text_follows_the_generation() {
+        assert_eq!(no_such_volume(DaemonVersion::new(20, 10, 24), "data1"), "get data1: no such volume");
+        assert_eq!(no_such_volume(DaemonVersion::new(17, 6, 0), "data1"), "get data1: volume not found");
+    }
+}

@@ -195,6 +195,9 @@ pub struct HostConfig {
     pub volumes_from: Option<Vec<String>>,
     #[serde(rename = "VolumeDriver")]
     pub volume_driver: String,
+    /// `--mount` specs: dockerd re-validates these on every start.
+    #[serde(rename = "Mounts")]
+    pub mounts: Option<Vec<MountSpec>>,
 }
 
 /// A container whose files decoded.
@@ -216,6 +219,35 @@ impl Container {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.v2.json")
+    }
+
+    /// The `--mount` spec for `destination`, if the mount came from one.
+    pub fn mount_spec(&self, destination: &str) -> Option<&MountSpec> {
+        self.host_config
+            .mounts
+            .iter()
+            .flatten()
+            .find(|m| m.target == destination)
+    }
+
+    /// The data-root this container was created under, read back from the
+    /// paths dockerd stored (`<R>/containers/<id>/hostname` and friends).
+    pub fn stored_data_root(&self) -> Option<PathBuf> {
+        let c = &self.config;
+        [&c.hostname_path, &c.hosts_path, &c.resolv_conf_path, &c.log_path]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .find_map(|p| {
+                let dir = Path::new(p).parent()?;
+                if dir.file_name()? != self.id.as_str() {
+                    return None;
+                }
+                let containers = dir.parent()?;
+                if containers.file_name()? != "containers" {
+                    return None;
+                }
+                containers.parent().map(Path::to_path_buf)
+            })
     }
 
     /// Destinations of `--tmpfs` (HostConfig.Tmpfs): never resolved.

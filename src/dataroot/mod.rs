@@ -108,6 +108,12 @@ impl DataRoot {
                 path: path.to_path_buf(),
             });
         }
+        // Absolute and without symlinks: dockerd computes every path from
+        // its --data-root, and stored paths are compared against these.
+        let path = &fs::canonicalize(path).map_err(|source| DataRootError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let remap_subtrees = find_remap_subtrees(path).map_err(|source| {
             DataRootError::Unreadable {
                 path: path.to_path_buf(),

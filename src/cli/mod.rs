@@ -1,0 +1,122 @@
+//! The command line: clap structs, thin handlers, and the only code that
+//! prints. Handlers turn flags into library options, call the library, and
+//! render its reports as text or JSON on stdout.
+//!
+//! Exit codes: 0 all good, 1 the thing checked is broken, 2 the command
+//! could not run. A closed stdout (`volmig ... | head`) is not an error.
+
+mod render;
+mod scan;
+mod verify;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::daemon_version::DaemonVersion;
+use crate::dataroot::RemapRoot;
+
+/// Predict what dockerd will do with a data-root's volumes and containers,
+/// before it does it.
+///
+/// dockerd loads volumes once, at its start, from <data-root>/volumes, and
+/// stops a container's start at the first mount point that does not
+/// resolve. volmig reads the same files offline and lists every problem,
+/// with the daemon's own error text and a fix.
+#[derive(Debug, Parser)]
+#[command(name = "volmig", version, max_term_width = 100)]
+pub struct Cli {
+    /// The daemon's data-root (dockerd --data-root).
+    #[arg(long, global = true, value_name = "DIR", env = "VOLMIG_DATA_ROOT", default_value = "/var/lib/docker")]
+    pub data_root: PathBuf,
+
+    /// Print one JSON document on stdout (top-level boolean `ok`).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only failures (nothing when all is well); the exit code tells the rest.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// The dockerd release to predict for, where texts and rules differ
+    /// (e.g. 17.06 says `volume not found`, 18.06+ `no such volume`;
+    /// 20.10.3-25.x evaluate stale Source paths). Default: current.
+    #[arg(long, global = true, value_name = "VERSION", default_value = "current")]
+    pub daemon_version: DaemonVersion,
+
+    /// The daemon runs with --userns-remap: check the `<uid>.<gid>/`
+    /// subtree of the data-root for this remapped root.
+    #[arg(long, global = true, value_name = "UID:GID")]
+    pub userns_remap: Option<RemapRoot>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the volumes dockerd would load from the data-root, with their
+    /// options and labels, and every problem. Exit 1 if dockerd would not start.
+    Scan(scan::ScanArgs),
+    /// Resolve every mount point of each container as dockerd's start
+    /// would. Exit 1 if any container would fail to start.
+    Verify(verify::VerifyArgs),
+}
+
+/// How a command ended, mapped to the exit code.
+pub enum Outcome {
+    /// Exit 0.
+    Good,
+    /// Exit 1: the data-root or a container is broken.
+    Broken,
+}
+
+/// Parses the arguments, runs the command, prints, and picks the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match &cli.command {
+        Command::Scan(args) => scan::run(&cli, args),
+        Command::Verify(args) => verify::run(&cli, args),
+    };
+    match result {
+        Ok(Outcome::Good) => ExitCode::SUCCESS,
+        Ok(Outcome::Broken) => ExitCode::from(1),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes a finished document to stdout at once.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Serializes a report as the one JSON document of `--json`.
+fn emit_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    emit(&text)
+}

@@ -1,0 +1,29 @@
+//! Text rendering shared by the commands: one finding as a labelled
+//! message with its fix under it.
+
+use std::fmt::Write;
+
+use crate::report::{Finding, Severity};
+
+/// Appends `finding` indented by `indent`, e.g.
+/// `  error: get data1: no such volume` / `         fix: ...`.
+pub fn finding(out: &mut String, indent: &str, f: &Finding) {
+    let label = match f.severity {
+        Severity::Fatal => "FATAL",
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "note",
+    };
+    let _ = writeln!(out, "{indent}{label}: {}", f.message);
+    let pad = " ".repeat(label.len().saturating_sub(3));
+    let _ = writeln!(out, "{indent}{pad}fix: {}", f.fix);
+}
+
+/// `1 thing` / `2 things`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}

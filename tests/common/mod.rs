@@ -1,0 +1,165 @@
+//! `FakeDataRoot`: builds a data-root in a tempdir the way dockerd lays it
+//! out (containers with config.v2.json/hostconfig.json, volumes with _data,
+//! opts.json and metadata.db records), for the cases real fixtures cannot
+//! hold. Plus `volmig()`, the binary under test.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::{json, Value};
+use volmig::dataroot::metadata::{write_records, VolumeRecord};
+
+pub struct FakeDataRoot {
+    pub dir: tempfile::TempDir,
+    records: Vec<VolumeRecord>,
+}
+
+/// A mount point as dockerd writes it into config.v2.json.
+pub fn volume_mount(name: &str, destination: &str, root: &Path) -> Value {
+    json!({
+        "Source": root.join("volumes").join(name).join("_data"),
+        "Destination": destination,
+        "RW": true,
+        "Name": name,
+        "Driver": "local",
+        "Type": "volume",
+        "Relabel": "z",
+        "ID": "0123",
+        "Spec": {},
+        "SkipMountpointCreation": false
+    })
+}
+
+pub fn bind_mount(source: &str, destination: &str) -> Value {
+    json!({
+        "Source": source,
+        "Destination": destination,
+        "RW": true,
+        "Name": "",
+        "Driver": "",
+        "Type": "bind",
+        "Propagation": "rprivate",
+        "Spec": {"Type": "bind", "Source": source, "Target": destination},
+        "SkipMountpointCreation": false
+    })
+}
+
+impl FakeDataRoot {
+    pub fn new() -> FakeDataRoot {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("volumes")).unwrap();
+        fs::create_dir_all(dir.path().join("containers")).unwrap();
+        FakeDataRoot {
+            dir,
+            records: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        fs::canonicalize(self.dir.path()).unwrap()
+    }
+
+    /// A plain local volume with `_data` and a metadata.db record.
+    pub fn volume(&mut self, name: &str, labels: &[(&str, &str)]) -> &mut Self {
+        fs::create_dir_all(self.path().join("volumes").join(name).join("_data")).unwrap();
+        self.record(name, "local", labels)
+    }
+
+    pub fn record(&mut self, name: &str, driver: &str, labels: &[(&str, &str)]) -> &mut Self {
+        self.records.push(VolumeRecord {
+            name: name.into(),
+            driver: driver.into(),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            options: None,
+        });
+        self
+    }
+
+    pub fn opts_json(&mut self, name: &str, text: &str) -> &mut Self {
+        let dir = self.path().join("volumes").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("opts.json"), text).unwrap();
+        self
+    }
+
+    /// A container with the given mount points (destination -> mount point).
+    pub fn container(&mut self, id: &str, name: &str, mounts: &[Value]) -> &mut Self {
+        self.container_with(id, name, mounts, json!({}))
+    }
+
+    pub fn container_with(&mut self, id: &str, name: &str, mounts: &[Value], host_config: Value) -> &mut Self {
+        let root = self.path();
+        let dir = root.join("containers").join(id);
+        fs::create_dir_all(&dir).unwrap();
+        let mount_points: BTreeMap<String, Value> = mounts
+            .iter()
+            .map(|m| (m["Destination"].as_str().unwrap().to_string(), m.clone()))
+            .collect();
+        let config = json!({
+            "ID": id,
+            "Name": format!("/{name}"),
+            "State": {"Running": false},
+            "MountPoints": mount_points,
+            "HostnamePath": dir.join("hostname"),
+            "HostsPath": dir.join("hosts"),
+            "ResolvConfPath": dir.join("resolv.conf"),
+        });
+        fs::write(dir.join("config.v2.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        fs::write(dir.join("hostconfig.json"), serde_json::to_vec(&host_config).unwrap()).unwrap();
+        self
+    }
+
+    /// Writes metadata.db with every record added so far.
+    pub fn write_db(&mut self) -> &mut Self {
+        write_records(&self.path().join("volumes/metadata.db"), &self.records).unwrap();
+        self
+    }
+
+    pub fn volmig(&self) -> Command {
+        let mut cmd = volmig();
+        cmd.arg("--data-root").arg(self.path());
+        cmd
+    }
+}
+
+pub fn volmig() -> Command {
+    let mut cmd = Command::cargo_bin("volmig").unwrap();
+    cmd.env_remove("VOLMIG_DATA_ROOT");
+    cmd
+}
+
+/// Runs `volmig --json ARGS` and returns the exit code and the document.
+pub fn json_run(cmd: &mut Command) -> (i32, Value) {
+    let out = cmd.arg("--json").output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), doc)
+}
+
+/// Every finding message of a verify document's container `name`, with its kind.
+pub fn container_findings(doc: &Value, name: &str) -> Vec<(String, String)> {
+    let c = doc["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {doc:#}"));
+    let mut out = Vec::new();
+    for f in c["findings"].as_array().unwrap() {
+        out.push((f["kind"].as_str().unwrap().to_string(), f["message"].as_str().unwrap().to_string()));
+    }
+    for m in c["mounts"].as_array().unwrap() {
+        for f in m["findings"].as_array().unwrap() {
+            out.push((f["kind"].as_str().unwrap().to_string(), f["message"].as_str().unwrap().to_string()));
+        }
+    }
+    out
+}
