@@ -416,3 +416,31 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
     }
     result.store = Some(store);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn a_still_mounted_data_dir_is_flagged_by_generation() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("volumes/v1/_data")).unwrap();
+        let root = DataRoot::open(tmp.path(), None).unwrap();
+        let data = root.volume_data_dir("v1");
+        let table = MountTable::parse(&format!(
+            "22 1 8:1 / / rw - ext4 /dev/vda rw\n41 22 0:40 / {} rw - tmpfs tmpfs rw\n",
+            data.display()
+        ));
+        let old = scan(&root, &table, DaemonVersion::new(24, 0, 7));
+        let v = old.volume("v1").unwrap();
+        assert!(v.mounted);
+        let f = v.findings.iter().find(|f| f.kind == "data-dir-mounted").unwrap();
+        assert!(f.message.contains("unmounts it at start"), "{}", f.message);
+        let new = scan(&root, &table, DaemonVersion::CURRENT);
+        let f = new.volume("v1").unwrap().findings.iter().find(|f| f.kind == "data-dir-mounted").unwrap();
+        assert!(f.message.contains("marks the volume as mounted"), "{}", f.message);
+        let clean = scan(&root, &MountTable::default(), DaemonVersion::CURRENT);
+        assert!(!clean.volume("v1").unwrap().mounted);
+    }
+}

@@ -438,16 +438,18 @@ fn check_propagation(mounts: &MountTable, source: &Path, propagation: &str, vers
         return;
     }
     let (path, on) = (real.display().to_string(), holder.mount_point.display().to_string());
-    let (path, on) = if version.quotes_propagation_paths() {
-        (format!("{path:?}"), format!("{on:?}"))
+    // Seen on 20.10.24: unquoted paths and a final period; current
+    // sources quote the paths and drop the period.
+    let (path, on, end) = if version.quotes_propagation_paths() {
+        (format!("{path:?}"), format!("{on:?}"), "")
     } else {
-        (path, on)
+        (path, on, ".")
     };
     let what = if needs_shared { "a shared mount" } else { "a shared or slave mount" };
     f.push(Finding::new(
         Severity::Error,
         "propagation-unsupported",
-        format!("path {path} is mounted on {on} but it is not {what}"),
+        format!("path {path} is mounted on {on} but it is not {what}{end}"),
         format!("mount --make-{}shared {} (systemd hosts make / shared; this one is private)", if propagation.starts_with('r') { "r" } else { "" }, holder.mount_point.display()),
     ));
 }
@@ -597,6 +599,29 @@ mod tests {
         let p = tmp.path().join("a/b/c");
         assert_eq!(first_missing(&p), Some(tmp.path().join("a")));
         assert_eq!(first_missing(tmp.path()), None);
+    }
+
+    #[test]
+    fn propagation_needs_a_shared_or_slave_source_mount() {
+        let table = MountTable::parse(
+            "22 1 8:1 / / rw - ext4 /dev/vda rw\n\
+             40 22 8:1 /srv /srv rw shared:4 - ext4 /dev/vda rw\n\
+             41 22 8:1 /opt /opt rw master:4 - ext4 /dev/vda rw\n",
+        );
+        let d2010 = DaemonVersion::new(20, 10, 24);
+        let mut f = Vec::new();
+        check_propagation(&table, Path::new("/nonexistent-volmig/x"), "rshared", d2010, &mut f);
+        assert_eq!(f[0].message, "path /nonexistent-volmig/x is mounted on / but it is not a shared mount.");
+        f.clear();
+        check_propagation(&table, Path::new("/nonexistent-volmig/x"), "rslave", DaemonVersion::CURRENT, &mut f);
+        assert_eq!(f[0].message, "path \"/nonexistent-volmig/x\" is mounted on \"/\" but it is not a shared or slave mount");
+        f.clear();
+        check_propagation(&table, Path::new("/srv/data"), "rshared", d2010, &mut f);
+        check_propagation(&table, Path::new("/opt/data"), "rslave", d2010, &mut f);
+        check_propagation(&table, Path::new("/nonexistent-volmig/x"), "rprivate", d2010, &mut f);
+        assert!(f.is_empty(), "{f:?}");
+        check_propagation(&table, Path::new("/opt/data"), "shared", d2010, &mut f);
+        assert_eq!(f.len(), 1, "a slave mount is not enough for shared");
     }
 
     #[test]
