@@ -163,3 +163,93 @@ pub fn container_findings(doc: &Value, name: &str) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The directory of a shipped fixture.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A recorded daemon output of a fixture (`docker-outputs/<file>`).
+pub fn recorded(name: &str, file: &str) -> String {
+    fs::read_to_string(fixture_dir(name).join("docker-outputs").join(file)).unwrap()
+}
+
+/// Copies the data-root of fixture `name` into a tempdir and restores what
+/// git cannot hold, from `docker-outputs/tree.txt`: empty directories
+/// (`_data` of a tmpfs volume, `checkpoints/`), modes and owners.
+pub fn fixture(name: &str) -> tempfile::TempDir {
+    let src = fixture_dir(name);
+    let dst = tempfile::tempdir().unwrap();
+    for entry in walkdir::WalkDir::new(&src).min_depth(1) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&src).unwrap();
+        let top = rel.components().next().unwrap().as_os_str();
+        if top == "README.md" || top == "docker-outputs" {
+            continue;
+        }
+        let target = dst.path().join(rel);
+        if entry.file_type().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+    let tree = recorded(name, "tree.txt");
+    for line in tree.lines() {
+        let mut parts = line.splitn(5, ' ');
+        let (kind, mode, owner, _size, path) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let target = dst.path().join(path);
+        if kind == "d" {
+            fs::create_dir_all(&target).unwrap();
+        }
+        let (uid, gid) = owner.split_once(':').unwrap();
+        std::os::unix::fs::lchown(&target, Some(uid.parse().unwrap()), Some(gid.parse().unwrap())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&target, fs::Permissions::from_mode(u32::from_str_radix(mode, 8).unwrap())).unwrap();
+    }
+    dst
+}
+
+/// Container name -> full ID, from the fixture's `containers.tsv`.
+pub fn fixture_ids(name: &str) -> BTreeMap<String, String> {
+    recorded(name, "containers.tsv")
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, id)| (n.to_string(), id.to_string()))
+        .collect()
+}
+
+/// The `Error response from daemon: ...` texts of a recorded `docker start`.
+pub fn daemon_errors(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Error response from daemon: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The failure messages verify reports for container `name`.
+pub fn failure_messages(doc: &Value, name: &str) -> std::collections::BTreeSet<String> {
+    let c = doc["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"));
+    let mut out = std::collections::BTreeSet::new();
+    let mut take = |f: &Value| {
+        if f["severity"] == "error" || f["severity"] == "fatal" {
+            out.insert(f["message"].as_str().unwrap().to_string());
+        }
+    };
+    c["findings"].as_array().unwrap().iter().for_each(&mut take);
+    for m in c["mounts"].as_array().unwrap() {
+        m["findings"].as_array().unwrap().iter().for_each(&mut take);
+    }
+    out
+}
