@@ -98,10 +98,7 @@ impl FromStr for DaemonVersion {
             return Ok(DaemonVersion::CURRENT);
         }
         let trimmed = trimmed.strip_prefix('v').unwrap_or(trimmed);
-        let core = trimmed
-            .split(['-', '+', '~'])
-            .next()
-            .ok_or_else(invalid)?;
+        let core = trimmed.split(['-', '+', '~']).next().ok_or_else(invalid)?;
         let mut parts = core.split('.');
         let mut next = |required: bool| -> Result<u32, InvalidDaemonVersion> {
             match parts.next() {

@@ -108,7 +108,10 @@ pub fn daemon_start_failure(version: DaemonVersion, detail: &str) -> String {
 /// The local driver's failure, wrapped as the volume service wraps it.
 fn driver_setup_failure(version: DaemonVersion, detail: &str) -> String {
     if version.has_volume_service() {
-        daemon_start_failure(version, &format!("error setting up default driver: {detail}"))
+        daemon_start_failure(
+            version,
+            &format!("error setting up default driver: {detail}"),
+        )
     } else {
         daemon_start_failure(version, detail)
     }
@@ -255,7 +258,10 @@ fn load_entry(
             findings.push(Finding::new(
                 Severity::Info,
                 "quota-ignored",
-                format!("volume `{}` asks for a quota of {} bytes, which dockerd {version} ignores", entry.name, opts.quota.size),
+                format!(
+                    "volume `{}` asks for a quota of {} bytes, which dockerd {version} ignores",
+                    entry.name, opts.quota.size
+                ),
                 "nothing to do unless the quota matters",
             ));
         }
@@ -266,13 +272,22 @@ fn load_entry(
         None => findings.push(Finding::new(
             Severity::Warning,
             "data-dir-missing",
-            format!("`{}` has no _data: the volume loads but a container mounting it fails", entry.path.display()),
-            format!("restore `{}/_data` (volmig import carries it)", entry.path.display()),
+            format!(
+                "`{}` has no _data: the volume loads but a container mounting it fails",
+                entry.path.display()
+            ),
+            format!(
+                "restore `{}/_data` (volmig import carries it)",
+                entry.path.display()
+            ),
         )),
         Some(DataDir { is_dir: false, .. }) => findings.push(Finding::new(
             Severity::Warning,
             "data-dir-not-dir",
-            format!("`{}/_data` is not a directory: a container mounting the volume fails", entry.path.display()),
+            format!(
+                "`{}/_data` is not a directory: a container mounting the volume fails",
+                entry.path.display()
+            ),
             "replace it with the volume's data directory",
         )),
         Some(_) => {}
@@ -299,7 +314,10 @@ fn load_entry(
             Severity::Warning,
             "data-dir-mounted",
             format!("`{}` is still mounted: {what}", data_path.display()),
-            format!("umount {} before starting dockerd, unless that mount is intended", data_path.display()),
+            format!(
+                "umount {} before starting dockerd, unless that mount is intended",
+                data_path.display()
+            ),
         ));
     }
 
@@ -313,7 +331,11 @@ fn load_entry(
             ));
         }
     } else if let Some(d) = data {
-        if let Some(r) = root.remap_subtrees().iter().find(|r| r.uid == d.uid && d.uid != 0) {
+        if let Some(r) = root
+            .remap_subtrees()
+            .iter()
+            .find(|r| r.uid == d.uid && d.uid != 0)
+        {
             findings.push(Finding::new(
                 Severity::Warning,
                 "userns-owner-mismatch",
@@ -388,7 +410,11 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
         ));
     }
     for (name, record) in &store.records {
-        let driver = if record.driver.is_empty() { "local" } else { record.driver.as_str() };
+        let driver = if record.driver.is_empty() {
+            "local"
+        } else {
+            record.driver.as_str()
+        };
         match result.volumes.get_mut(name) {
             Some(volume) => {
                 volume.driver = driver.to_string();
@@ -435,11 +461,25 @@ mod tests {
         let old = scan(&root, &table, DaemonVersion::new(24, 0, 7));
         let v = old.volume("v1").unwrap();
         assert!(v.mounted);
-        let f = v.findings.iter().find(|f| f.kind == "data-dir-mounted").unwrap();
+        let f = v
+            .findings
+            .iter()
+            .find(|f| f.kind == "data-dir-mounted")
+            .unwrap();
         assert!(f.message.contains("unmounts it at start"), "{}", f.message);
         let new = scan(&root, &table, DaemonVersion::CURRENT);
-        let f = new.volume("v1").unwrap().findings.iter().find(|f| f.kind == "data-dir-mounted").unwrap();
-        assert!(f.message.contains("marks the volume as mounted"), "{}", f.message);
+        let f = new
+            .volume("v1")
+            .unwrap()
+            .findings
+            .iter()
+            .find(|f| f.kind == "data-dir-mounted")
+            .unwrap();
+        assert!(
+            f.message.contains("marks the volume as mounted"),
+            "{}",
+            f.message
+        );
         let clean = scan(&root, &MountTable::default(), DaemonVersion::CURRENT);
         assert!(!clean.volume("v1").unwrap().mounted);
     }

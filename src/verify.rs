@@ -85,7 +85,11 @@ impl ContainerReport {
 }
 
 /// Predicts `docker start` for one container.
-pub fn verify_container(world: &World, slot: &ContainerSlot, opts: &VerifyOptions) -> ContainerReport {
+pub fn verify_container(
+    world: &World,
+    slot: &ContainerSlot,
+    opts: &VerifyOptions,
+) -> ContainerReport {
     let container = match &slot.loaded {
         Ok(c) => c,
         Err(e) => {
@@ -119,7 +123,14 @@ pub fn verify_container(world: &World, slot: &ContainerSlot, opts: &VerifyOption
     let moved_from = stored_root.filter(|old| old != world.root.path());
     let mut mounts = Vec::new();
     for (destination, mount) in container.mount_points() {
-        mounts.push(verify_mount(world, container, destination, mount, moved_from.as_deref(), opts));
+        mounts.push(verify_mount(
+            world,
+            container,
+            destination,
+            mount,
+            moved_from.as_deref(),
+            opts,
+        ));
     }
     check_volumes_from(world, container, &mut findings);
     if let Some(name) = &opts.checkpoint {
@@ -127,7 +138,11 @@ pub fn verify_container(world: &World, slot: &ContainerSlot, opts: &VerifyOption
     }
     check_network_files(container, &mut findings);
 
-    let ok = !any_failure(findings.iter().chain(mounts.iter().flat_map(|m| m.findings.iter())));
+    let ok = !any_failure(
+        findings
+            .iter()
+            .chain(mounts.iter().flat_map(|m| m.findings.iter())),
+    );
     ContainerReport {
         id: container.id.clone(),
         name: container.name.clone(),
@@ -179,12 +194,24 @@ fn verify_mount(
                 report.source = path.display().to_string();
             }
         }
-        MountKind::Volume | MountKind::Bind => verify_bind(world, container, destination, mount, moved_from, opts.version, f),
+        MountKind::Volume | MountKind::Bind => verify_bind(
+            world,
+            container,
+            destination,
+            mount,
+            moved_from,
+            opts.version,
+            f,
+        ),
         MountKind::Tmpfs => {}
     }
     report.status = if any_failure(report.findings.iter()) {
         MountStatus::Error
-    } else if report.findings.iter().any(|f| f.severity == Severity::Warning) {
+    } else if report
+        .findings
+        .iter()
+        .any(|f| f.severity == Severity::Warning)
+    {
         MountStatus::Warning
     } else {
         MountStatus::Ok
@@ -258,7 +285,11 @@ fn verify_volume(
         return None;
     };
     let data = world.root.volume_data_dir(name);
-    let mount_source = if mount.source.is_empty() { data.display().to_string() } else { mount.source.clone() };
+    let mount_source = if mount.source.is_empty() {
+        data.display().to_string()
+    } else {
+        mount.source.clone()
+    };
     if let Some(options) = &volume.options {
         if !options.mount_type.is_empty() && options.mount_device.is_empty() {
             f.push(Finding::new(
@@ -289,8 +320,14 @@ fn verify_volume(
         f.push(Finding::new(
             Severity::Error,
             "volume-data-missing",
-            format!("error while mounting volume '{mount_source}': `{}` does not exist", data.display()),
-            format!("restore `{}` with the volume's data (volmig import carries it)", data.display()),
+            format!(
+                "error while mounting volume '{mount_source}': `{}` does not exist",
+                data.display()
+            ),
+            format!(
+                "restore `{}` with the volume's data (volmig import carries it)",
+                data.display()
+            ),
         ));
     }
 
@@ -348,18 +385,30 @@ fn verify_volume(
                 f.push(Finding::new(
                     Severity::Error,
                     "subpath-missing",
-                    format!("cannot access path {}: lstat {}: no such file or directory", path.display(), path.display()),
+                    format!(
+                        "cannot access path {}: lstat {}: no such file or directory",
+                        path.display(),
+                        path.display()
+                    ),
                     format!("create `{subpath}` inside the volume `{name}`"),
                 ));
             }
         }
     }
-    f.extend(volume.findings.iter().filter(|v| v.severity == Severity::Warning && v.kind != "metadata-record-missing").cloned());
+    f.extend(
+        volume
+            .findings
+            .iter()
+            .filter(|v| v.severity == Severity::Warning && v.kind != "metadata-record-missing")
+            .cloned(),
+    );
     if record.is_none() && world.scan.store.is_some() {
         f.push(Finding::new(
             Severity::Warning,
             "volume-labels-lost",
-            format!("volume `{name}` has no record in metadata.db: it mounts, but without its labels"),
+            format!(
+                "volume `{name}` has no record in metadata.db: it mounts, but without its labels"
+            ),
             "carry the record with the volume (volmig import writes it)",
         ));
     }
@@ -390,8 +439,15 @@ fn verify_bind(
             f.push(Finding::new(
                 Severity::Warning,
                 "bind-into-old-root",
-                format!("bind source `{}` lies inside the old data-root `{}`, not in this one", source.display(), old.display()),
-                format!("re-create the container with the source under `{}`", world.root.path().display()),
+                format!(
+                    "bind source `{}` lies inside the old data-root `{}`, not in this one",
+                    source.display(),
+                    old.display()
+                ),
+                format!(
+                    "re-create the container with the source under `{}`",
+                    world.root.path().display()
+                ),
             ));
         }
     }
@@ -399,7 +455,8 @@ fn verify_bind(
     if !exists {
         // `--mount type=bind` is re-validated on every start; `-v` creates it.
         let spec = container.mount_spec(destination);
-        let from_mount_flag = spec.is_some_and(|s| s.kind == "bind") || mount.skip_mountpoint_creation;
+        let from_mount_flag =
+            spec.is_some_and(|s| s.kind == "bind") || mount.skip_mountpoint_creation;
         let create = spec
             .and_then(|s| s.bind_options.as_ref())
             .is_some_and(|b| b.create_mountpoint);
@@ -407,8 +464,14 @@ fn verify_bind(
             f.push(Finding::new(
                 Severity::Error,
                 "bind-source-missing",
-                format!("invalid mount config for type \"bind\": bind source path does not exist: {}", source.display()),
-                format!("create or restore `{}` on this host before starting the container", source.display()),
+                format!(
+                    "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                    source.display()
+                ),
+                format!(
+                    "create or restore `{}` on this host before starting the container",
+                    source.display()
+                ),
             ));
         } else {
             f.push(Finding::new(
@@ -420,24 +483,41 @@ fn verify_bind(
         }
         return;
     }
-    check_propagation(world.mounts, source, mount.effective_propagation(), version, f);
+    check_propagation(
+        world.mounts,
+        source,
+        mount.effective_propagation(),
+        version,
+        f,
+    );
 }
 
 /// `shared`/`rshared` need the source's mount to be shared; `slave`/`rslave`
 /// need it shared or slave (dockerd's `ensureShared` / `ensureSharedOrSlave`).
-fn check_propagation(mounts: &MountTable, source: &Path, propagation: &str, version: DaemonVersion, f: &mut Vec<Finding>) {
+fn check_propagation(
+    mounts: &MountTable,
+    source: &Path,
+    propagation: &str,
+    version: DaemonVersion,
+    f: &mut Vec<Finding>,
+) {
     let needs_shared = matches!(propagation, "shared" | "rshared");
     let needs_slave = matches!(propagation, "slave" | "rslave");
     if !needs_shared && !needs_slave {
         return;
     }
     let real = fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
-    let Some(holder) = mounts.mount_of(&real) else { return };
+    let Some(holder) = mounts.mount_of(&real) else {
+        return;
+    };
     let ok = holder.is_shared() || (needs_slave && holder.is_slave());
     if ok {
         return;
     }
-    let (path, on) = (real.display().to_string(), holder.mount_point.display().to_string());
+    let (path, on) = (
+        real.display().to_string(),
+        holder.mount_point.display().to_string(),
+    );
     // Seen on 20.10.24: unquoted paths and a final period; current
     // sources quote the paths and drop the period.
     let (path, on, end) = if version.quotes_propagation_paths() {
@@ -445,12 +525,24 @@ fn check_propagation(mounts: &MountTable, source: &Path, propagation: &str, vers
     } else {
         (path, on, ".")
     };
-    let what = if needs_shared { "a shared mount" } else { "a shared or slave mount" };
+    let what = if needs_shared {
+        "a shared mount"
+    } else {
+        "a shared or slave mount"
+    };
     f.push(Finding::new(
         Severity::Error,
         "propagation-unsupported",
         format!("path {path} is mounted on {on} but it is not {what}{end}"),
-        format!("mount --make-{}shared {} (systemd hosts make / shared; this one is private)", if propagation.starts_with('r') { "r" } else { "" }, holder.mount_point.display()),
+        format!(
+            "mount --make-{}shared {} (systemd hosts make / shared; this one is private)",
+            if propagation.starts_with('r') {
+                "r"
+            } else {
+                ""
+            },
+            holder.mount_point.display()
+        ),
     ));
 }
 
@@ -469,8 +561,14 @@ fn check_volumes_from(world: &World, container: &Container, f: &mut Vec<Finding>
             continue;
         };
         let Ok(source) = &slot.loaded else { continue };
-        let has_tmpfs = source.mount_points().any(|(_, m)| m.mount_kind() == MountKind::Tmpfs)
-            || source.host_config.tmpfs.as_ref().is_some_and(|t| !t.is_empty());
+        let has_tmpfs = source
+            .mount_points()
+            .any(|(_, m)| m.mount_kind() == MountKind::Tmpfs)
+            || source
+                .host_config
+                .tmpfs
+                .as_ref()
+                .is_some_and(|t| !t.is_empty());
         if has_tmpfs {
             f.push(Finding::new(
                 Severity::Warning,
@@ -482,7 +580,13 @@ fn check_volumes_from(world: &World, container: &Container, f: &mut Vec<Finding>
     }
 }
 
-fn check_checkpoint(world: &World, container: &Container, name: &str, opts: &VerifyOptions, f: &mut Vec<Finding>) {
+fn check_checkpoint(
+    world: &World,
+    container: &Container,
+    name: &str,
+    opts: &VerifyOptions,
+    f: &mut Vec<Finding>,
+) {
     if !opts.experimental {
         f.push(Finding::new(
             Severity::Error,
@@ -495,7 +599,8 @@ fn check_checkpoint(world: &World, container: &Container, name: &str, opts: &Ver
         let b = name.as_bytes();
         !b.is_empty()
             && b[0].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
     };
     if !valid {
         f.push(Finding::new(
@@ -524,13 +629,20 @@ fn check_network_files(container: &Container, f: &mut Vec<Finding>) {
     let missing: Vec<String> = [&c.hostname_path, &c.hosts_path, &c.resolv_conf_path]
         .into_iter()
         .filter(|p| !p.is_empty() && fs::symlink_metadata(p).is_err())
-        .map(|p| Path::new(p).file_name().map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned()))
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned())
+        })
         .collect();
     if !missing.is_empty() {
         f.push(Finding::new(
             Severity::Info,
             "network-files-missing",
-            format!("{} missing: dockerd regenerates them at start", missing.join(", ")),
+            format!(
+                "{} missing: dockerd regenerates them at start",
+                missing.join(", ")
+            ),
             "nothing to do",
         ));
     }
@@ -538,9 +650,12 @@ fn check_network_files(container: &Container, f: &mut Vec<Finding>) {
 
 /// Whether a subpath leaves the volume: absolute, or `..` anywhere.
 fn escapes(subpath: &str) -> bool {
-    Path::new(subpath)
-        .components()
-        .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
+    Path::new(subpath).components().any(|c| {
+        matches!(
+            c,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    })
 }
 
 /// The first ancestor of `path` (or `path` itself) that does not exist, as
@@ -575,10 +690,16 @@ fn plugin_present(root: &DataRoot, driver: &str) -> bool {
     if managed {
         return true;
     }
-    ["/run/docker/plugins", "/etc/docker/plugins", "/usr/lib/docker/plugins"]
-        .iter()
-        .flat_map(|dir| ["sock", "spec", "json"].map(|ext| Path::new(dir).join(format!("{bare}.{ext}"))))
-        .any(|p| p.exists())
+    [
+        "/run/docker/plugins",
+        "/etc/docker/plugins",
+        "/usr/lib/docker/plugins",
+    ]
+    .iter()
+    .flat_map(|dir| {
+        ["sock", "spec", "json"].map(|ext| Path::new(dir).join(format!("{bare}.{ext}")))
+    })
+    .any(|p| p.exists())
 }
 
 #[cfg(test)]
@@ -610,15 +731,36 @@ mod tests {
         );
         let d2010 = DaemonVersion::new(20, 10, 24);
         let mut f = Vec::new();
-        check_propagation(&table, Path::new("/nonexistent-volmig/x"), "rshared", d2010, &mut f);
-        assert_eq!(f[0].message, "path /nonexistent-volmig/x is mounted on / but it is not a shared mount.");
+        check_propagation(
+            &table,
+            Path::new("/nonexistent-volmig/x"),
+            "rshared",
+            d2010,
+            &mut f,
+        );
+        assert_eq!(
+            f[0].message,
+            "path /nonexistent-volmig/x is mounted on / but it is not a shared mount."
+        );
         f.clear();
-        check_propagation(&table, Path::new("/nonexistent-volmig/x"), "rslave", DaemonVersion::CURRENT, &mut f);
+        check_propagation(
+            &table,
+            Path::new("/nonexistent-volmig/x"),
+            "rslave",
+            DaemonVersion::CURRENT,
+            &mut f,
+        );
         assert_eq!(f[0].message, "path \"/nonexistent-volmig/x\" is mounted on \"/\" but it is not a shared or slave mount");
         f.clear();
         check_propagation(&table, Path::new("/srv/data"), "rshared", d2010, &mut f);
         check_propagation(&table, Path::new("/opt/data"), "rslave", d2010, &mut f);
-        check_propagation(&table, Path::new("/nonexistent-volmig/x"), "rprivate", d2010, &mut f);
+        check_propagation(
+            &table,
+            Path::new("/nonexistent-volmig/x"),
+            "rprivate",
+            d2010,
+            &mut f,
+        );
         assert!(f.is_empty(), "{f:?}");
         check_propagation(&table, Path::new("/opt/data"), "shared", d2010, &mut f);
         assert_eq!(f.len(), 1, "a slave mount is not enough for shared");
@@ -626,7 +768,13 @@ mod tests {
 
     #[test]
     fn missing_volume_text_follows_the_generation() {
-        assert_eq!(no_such_volume(DaemonVersion::new(20, 10, 24), "data1"), "get data1: no such volume");
-        assert_eq!(no_such_volume(DaemonVersion::new(17, 6, 0), "data1"), "get data1: volume not found");
+        assert_eq!(
+            no_such_volume(DaemonVersion::new(20, 10, 24), "data1"),
+            "get data1: no such volume"
+        );
+        assert_eq!(
+            no_such_volume(DaemonVersion::new(17, 6, 0), "data1"),
+            "get data1: volume not found"
+        );
     }
 }

@@ -29,7 +29,13 @@ use crate::dataroot::RemapRoot;
 #[command(name = "volmig", version, max_term_width = 100)]
 pub struct Cli {
     /// The daemon's data-root (dockerd --data-root).
-    #[arg(long, global = true, value_name = "DIR", env = "VOLMIG_DATA_ROOT", default_value = "/var/lib/docker")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "VOLMIG_DATA_ROOT",
+        default_value = "/var/lib/docker"
+    )]
     pub data_root: PathBuf,
 
     /// Print one JSON document on stdout (top-level boolean `ok`).

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::report::{Finding, Severity};
 
 /// Appends `finding` indented by `indent`, e.g.
-/// `  error: get data1: no such volume` / `         fix: ...`.
+/// `  error: get data1: no such volume` / `    fix: ...`.
 pub fn finding(out: &mut String, indent: &str, f: &Finding) {
     let label = match f.severity {
         Severity::Fatal => "FATAL",
@@ -15,6 +15,10 @@ pub fn finding(out: &mut String, indent: &str, f: &Finding) {
         Severity::Info => "note",
     };
     let _ = writeln!(out, "{indent}{label}: {}", f.message);
+    // Notes are context, not problems: their fix stays in the JSON.
+    if f.severity == Severity::Info {
+        return;
+    }
     let pad = " ".repeat(label.len().saturating_sub(3));
     let _ = writeln!(out, "{indent}{pad}fix: {}", f.fix);
 }

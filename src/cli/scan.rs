@@ -37,9 +37,15 @@ pub fn run(cli: &Cli, _args: &ScanArgs) -> anyhow::Result<Outcome> {
 
 fn text(scan: &Scan, quiet: bool) -> String {
     let mut out = String::new();
-    let fatal = scan.all_findings().filter(|f| f.severity == Severity::Fatal).count();
+    let fatal = scan
+        .all_findings()
+        .filter(|f| f.severity == Severity::Fatal)
+        .count();
     if quiet {
-        for f in scan.all_findings().filter(|f| f.severity == Severity::Fatal) {
+        for f in scan
+            .all_findings()
+            .filter(|f| f.severity == Severity::Fatal)
+        {
             let _ = writeln!(out, "{}", f.message);
         }
         return out;
@@ -50,8 +56,17 @@ fn text(scan: &Scan, quiet: bool) -> String {
         scan.data_root.display(),
         scan.daemon_version
     );
-    let _ = writeln!(out, "{} dockerd would load:", render::count(scan.volumes.len(), "volume", "volumes"));
-    let width = scan.volumes.keys().map(|n| n.len().min(64)).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{} dockerd would load:",
+        render::count(scan.volumes.len(), "volume", "volumes")
+    );
+    let width = scan
+        .volumes
+        .keys()
+        .map(|n| n.len().min(64))
+        .max()
+        .unwrap_or(0);
     for v in scan.volumes.values() {
         let data = match v.data {
             Some(d) => format!("_data {}:{} {:04o}", d.uid, d.gid, d.mode),
@@ -60,7 +75,11 @@ fn text(scan: &Scan, quiet: bool) -> String {
         let mut line = format!("  {:width$}  {}  {data}", v.name, v.driver);
         if let Some(o) = v.options.as_ref().filter(|o| !o.is_plain()) {
             let mut parts = Vec::new();
-            for (key, value) in [("type", &o.mount_type), ("device", &o.mount_device), ("o", &o.mount_opts)] {
+            for (key, value) in [
+                ("type", &o.mount_type),
+                ("device", &o.mount_device),
+                ("o", &o.mount_opts),
+            ] {
                 if !value.is_empty() {
                     parts.push(format!("{key}={value}"));
                 }
@@ -89,12 +108,22 @@ fn text(scan: &Scan, quiet: bool) -> String {
             render::finding(&mut out, "  ", f);
         }
     }
-    let warnings = findings.iter().filter(|f| f.severity == Severity::Warning).count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
     let verdict = if fatal > 0 {
-        format!("dockerd will NOT start ({})", render::count(fatal, "fatal problem", "fatal problems"))
+        format!(
+            "dockerd will NOT start ({})",
+            render::count(fatal, "fatal problem", "fatal problems")
+        )
     } else {
         "dockerd will start".to_string()
     };
-    let _ = writeln!(out, "{verdict}; {}", render::count(warnings, "warning", "warnings"));
+    let _ = writeln!(
+        out,
+        "{verdict}; {}",
+        render::count(warnings, "warning", "warnings")
+    );
     out
 }

@@ -112,7 +112,11 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
 
 /// Resolves the arguments to containers; every unknown one is reported
 /// before anything is checked.
-fn select<'a>(slots: &'a [ContainerSlot], args: &VerifyArgs, root: &DataRoot) -> anyhow::Result<Vec<&'a ContainerSlot>> {
+fn select<'a>(
+    slots: &'a [ContainerSlot],
+    args: &VerifyArgs,
+    root: &DataRoot,
+) -> anyhow::Result<Vec<&'a ContainerSlot>> {
     if args.all {
         return Ok(slots.iter().collect());
     }
@@ -135,14 +139,21 @@ fn select<'a>(slots: &'a [ContainerSlot], args: &VerifyArgs, root: &DataRoot) ->
         let hint = if known.is_empty() {
             let mut hint = format!("`{}` holds no containers", root.containers_dir().display());
             if let Some(r) = root.remap_subtrees().first() {
-                let _ = write!(hint, "; it has a userns-remap subtree: add --userns-remap {r}");
+                let _ = write!(
+                    hint,
+                    "; it has a userns-remap subtree: add --userns-remap {r}"
+                );
             }
             hint
         } else {
             format!(
                 "containers here: {}{}",
                 known.join(", "),
-                if more > 0 { format!(" and {more} more (volmig verify --all)") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more (volmig verify --all)")
+                } else {
+                    String::new()
+                }
             )
         };
         bail!("{}\n({hint})", errors.join("\n"));
@@ -154,14 +165,25 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-fn text(root: &DataRoot, daemon: &[&Finding], reports: &[ContainerReport], summary: &Summary, cli: &Cli, ok: bool) -> String {
+fn text(
+    root: &DataRoot,
+    daemon: &[&Finding],
+    reports: &[ContainerReport],
+    summary: &Summary,
+    cli: &Cli,
+    ok: bool,
+) -> String {
     let mut out = String::new();
     if cli.quiet {
         for f in daemon.iter().filter(|f| f.severity.is_failure()) {
             let _ = writeln!(out, "daemon: {}", f.message);
         }
         for r in reports.iter().filter(|r| !r.ok) {
-            let who = if r.name.is_empty() { short(&r.id) } else { &r.name };
+            let who = if r.name.is_empty() {
+                short(&r.id)
+            } else {
+                &r.name
+            };
             for f in r.findings.iter().filter(|f| f.severity.is_failure()) {
                 let _ = writeln!(out, "{who}: {}", f.message);
             }
@@ -173,13 +195,22 @@ fn text(root: &DataRoot, daemon: &[&Finding], reports: &[ContainerReport], summa
         }
         return out;
     }
-    let _ = writeln!(out, "data-root {} (predicting dockerd {})", root.path().display(), cli.daemon_version);
+    let _ = writeln!(
+        out,
+        "data-root {} (predicting dockerd {})",
+        root.path().display(),
+        cli.daemon_version
+    );
     for f in daemon {
         render::finding(&mut out, "", f);
     }
     for r in reports {
         let verdict = if r.ok { "starts" } else { "FAILS to start" };
-        let name = if r.name.is_empty() { "(unloadable)" } else { &r.name };
+        let name = if r.name.is_empty() {
+            "(unloadable)"
+        } else {
+            &r.name
+        };
         let _ = writeln!(out, "\ncontainer {name} {} {verdict}", short(&r.id));
         for f in &r.findings {
             render::finding(&mut out, "  ", f);
@@ -211,9 +242,17 @@ fn text(root: &DataRoot, daemon: &[&Finding], reports: &[ContainerReport], summa
         "\n{}: {} fail to start, {}, {}{}",
         render::count(summary.containers, "container", "containers"),
         summary.failing_containers,
-        render::count(summary.failing_mounts, "failing mount point", "failing mount points"),
+        render::count(
+            summary.failing_mounts,
+            "failing mount point",
+            "failing mount points"
+        ),
         render::count(summary.warnings, "warning", "warnings"),
-        if ok { "" } else { " (dockerd reports only the first failure of each; all are listed here)" }
+        if ok {
+            ""
+        } else {
+            " (dockerd reports only the first failure of each; all are listed here)"
+        }
     );
     out
 }

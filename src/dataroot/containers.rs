@@ -234,20 +234,25 @@ impl Container {
     /// paths dockerd stored (`<R>/containers/<id>/hostname` and friends).
     pub fn stored_data_root(&self) -> Option<PathBuf> {
         let c = &self.config;
-        [&c.hostname_path, &c.hosts_path, &c.resolv_conf_path, &c.log_path]
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .find_map(|p| {
-                let dir = Path::new(p).parent()?;
-                if dir.file_name()? != self.id.as_str() {
-                    return None;
-                }
-                let containers = dir.parent()?;
-                if containers.file_name()? != "containers" {
-                    return None;
-                }
-                containers.parent().map(Path::to_path_buf)
-            })
+        [
+            &c.hostname_path,
+            &c.hosts_path,
+            &c.resolv_conf_path,
+            &c.log_path,
+        ]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .find_map(|p| {
+            let dir = Path::new(p).parent()?;
+            if dir.file_name()? != self.id.as_str() {
+                return None;
+            }
+            let containers = dir.parent()?;
+            if containers.file_name()? != "containers" {
+                return None;
+            }
+            containers.parent().map(Path::to_path_buf)
+        })
     }
 
     /// Destinations of `--tmpfs` (HostConfig.Tmpfs): never resolved.
@@ -418,7 +423,11 @@ mod tests {
 
     #[test]
     fn lookup_matches_docker() {
-        let slots = vec![slot("abc123", "web"), slot("abd456", "db"), slot("fff", "abc")];
+        let slots = vec![
+            slot("abc123", "web"),
+            slot("abd456", "db"),
+            slot("fff", "abc"),
+        ];
         assert_eq!(find(&slots, "abc123").unwrap().id, "abc123");
         assert_eq!(find(&slots, "/web").unwrap().id, "abc123");
         assert_eq!(find(&slots, "db").unwrap().id, "abd456");
@@ -465,7 +474,11 @@ mod tests {
     #[test]
     fn id_mismatch_is_skipped_like_dockerd() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(tmp.path().join("config.v2.json"), br#"{"ID":"other","Name":"/x"}"#).unwrap();
+        fs::write(
+            tmp.path().join("config.v2.json"),
+            br#"{"ID":"other","Name":"/x"}"#,
+        )
+        .unwrap();
         assert!(load_container("abc", tmp.path()).is_err());
     }
 }

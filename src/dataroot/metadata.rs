@@ -212,7 +212,11 @@ mod tests {
     fn round_trips_records_in_dockerds_layout() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("metadata.db");
-        write_records(&db, &[record("data1", &[("com.docker.compose.project", "shop")])]).unwrap();
+        write_records(
+            &db,
+            &[record("data1", &[("com.docker.compose.project", "shop")])],
+        )
+        .unwrap();
         write_records(&db, &[record("data2", &[])]).unwrap();
         let store = read_store(&db).unwrap().unwrap();
         assert_eq!(store.records.len(), 2);
@@ -225,8 +229,13 @@ mod tests {
     #[test]
     fn missing_file_is_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(read_store(&dir.path().join("metadata.db")).unwrap().is_none());
-        assert!(!dir.path().join("metadata.db").exists(), "reading must not create it");
+        assert!(read_store(&dir.path().join("metadata.db"))
+            .unwrap()
+            .is_none());
+        assert!(
+            !dir.path().join("metadata.db").exists(),
+            "reading must not create it"
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl FromStr for RemapRoot {
 pub enum DataRootError {
     #[error("data-root `{path}` does not exist: pass the daemon's --data-root with --data-root DIR or VOLMIG_DATA_ROOT")]
     NotFound { path: PathBuf },
-    #[error("data-root `{path}` is not a directory: pass the daemon's --data-root with --data-root DIR")]
+    #[error(
+        "data-root `{path}` is not a directory: pass the daemon's --data-root with --data-root DIR"
+    )]
     NotADirectory { path: PathBuf },
     #[error("cannot read data-root `{path}`: {source} (run as root, or check the permissions)")]
     Unreadable { path: PathBuf, source: io::Error },
@@ -114,19 +116,20 @@ impl DataRoot {
             path: path.to_path_buf(),
             source,
         })?;
-        let remap_subtrees = find_remap_subtrees(path).map_err(|source| {
-            DataRootError::Unreadable {
+        let remap_subtrees =
+            find_remap_subtrees(path).map_err(|source| DataRootError::Unreadable {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let effective = match remap {
             None => path.to_path_buf(),
             Some(remap) => {
                 let sub = path.join(remap.dir_name());
                 if !sub.is_dir() {
                     let found = if remap_subtrees.is_empty() {
-                        String::from(": this data-root holds no userns-remap subtree; drop --userns-remap")
+                        String::from(
+                            ": this data-root holds no userns-remap subtree; drop --userns-remap",
+                        )
                     } else {
                         let names: Vec<String> =
                             remap_subtrees.iter().map(|r| r.to_string()).collect();
@@ -207,7 +210,11 @@ fn find_remap_subtrees(path: &Path) -> io::Result<Vec<RemapRoot>> {
         if !entry.file_type()?.is_dir() {
             continue;
         }
-        if let Some(remap) = entry.file_name().to_str().and_then(RemapRoot::from_dir_name) {
+        if let Some(remap) = entry
+            .file_name()
+            .to_str()
+            .and_then(RemapRoot::from_dir_name)
+        {
             found.push(remap);
         }
     }
@@ -235,7 +242,13 @@ mod tests {
         fs::create_dir_all(dir.path().join("100000.100000/volumes")).unwrap();
         fs::create_dir_all(dir.path().join("volumes")).unwrap();
         let root = DataRoot::open(dir.path(), None).unwrap();
-        assert_eq!(root.remap_subtrees(), &[RemapRoot { uid: 100000, gid: 100000 }]);
+        assert_eq!(
+            root.remap_subtrees(),
+            &[RemapRoot {
+                uid: 100000,
+                gid: 100000
+            }]
+        );
         assert_eq!(root.path(), dir.path());
 
         let root = DataRoot::open(dir.path(), Some("100000:100000".parse().unwrap())).unwrap();
@@ -248,6 +261,8 @@ mod tests {
     #[test]
     fn open_names_the_missing_path() {
         let err = DataRoot::open(Path::new("/nonexistent/volmig"), None).unwrap_err();
-        assert!(err.to_string().contains("`/nonexistent/volmig` does not exist"));
+        assert!(err
+            .to_string()
+            .contains("`/nonexistent/volmig` does not exist"));
     }
 }

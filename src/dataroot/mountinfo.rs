@@ -38,7 +38,9 @@ pub struct MountTable {
 impl MountTable {
     /// Reads this process's mount table.
     pub fn read_self() -> io::Result<MountTable> {
-        Ok(MountTable::parse(&fs::read_to_string("/proc/self/mountinfo")?))
+        Ok(MountTable::parse(&fs::read_to_string(
+            "/proc/self/mountinfo",
+        )?))
     }
 
     /// Parses mountinfo text; malformed lines are skipped.
@@ -101,7 +103,9 @@ fn unescape(field: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' {
-            let octal = bytes.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok());
+            let octal = bytes
+                .get(i + 1..i + 4)
+                .and_then(|d| std::str::from_utf8(d).ok());
             if let Some(b) = octal.and_then(|o| u8::from_str_radix(o, 8).ok()) {
                 out.push(b);
                 i += 4;

@@ -325,9 +325,9 @@ impl Scanner<'_> {
                         let mut code = 0u32;
                         for _ in 0..4 {
                             let c = self.next()?;
-                            let digit = (c as char).to_digit(16).ok_or_else(|| {
-                                invalid(c, "in \\u hexadecimal character escape")
-                            })?;
+                            let digit = (c as char)
+                                .to_digit(16)
+                                .ok_or_else(|| invalid(c, "in \\u hexadecimal character escape"))?;
                             code = code * 16 + digit;
                         }
                         let ch = char::from_u32(code).unwrap_or('\u{fffd}');
@@ -423,8 +423,9 @@ mod tests {
 
     #[test]
     fn keys_match_case_insensitively_and_unknown_keys_are_ignored() {
-        let o = VolumeOptions::decode(br#"{"mounttype":"nfs","Extra":[1,{"x":null}],"quota":null}"#)
-            .unwrap();
+        let o =
+            VolumeOptions::decode(br#"{"mounttype":"nfs","Extra":[1,{"x":null}],"quota":null}"#)
+                .unwrap();
         assert_eq!(o.mount_type, "nfs");
         assert!(VolumeOptions::decode(b"null").unwrap().is_plain());
         assert!(VolumeOptions::decode(b" {} ").unwrap().is_plain());
@@ -433,23 +434,44 @@ mod tests {
     #[test]
     fn empty_and_truncated_files_fail_like_go() {
         assert_eq!(err(""), "unexpected end of JSON input");
-        assert_eq!(err("{\"MountType\":\"tmpfs\""), "unexpected end of JSON input");
+        assert_eq!(
+            err("{\"MountType\":\"tmpfs\""),
+            "unexpected end of JSON input"
+        );
         assert_eq!(err("   "), "unexpected end of JSON input");
     }
 
     #[test]
     fn syntax_errors_name_the_byte_like_go() {
-        assert_eq!(err("x"), "invalid character 'x' looking for beginning of value");
-        assert_eq!(err("{x"), "invalid character 'x' looking for beginning of object key string");
+        assert_eq!(
+            err("x"),
+            "invalid character 'x' looking for beginning of value"
+        );
+        assert_eq!(
+            err("{x"),
+            "invalid character 'x' looking for beginning of object key string"
+        );
         assert_eq!(err(r#"{"a" 1}"#), "invalid character '1' after object key");
-        assert_eq!(err(r#"{"a":1 "b"}"#), "invalid character '\"' after object key:value pair");
+        assert_eq!(
+            err(r#"{"a":1 "b"}"#),
+            "invalid character '\"' after object key:value pair"
+        );
         assert_eq!(err("{} x"), "invalid character 'x' after top-level value");
         assert_eq!(err("[1 2]"), "invalid character '2' after array element");
-        assert_eq!(err("tru "), "invalid character ' ' in literal true (expecting 'e')");
+        assert_eq!(
+            err("tru "),
+            "invalid character ' ' in literal true (expecting 'e')"
+        );
         assert_eq!(err("-x"), "invalid character 'x' in numeric literal");
-        assert_eq!(err("1.x"), "invalid character 'x' after decimal point in numeric literal");
+        assert_eq!(
+            err("1.x"),
+            "invalid character 'x' after decimal point in numeric literal"
+        );
         assert_eq!(err("\"a\nb\""), r"invalid character '\n' in string literal");
-        assert_eq!(err(r#""\q""#), "invalid character 'q' in string escape code");
+        assert_eq!(
+            err(r#""\q""#),
+            "invalid character 'q' in string escape code"
+        );
     }
 
     #[test]

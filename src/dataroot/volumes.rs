@@ -39,7 +39,11 @@ impl VolumeName {
 
     /// An anonymous volume's name: 64 lowercase hex digits.
     pub fn is_anonymous(&self) -> bool {
-        self.0.len() == 64 && self.0.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        self.0.len() == 64
+            && self
+                .0
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 }
 
@@ -186,7 +190,11 @@ mod tests {
         let vols = tmp.path().join("volumes");
         fs::create_dir_all(vols.join("plain/_data")).unwrap();
         fs::create_dir_all(vols.join("withopts/_data")).unwrap();
-        fs::write(vols.join("withopts/opts.json"), br#"{"MountType":"tmpfs","MountDevice":"tmpfs"}"#).unwrap();
+        fs::write(
+            vols.join("withopts/opts.json"),
+            br#"{"MountType":"tmpfs","MountDevice":"tmpfs"}"#,
+        )
+        .unwrap();
         fs::create_dir_all(vols.join("bad")).unwrap();
         fs::write(vols.join("bad/opts.json"), b"").unwrap();
         fs::write(vols.join("metadata.db"), b"").unwrap();
@@ -197,7 +205,10 @@ mod tests {
         assert!(by_name("plain").data.unwrap().is_dir);
         assert_eq!(by_name("plain").opts, OptsFile::Absent);
         assert!(matches!(by_name("withopts").opts, OptsFile::Options(_)));
-        assert_eq!(by_name("bad").opts, OptsFile::Invalid("unexpected end of JSON input".into()));
+        assert_eq!(
+            by_name("bad").opts,
+            OptsFile::Invalid("unexpected end of JSON input".into())
+        );
         assert!(by_name("bad").data.is_none());
         assert_eq!(by_name("link").kind, EntryKind::Symlink);
         assert_eq!(by_name("metadata.db").kind, EntryKind::Other);

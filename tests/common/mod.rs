@@ -72,7 +72,12 @@ impl FakeDataRoot {
         self.records.push(VolumeRecord {
             name: name.into(),
             driver: driver.into(),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             options: None,
         });
         self
@@ -90,7 +95,13 @@ impl FakeDataRoot {
         self.container_with(id, name, mounts, json!({}))
     }
 
-    pub fn container_with(&mut self, id: &str, name: &str, mounts: &[Value], host_config: Value) -> &mut Self {
+    pub fn container_with(
+        &mut self,
+        id: &str,
+        name: &str,
+        mounts: &[Value],
+        host_config: Value,
+    ) -> &mut Self {
         let root = self.path();
         let dir = root.join("containers").join(id);
         fs::create_dir_all(&dir).unwrap();
@@ -107,8 +118,16 @@ impl FakeDataRoot {
             "HostsPath": dir.join("hosts"),
             "ResolvConfPath": dir.join("resolv.conf"),
         });
-        fs::write(dir.join("config.v2.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        fs::write(dir.join("hostconfig.json"), serde_json::to_vec(&host_config).unwrap()).unwrap();
+        fs::write(
+            dir.join("config.v2.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("hostconfig.json"),
+            serde_json::to_vec(&host_config).unwrap(),
+        )
+        .unwrap();
         self
     }
 
@@ -154,11 +173,17 @@ pub fn container_findings(doc: &Value, name: &str) -> Vec<(String, String)> {
         .unwrap_or_else(|| panic!("no container {name} in {doc:#}"));
     let mut out = Vec::new();
     for f in c["findings"].as_array().unwrap() {
-        out.push((f["kind"].as_str().unwrap().to_string(), f["message"].as_str().unwrap().to_string()));
+        out.push((
+            f["kind"].as_str().unwrap().to_string(),
+            f["message"].as_str().unwrap().to_string(),
+        ));
     }
     for m in c["mounts"].as_array().unwrap() {
         for f in m["findings"].as_array().unwrap() {
-            out.push((f["kind"].as_str().unwrap().to_string(), f["message"].as_str().unwrap().to_string()));
+            out.push((
+                f["kind"].as_str().unwrap().to_string(),
+                f["message"].as_str().unwrap().to_string(),
+            ));
         }
     }
     out
@@ -166,7 +191,9 @@ pub fn container_findings(doc: &Value, name: &str) -> Vec<(String, String)> {
 
 /// The directory of a shipped fixture.
 pub fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// A recorded daemon output of a fixture (`docker-outputs/<file>`).
@@ -209,9 +236,18 @@ pub fn fixture(name: &str) -> tempfile::TempDir {
             fs::create_dir_all(&target).unwrap();
         }
         let (uid, gid) = owner.split_once(':').unwrap();
-        std::os::unix::fs::lchown(&target, Some(uid.parse().unwrap()), Some(gid.parse().unwrap())).unwrap();
+        std::os::unix::fs::lchown(
+            &target,
+            Some(uid.parse().unwrap()),
+            Some(gid.parse().unwrap()),
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&target, fs::Permissions::from_mode(u32::from_str_radix(mode, 8).unwrap())).unwrap();
+        fs::set_permissions(
+            &target,
+            fs::Permissions::from_mode(u32::from_str_radix(mode, 8).unwrap()),
+        )
+        .unwrap();
     }
     dst
 }
