@@ -5,9 +5,14 @@
 //! only place that talks to a terminal. Everything that knows a path under a
 //! data-root lives in `dataroot`; `verify` is the model of dockerd itself.
 
+pub mod bundle;
 pub mod cli;
 pub mod daemon_version;
 pub mod dataroot;
+pub mod export;
+pub mod fileattrs;
+pub mod import;
+pub mod progress;
 pub mod report;
 pub mod scan;
 pub mod verify;

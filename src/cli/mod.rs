@@ -5,6 +5,10 @@
 //! Exit codes: 0 all good, 1 the thing checked is broken, 2 the command
 //! could not run. A closed stdout (`volmig ... | head`) is not an error.
 
+mod export;
+mod import;
+mod inspect;
+mod progress;
 mod render;
 mod scan;
 mod verify;
@@ -69,6 +73,16 @@ pub enum Command {
     /// Resolve every mount point of each container as dockerd's start
     /// would. Exit 1 if any container would fail to start.
     Verify(verify::VerifyArgs),
+    /// Write containers' mount points and every volume they use (named,
+    /// anonymous, via --volumes-from), with opts.json and labels, into one
+    /// verifiable bundle (a tar; `-o -` streams it).
+    Export(export::ExportArgs),
+    /// Recreate a bundle's volumes under --data-root, staged and
+    /// all-or-nothing, then verify every carried container. Exit 1 if one
+    /// would fail to start.
+    Import(import::ImportArgs),
+    /// Show what a bundle holds; --check re-hashes everything.
+    Inspect(inspect::InspectArgs),
 }
 
 /// How a command ended, mapped to the exit code.
@@ -77,6 +91,8 @@ pub enum Outcome {
     Good,
     /// Exit 1: the data-root or a container is broken.
     Broken,
+    /// Exit 2: the command would refuse (a dry run's verdict).
+    Refused,
 }
 
 /// Parses the arguments, runs the command, prints, and picks the exit code.
@@ -92,10 +108,14 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Scan(args) => scan::run(&cli, args),
         Command::Verify(args) => verify::run(&cli, args),
+        Command::Export(args) => export::run(&cli, args),
+        Command::Import(args) => import::run(&cli, args),
+        Command::Inspect(args) => inspect::run(&cli, args),
     };
     match result {
         Ok(Outcome::Good) => ExitCode::SUCCESS,
         Ok(Outcome::Broken) => ExitCode::from(1),
+        Ok(Outcome::Refused) => ExitCode::from(2),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

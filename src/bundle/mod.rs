@@ -1,0 +1,507 @@
+//! The bundle: one PAX tar carrying containers' mount points and the
+//! volumes they reference, written and read in one pass.
+//!
+//! Layout, in this order (paths sorted depth-first, so the same volume
+//! always gives the same bytes):
+//!
+//! 1. `volmig-bundle/header.json`: format, tool, source, the containers
+//!    with their mount points, the volumes with driver, labels, options and
+//!    the attributes of `_data` itself. Every later entry must fall under
+//!    something the header names.
+//! 2. `containers/<id>/config.v2.json`, `hostconfig.json` and, with
+//!    `--checkpoint`, `checkpoints/<name>/...`.
+//! 3. `volumes/<name>/opts.json` and `volumes/<name>/_data/...`: every file
+//!    kind, owners, modes, nanosecond mtimes and xattrs (`SCHILY.xattr.*`),
+//!    hardlinks as links, sparse files in GNU sparse 1.0 PAX form.
+//! 4. `volmig-bundle/SHA256SUMS`: `sha256sum -c` compatible, one line per
+//!    regular file (after `tar -xf`, it checks the extracted tree).
+//! 5. `volmig-bundle/trailer.json`: counts, the digest of SHA256SUMS, a
+//!    digest over every entry's metadata, each volume's content digest.
+//!
+//! A bundle is trusted only once the trailer has matched: truncation (no
+//! trailer), a flipped byte (a file digest) or altered metadata (the
+//! entries digest) all fail before anything is committed.
+
+pub mod reader;
+pub mod writer;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataroot::metadata::VolumeRecord;
+
+/// The format this build writes and reads.
+pub const FORMAT: &str = "volmig-bundle/1";
+pub const HEADER_PATH: &str = "volmig-bundle/header.json";
+pub const SUMS_PATH: &str = "volmig-bundle/SHA256SUMS";
+pub const TRAILER_PATH: &str = "volmig-bundle/trailer.json";
+
+/// The first entry: what the bundle holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleHeader {
+    pub format: String,
+    pub tool: String,
+    pub source_host: String,
+    pub source_data_root: String,
+    pub containers: Vec<BundleContainer>,
+    pub volumes: Vec<BundleVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleContainer {
+    pub id: String,
+    pub name: String,
+    pub mounts: Vec<BundleMount>,
+    /// The checkpoint carried, if any.
+    pub checkpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleMount {
+    pub destination: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The volume name for volume mounts.
+    pub name: String,
+    pub source: String,
+    pub rw: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleVolume {
+    pub name: String,
+    pub anonymous: bool,
+    /// The volume's metadata.db record (driver, labels, create options);
+    /// `None` when the source had none.
+    pub record: Option<VolumeRecord>,
+    /// Whether `volumes/<name>/opts.json` is carried.
+    pub opts_json: bool,
+    /// Owner, mode, mtime and xattrs of `_data` itself (postgres refuses a
+    /// data directory that is not 999:999 0700).
+    pub data: DataAttrs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataAttrs {
+    pub uid: u32,
+    pub gid: u32,
+    /// Octal, e.g. "0755".
+    pub mode: String,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// xattr name -> hex value.
+    pub xattrs: BTreeMap<String, String>,
+}
+
+/// The last entry: what was written, to check what was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trailer {
+    pub format: String,
+    /// Entries between the header and SHA256SUMS.
+    pub entries: u64,
+    /// Regular files among them.
+    pub files: u64,
+    /// Bytes of regular file content (logical size, holes included).
+    pub bytes: u64,
+    /// SHA-256 of the header entry.
+    pub header_sha256: String,
+    /// SHA-256 of the SHA256SUMS entry.
+    pub sums_sha256: String,
+    /// SHA-256 over every entry's description (path, type, mode, owner,
+    /// mtime, size, content digest, link, device, xattrs).
+    pub entries_sha256: String,
+    pub volumes: BTreeMap<String, VolumeSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSummary {
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// SHA-256 over the descriptions of the volume's entries, with paths
+    /// relative to `volumes/<name>/`: equal digests, equal volumes.
+    pub digest: String,
+}
+
+/// What kind of tar entry a bundle entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Fifo,
+    Char,
+    Block,
+}
+
+impl EntryKind {
+    fn tag(self) -> u8 {
+        match self {
+            EntryKind::File => b'f',
+            EntryKind::Dir => b'd',
+            EntryKind::Symlink => b'l',
+            EntryKind::Hardlink => b'h',
+            EntryKind::Fifo => b'p',
+            EntryKind::Char => b'c',
+            EntryKind::Block => b'b',
+        }
+    }
+}
+
+/// Everything about one entry except its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// The bundle path, e.g. `volumes/data1/_data/a.txt` (no trailing `/`).
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Logical size of a regular file (holes included).
+    pub size: u64,
+    /// Symlink target (any bytes: it is data) or hardlink target (a bundle path).
+    pub link: Option<Vec<u8>>,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    /// Sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Data segments of a sparse file.
+    pub sparse: Option<Vec<(u64, u64)>>,
+}
+
+impl EntryMeta {
+    /// The canonical description hashed into the entries digest and the
+    /// volume digest; `rel` is the path as it should appear there.
+    pub fn describe(&self, rel: &[u8], sha256: Option<&[u8; 32]>) -> Vec<u8> {
+        let mut d = Vec::with_capacity(rel.len() + 128);
+        d.push(self.kind.tag());
+        d.push(0);
+        d.extend_from_slice(rel);
+        d.push(0);
+        let text = format!(
+            "{:o}\0{}\0{}\0{}.{:09}\0{}\0{}\0",
+            self.mode,
+            self.uid,
+            self.gid,
+            self.mtime,
+            self.mtime_nsec,
+            self.size,
+            sha256.map(|d| hex(d)).unwrap_or_default(),
+        );
+        d.extend_from_slice(text.as_bytes());
+        if let Some(link) = &self.link {
+            d.extend_from_slice(link);
+        }
+        d.push(0);
+        d.extend_from_slice(
+            format!(
+                "{}:{}\0{}\0",
+                self.rdev_major,
+                self.rdev_minor,
+                self.xattrs.len()
+            )
+            .as_bytes(),
+        );
+        for (name, value) in &self.xattrs {
+            d.extend_from_slice(name);
+            d.push(0);
+            d.extend_from_slice(hex(value).as_bytes());
+            d.push(0);
+        }
+        d.push(b'\n');
+        d
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Bytes from lowercase or uppercase hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// One SHA256SUMS line, escaped as GNU sha256sum does for names with a
+/// backslash or newline.
+pub fn sums_line(sha256: &[u8; 32], path: &[u8]) -> Vec<u8> {
+    let needs_escape = path.iter().any(|&b| b == b'\\' || b == b'\n' || b == b'\r');
+    let mut line = Vec::with_capacity(path.len() + 68);
+    if needs_escape {
+        line.push(b'\\');
+    }
+    line.extend_from_slice(hex(sha256).as_bytes());
+    line.extend_from_slice(b"  ");
+    for &b in path {
+        match b {
+            b'\\' if needs_escape => line.extend_from_slice(b"\\\\"),
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => line.extend_from_slice(b"\\r"),
+            _ => line.push(b),
+        }
+    }
+    line.push(b'\n');
+    line
+}
+
+/// Feeds `n` zero bytes (a sparse file's holes) to a hasher.
+pub(crate) fn hash_zeros(h: &mut Sha256, mut n: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+/// A running SHA-256 with a final hex result.
+#[derive(Default, Clone)]
+pub struct RunningDigest(Sha256);
+
+impl RunningDigest {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    pub fn hex(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
+/// Where a bundle path belongs, per the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place<'a> {
+    Header,
+    Sums,
+    Trailer,
+    /// `containers/<id>` itself or a file under it.
+    Container {
+        id: &'a str,
+        rel: &'a [u8],
+    },
+    /// `volumes/<name>` itself (the volume directory).
+    VolumeDir {
+        name: &'a str,
+    },
+    /// `volumes/<name>/opts.json`.
+    VolumeOpts {
+        name: &'a str,
+    },
+    /// `volumes/<name>/_data` (empty `rel`) or below it.
+    VolumeData {
+        name: &'a str,
+        rel: &'a [u8],
+    },
+}
+
+/// Why a bundle path is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("absolute path")]
+    Absolute,
+    #[error("`..` or `.` component")]
+    Traversal,
+    #[error("empty path component")]
+    Empty,
+    #[error("not described by the header")]
+    Undescribed,
+}
+
+/// Classifies a bundle path, refusing any that could escape its place.
+///
+/// # Security
+/// Path traversal (CVE-2001-1267 style `../`, absolute names): every
+/// component must be a plain name, and the first two must name a container
+/// or volume the header lists, so nothing lands outside its own directory.
+pub fn classify<'a>(path: &'a [u8], header: &'a BundleHeader) -> Result<Place<'a>, PathError> {
+    if path.first() == Some(&b'/') {
+        return Err(PathError::Absolute);
+    }
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" => return Err(PathError::Empty),
+            b"." | b".." => return Err(PathError::Traversal),
+            _ => {}
+        }
+    }
+    match path {
+        p if p == HEADER_PATH.as_bytes() => return Ok(Place::Header),
+        p if p == SUMS_PATH.as_bytes() => return Ok(Place::Sums),
+        p if p == TRAILER_PATH.as_bytes() => return Ok(Place::Trailer),
+        _ => {}
+    }
+    let mut parts = path.splitn(3, |&b| b == b'/');
+    let top = parts.next().unwrap_or_default();
+    let name = std::str::from_utf8(parts.next().ok_or(PathError::Undescribed)?)
+        .map_err(|_| PathError::Undescribed)?;
+    let rest: &[u8] = parts.next().unwrap_or_default();
+    match top {
+        b"containers" => {
+            let c = header
+                .containers
+                .iter()
+                .find(|c| c.id == name)
+                .ok_or(PathError::Undescribed)?;
+            Ok(Place::Container {
+                id: &c.id,
+                rel: rest,
+            })
+        }
+        b"volumes" => {
+            let v = header
+                .volumes
+                .iter()
+                .find(|v| v.name == name)
+                .ok_or(PathError::Undescribed)?;
+            let name = v.name.as_str();
+            if rest.is_empty() {
+                Ok(Place::VolumeDir { name })
+            } else if rest == b"opts.json" {
+                Ok(Place::VolumeOpts { name })
+            } else if rest == b"_data" {
+                Ok(Place::VolumeData { name, rel: b"" })
+            } else if let Some(rel) = rest.strip_prefix(b"_data/") {
+                Ok(Place::VolumeData { name, rel })
+            } else {
+                Err(PathError::Undescribed)
+            }
+        }
+        _ => Err(PathError::Undescribed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> BundleHeader {
+        BundleHeader {
+            format: FORMAT.into(),
+            tool: "t".into(),
+            source_host: "h".into(),
+            source_data_root: "/r".into(),
+            containers: vec![BundleContainer {
+                id: "abc".into(),
+                name: "web".into(),
+                mounts: vec![],
+                checkpoint: None,
+            }],
+            volumes: vec![BundleVolume {
+                name: "data1".into(),
+                anonymous: false,
+                record: None,
+                opts_json: false,
+                data: DataAttrs {
+                    uid: 0,
+                    gid: 0,
+                    mode: "0755".into(),
+                    mtime: 0,
+                    mtime_nsec: 0,
+                    xattrs: BTreeMap::new(),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn classifies_described_paths() {
+        let h = header();
+        assert_eq!(
+            classify(b"volumes/data1/_data/a/b", &h),
+            Ok(Place::VolumeData {
+                name: "data1",
+                rel: b"a/b"
+            })
+        );
+        assert_eq!(
+            classify(b"volumes/data1/_data", &h),
+            Ok(Place::VolumeData {
+                name: "data1",
+                rel: b""
+            })
+        );
+        assert_eq!(
+            classify(b"volumes/data1/opts.json", &h),
+            Ok(Place::VolumeOpts { name: "data1" })
+        );
+        assert_eq!(
+            classify(b"volumes/data1", &h),
+            Ok(Place::VolumeDir { name: "data1" })
+        );
+        assert_eq!(
+            classify(b"containers/abc/config.v2.json", &h),
+            Ok(Place::Container {
+                id: "abc",
+                rel: b"config.v2.json"
+            })
+        );
+        assert_eq!(classify(HEADER_PATH.as_bytes(), &h), Ok(Place::Header));
+    }
+
+    #[test]
+    fn refuses_escapes_and_undescribed_paths() {
+        let h = header();
+        assert_eq!(classify(b"/etc/passwd", &h), Err(PathError::Absolute));
+        assert_eq!(
+            classify(b"volumes/data1/_data/../../../etc", &h),
+            Err(PathError::Traversal)
+        );
+        assert_eq!(
+            classify(b"volumes/data1/_data/./x", &h),
+            Err(PathError::Traversal)
+        );
+        assert_eq!(classify(b"volumes/data1//x", &h), Err(PathError::Empty));
+        assert_eq!(
+            classify(b"volumes/other/_data/x", &h),
+            Err(PathError::Undescribed)
+        );
+        assert_eq!(
+            classify(b"volumes/data1/evil", &h),
+            Err(PathError::Undescribed)
+        );
+        assert_eq!(
+            classify(b"containers/zzz/config.v2.json", &h),
+            Err(PathError::Undescribed)
+        );
+        assert_eq!(classify(b"etc/cron.d/x", &h), Err(PathError::Undescribed));
+        assert_eq!(
+            classify(b"volumes/metadata.db", &h),
+            Err(PathError::Undescribed)
+        );
+    }
+
+    #[test]
+    fn sums_lines_match_sha256sum() {
+        let d = [0xab; 32];
+        assert_eq!(
+            sums_line(&d, b"a b"),
+            format!("{}  a b\n", "ab".repeat(32)).into_bytes()
+        );
+        assert_eq!(
+            sums_line(&d, b"a\nb"),
+            format!("\\{}  a\\nb\n", "ab".repeat(32)).into_bytes()
+        );
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(unhex(&hex(b"\x00\xff\x10")).unwrap(), b"\x00\xff\x10");
+        assert!(unhex("abc").is_none());
+        assert!(unhex("zz").is_none());
+    }
+}

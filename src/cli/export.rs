@@ -1,0 +1,132 @@
+//! `volmig export`: containers' volumes into one bundle.
+
+use std::fs::{self, File};
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::progress::TermProgress;
+use super::{emit_json, render, Cli, Outcome};
+use crate::bundle::writer::Compression;
+use crate::dataroot::DataRoot;
+use crate::export::{self, ExportOptions};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressArg {
+    Zstd,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Containers whose mount points and volumes to carry (ID, ID prefix or name).
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub containers: Vec<String>,
+
+    /// Where to write the bundle; `-` for stdout (e.g. piped into ssh).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Compress the bundle (import detects it by its magic number).
+    #[arg(long, value_name = "ALGO")]
+    pub compress: Option<CompressArg>,
+
+    /// Also carry containers/<id>/checkpoints/NAME/ (for docker start --checkpoint).
+    #[arg(long, value_name = "NAME")]
+    pub checkpoint: Option<String>,
+
+    /// Export containers that are running (their data may change while it is read).
+    #[arg(long)]
+    pub allow_running: bool,
+}
+
+pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
+    let to_stdout = args.output.as_os_str() == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!("refusing to write a bundle to a terminal: pass -o FILE, or pipe it (volmig export ... -o - | ssh host volmig import -)");
+    }
+    if to_stdout && cli.json {
+        bail!("--json prints on stdout, where -o - writes the bundle: pass -o FILE with --json");
+    }
+    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let opts = ExportOptions {
+        containers: args.containers.clone(),
+        checkpoint: args.checkpoint.clone(),
+        allow_running: args.allow_running,
+    };
+    let plan = export::plan(&root, &opts)?;
+    let show = !cli.quiet && std::io::stderr().is_terminal();
+    let total = show.then(|| plan.content_bytes(&root));
+    let progress = TermProgress::boxed(cli.quiet, total);
+    let compression = match args.compress {
+        Some(CompressArg::Zstd) => Compression::Zstd,
+        None => Compression::None,
+    };
+    let (report, written_to) = if to_stdout {
+        let out = File::from(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use stdout")?,
+        );
+        let (report, _) = export::write(&root, &plan, out, compression, progress.as_ref())?;
+        (report, "stdout".to_string())
+    } else {
+        // Written beside the target and renamed at the end: no half bundle
+        // ever carries the final name.
+        let partial = partial_path(&args.output);
+        let out = File::create(&partial)
+            .with_context(|| format!("cannot create `{}`", partial.display()))?;
+        match export::write(&root, &plan, out, compression, progress.as_ref()) {
+            Ok((report, file)) => {
+                file.sync_all()
+                    .with_context(|| format!("cannot sync `{}`", partial.display()))?;
+                fs::rename(&partial, &args.output)
+                    .with_context(|| format!("cannot rename to `{}`", args.output.display()))?;
+                (report, format!("`{}`", args.output.display()))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&partial);
+                return Err(e.into());
+            }
+        }
+    };
+    drop(progress);
+    let t = &report.trailer;
+    if cli.json {
+        emit_json(&json!({
+            "ok": true,
+            "output": args.output,
+            "containers": plan.header.containers.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "volumes": t.volumes,
+            "entries": t.entries,
+            "files": t.files,
+            "bytes": t.bytes,
+            "skipped": report.skipped,
+        }))?;
+    } else if !cli.quiet {
+        for s in &report.skipped {
+            eprintln!("note: not carried: {s}");
+        }
+        eprintln!(
+            "exported {}, {} ({} in {}) to {written_to}",
+            render::count(plan.header.containers.len(), "container", "containers"),
+            render::count(t.volumes.len(), "volume", "volumes"),
+            render::bytes(t.bytes),
+            render::count(t.files as usize, "file", "files"),
+        );
+    }
+    Ok(Outcome::Good)
+}
+
+fn partial_path(output: &std::path::Path) -> PathBuf {
+    let mut name = output
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    output.with_file_name(name)
+}

@@ -1,0 +1,310 @@
+//! `volmig import`: a bundle into the target data-root, then verify.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::progress::TermProgress;
+use super::{emit, emit_json, render, Cli, Outcome};
+use crate::dataroot::containers;
+use crate::dataroot::mountinfo::MountTable;
+use crate::dataroot::DataRoot;
+use crate::import::{self, ImportReport, MetadataOutcome, OnConflict};
+use crate::report::Severity;
+use crate::scan;
+use crate::verify::{self, ContainerReport, VerifyOptions, World};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ConflictArg {
+    /// List every conflict and write nothing.
+    Fail,
+    /// Keep a target volume whose content equals the bundle's; refuse others.
+    SkipIdentical,
+    /// Replace the target volume; the old one is removed only after the commit.
+    Replace,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle; `-` for stdin (e.g. from ssh).
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+
+    /// What to do with volumes that already exist on the target.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_conflict: ConflictArg,
+
+    /// Read and check the whole bundle, print the plan, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Opens FILE or stdin; also returns the file's size when known.
+pub fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, Option<u64>)> {
+    if path.as_os_str() == "-" {
+        return Ok((
+            Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
+            None,
+        ));
+    }
+    let file =
+        File::open(path).with_context(|| format!("cannot open bundle `{}`", path.display()))?;
+    let size = file.metadata().ok().map(|m| m.len());
+    Ok((Box::new(BufReader::with_capacity(1 << 20, file)), size))
+}
+
+pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
+    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let (input, size) = open_input(&args.input)?;
+    let policy = match args.on_conflict {
+        ConflictArg::Fail => OnConflict::Fail,
+        ConflictArg::SkipIdentical => OnConflict::SkipIdentical,
+        ConflictArg::Replace => OnConflict::Replace,
+    };
+    let progress = TermProgress::boxed(cli.quiet, size);
+    progress.begin("importing", size);
+    let report = import::import(&root, input, policy, args.dry_run, progress.as_ref())?;
+    drop(progress);
+
+    if report.dry_run {
+        let refuse = dry_run_refusals(&report, policy);
+        if cli.json {
+            emit_json(&json!({
+                "ok": refuse.is_empty(),
+                "dry_run": true,
+                "create": report.create,
+                "conflicts": report.conflicts.iter().map(|c| json!({"volume": c.volume, "identical": c.identical})).collect::<Vec<_>>(),
+                "bytes": report.trailer.bytes,
+                "files": report.trailer.files,
+                "free_bytes": report.free_bytes,
+                "refusals": refuse,
+            }))?;
+        } else {
+            emit(&dry_run_text(&root, &report, &refuse, cli.quiet))?;
+        }
+        return Ok(if refuse.is_empty() {
+            Outcome::Good
+        } else {
+            Outcome::Refused
+        });
+    }
+
+    // The verdict: the target's scan, and every carried container.
+    let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
+    let scan = scan::scan(&root, &mounts, cli.daemon_version);
+    let slots = containers::load_all(&root)
+        .with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
+    let world = World {
+        root: &root,
+        scan: &scan,
+        mounts: &mounts,
+        containers: &slots,
+    };
+    let opts = VerifyOptions {
+        version: cli.daemon_version,
+        checkpoint: None,
+        experimental: true,
+    };
+    let verdicts: Vec<ContainerReport> = report
+        .verify_slots
+        .iter()
+        .map(|s| verify::verify_container(&world, s, &opts))
+        .collect();
+    let ok = verdicts.iter().all(|r| r.ok) && !scan.daemon_fatal();
+    if cli.json {
+        emit_json(&json!({
+            "ok": ok,
+            "dry_run": false,
+            "created": report.create.iter().filter(|v| !report.replaced.contains(v) && !report.skipped_identical.contains(v)).collect::<Vec<_>>(),
+            "replaced": report.replaced,
+            "skipped_identical": report.skipped_identical,
+            "checkpoints": report.checkpoints,
+            "metadata": match report.metadata {
+                Some(MetadataOutcome::Written(n)) => json!({"written": n}),
+                Some(MetadataOutcome::DaemonRunning) => json!({"written": 0, "daemon_running": true}),
+                None => json!(null),
+            },
+            "bytes": report.trailer.bytes,
+            "files": report.trailer.files,
+            "containers_from_bundle": report.containers_from_bundle,
+            "verify": verdicts,
+        }))?;
+    } else {
+        emit(&import_text(&root, &report, &verdicts, cli.quiet))?;
+    }
+    Ok(if ok { Outcome::Good } else { Outcome::Broken })
+}
+
+fn dry_run_refusals(report: &ImportReport, policy: OnConflict) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &report.conflicts {
+        match (policy, c.identical) {
+            (OnConflict::Fail, _) => out.push(format!("volume `{}` already exists: --on-conflict fail refuses it", c.volume)),
+            (OnConflict::SkipIdentical, Some(false)) => out.push(format!("volume `{}` exists with different content: --on-conflict skip-identical refuses it", c.volume)),
+            _ => {}
+        }
+    }
+    if report.free_bytes > 0 && report.trailer.bytes > report.free_bytes {
+        out.push(format!(
+            "needs {} but only {} are free",
+            render::bytes(report.trailer.bytes),
+            render::bytes(report.free_bytes)
+        ));
+    }
+    out
+}
+
+fn bundle_line(report: &ImportReport) -> String {
+    format!(
+        "bundle from {}:{}: {}, {}, {} in {}",
+        report.header.source_host,
+        report.header.source_data_root,
+        render::count(report.header.containers.len(), "container", "containers"),
+        render::count(report.header.volumes.len(), "volume", "volumes"),
+        render::bytes(report.trailer.bytes),
+        render::count(report.trailer.files as usize, "file", "files"),
+    )
+}
+
+fn dry_run_text(
+    root: &DataRoot,
+    report: &ImportReport,
+    refusals: &[String],
+    quiet: bool,
+) -> String {
+    let mut out = String::new();
+    if quiet {
+        for r in refusals {
+            let _ = writeln!(out, "{r}");
+        }
+        return out;
+    }
+    let _ = writeln!(out, "{}", bundle_line(report));
+    let _ = writeln!(
+        out,
+        "dry run: every digest checked, nothing written to {}",
+        root.path().display()
+    );
+    for v in &report.header.volumes {
+        let size = report
+            .trailer
+            .volumes
+            .get(&v.name)
+            .map(|s| {
+                format!(
+                    "{}, {}",
+                    render::count(s.files as usize, "file", "files"),
+                    render::bytes(s.bytes)
+                )
+            })
+            .unwrap_or_default();
+        let action = match report.conflicts.iter().find(|c| c.volume == v.name) {
+            None => "create".to_string(),
+            Some(c) => match c.identical {
+                Some(true) => "exists, identical: kept".to_string(),
+                Some(false) => "exists, DIFFERENT".to_string(),
+                None => "exists".to_string(),
+            },
+        };
+        let _ = writeln!(out, "  {action:24} {} ({size})", v.name);
+    }
+    let _ = writeln!(
+        out,
+        "free on {}: {} (needs {})",
+        root.path().display(),
+        render::bytes(report.free_bytes),
+        render::bytes(report.trailer.bytes)
+    );
+    for r in refusals {
+        let _ = writeln!(out, "refused: {r}");
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if refusals.is_empty() {
+            "the import would proceed"
+        } else {
+            "the import would be refused"
+        }
+    );
+    out
+}
+
+fn import_text(
+    root: &DataRoot,
+    report: &ImportReport,
+    verdicts: &[ContainerReport],
+    quiet: bool,
+) -> String {
+    let mut out = String::new();
+    let failing: Vec<&ContainerReport> = verdicts.iter().filter(|r| !r.ok).collect();
+    if quiet {
+        for r in &failing {
+            for f in r.all_findings().filter(|f| f.severity.is_failure()) {
+                let _ = writeln!(out, "{}: {}", r.name, f.message);
+            }
+        }
+        return out;
+    }
+    let _ = writeln!(out, "{}", bundle_line(report));
+    let created = report.create.len();
+    let _ = writeln!(
+        out,
+        "imported into {}: {} created, {} replaced, {} kept (identical)",
+        root.volumes_dir().display(),
+        created,
+        report.replaced.len(),
+        report.skipped_identical.len()
+    );
+    for cp in &report.checkpoints {
+        let _ = writeln!(out, "checkpoint installed: {cp}");
+    }
+    match report.metadata {
+        Some(MetadataOutcome::Written(n)) => {
+            let _ = writeln!(
+                out,
+                "metadata.db: {} (labels and options)",
+                render::count(n, "record written", "records written")
+            );
+        }
+        Some(MetadataOutcome::DaemonRunning) => {
+            let _ = writeln!(
+                out,
+                "warning: dockerd is running on this data-root: the volumes are in place, but it will not see them until it restarts, and their labels are not recorded\n    fix: stop dockerd, re-run this import with --on-conflict skip-identical (it then writes only the labels), start dockerd"
+            );
+        }
+        None => {}
+    }
+    for name in &report.containers_from_bundle {
+        let _ = writeln!(
+            out,
+            "note: container {name} is not on this data-root: verified with the bundle's config"
+        );
+    }
+    for r in verdicts {
+        let verdict = if r.ok { "starts" } else { "FAILS to start" };
+        let _ = writeln!(out, "container {} {verdict}", r.name);
+        for f in r.all_findings().filter(|f| f.severity <= Severity::Warning) {
+            render::finding(&mut out, "  ", f);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if failing.is_empty() {
+            "every mount point of the carried containers resolves".to_string()
+        } else {
+            format!(
+                "{} of {} carried containers would fail to start",
+                failing.len(),
+                verdicts.len()
+            )
+        }
+    );
+    out
+}

@@ -1,0 +1,325 @@
+//! `export`: snapshot containers' mount points and the volumes they
+//! reference into one bundle.
+//!
+//! Planning reads the source data-root and refuses, before writing a byte,
+//! anything that would make a bundle that cannot be imported faithfully:
+//! a running container (its data is changing), a volume already missing,
+//! a volume of a plugin driver (its data is not here), an opts.json dockerd
+//! could not parse, a checkpoint that is not there.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use crate::bundle::writer::{BundleWriter, Compression, WriteError};
+use crate::bundle::{
+    hex, BundleContainer, BundleHeader, BundleMount, BundleVolume, DataAttrs, Trailer, FORMAT,
+};
+use crate::dataroot::containers::{self, Container, ContainerSlot, MountKind};
+use crate::dataroot::metadata::{self, MetadataError, VolumeStore};
+use crate::dataroot::opts::VolumeOptions;
+use crate::dataroot::volumes::VolumeName;
+use crate::dataroot::DataRoot;
+use crate::fileattrs::FileAttrs;
+use crate::progress::Progress;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Container references: ID, ID prefix or name.
+    pub containers: Vec<String>,
+    /// Carry `containers/<id>/checkpoints/<name>/`.
+    pub checkpoint: Option<String>,
+    /// Export containers whose State.Running is true anyway.
+    pub allow_running: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Every reason the export cannot start, one per line.
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+/// What will be written: the header and where each part comes from.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub header: BundleHeader,
+    containers: Vec<Container>,
+    /// Volume name -> whether it has an opts.json.
+    volumes: BTreeMap<String, bool>,
+}
+
+impl ExportPlan {
+    /// Bytes of file content to carry (a walk of the volumes; for progress).
+    pub fn content_bytes(&self, root: &DataRoot) -> u64 {
+        self.volumes
+            .keys()
+            .map(|name| {
+                walkdir::WalkDir::new(root.volume_data_dir(name))
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e.file_type().is_file())
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+}
+
+/// Resolves the containers and their volumes; lists every refusal at once.
+pub fn plan(root: &DataRoot, opts: &ExportOptions) -> Result<ExportPlan, ExportError> {
+    let slots = containers::load_all(root).map_err(|source| ExportError::Read {
+        path: root.containers_dir(),
+        source,
+    })?;
+    let mut refusals = Vec::new();
+    let mut chosen: Vec<&ContainerSlot> = Vec::new();
+    for query in &opts.containers {
+        match containers::find(&slots, query) {
+            Ok(slot) if chosen.iter().any(|c| c.id == slot.id) => {}
+            Ok(slot) => chosen.push(slot),
+            Err(e) => refusals.push(e.to_string()),
+        }
+    }
+    let store = match metadata::read_store(&root.metadata_db()) {
+        Ok(store) => store.unwrap_or_default(),
+        Err(MetadataError::Locked { path }) => {
+            refusals.push(format!(
+                "`{}` is locked: a dockerd is running on this data-root; stop it (systemctl stop docker) so the volumes and their labels can be read consistently",
+                path.display()
+            ));
+            VolumeStore::default()
+        }
+        Err(e) => {
+            refusals.push(format!("{e}: the volumes' labels cannot be read"));
+            VolumeStore::default()
+        }
+    };
+
+    let mut containers = Vec::new();
+    let mut volumes: BTreeMap<String, bool> = BTreeMap::new();
+    let mut bundle_containers = Vec::new();
+    for slot in chosen {
+        let c = match &slot.loaded {
+            Ok(c) => c,
+            Err(e) => {
+                refusals.push(format!("{e}: repair it before exporting"));
+                continue;
+            }
+        };
+        let state = &c.config.state;
+        if (state.running || state.paused || state.restarting) && !opts.allow_running {
+            refusals.push(format!(
+                "container {} is running: its data is changing; stop it first (docker stop {}), or pass --allow-running to export it anyway",
+                c.name, c.name
+            ));
+        }
+        let mut mounts = Vec::new();
+        for (destination, m) in c.mount_points() {
+            let kind = m.mount_kind();
+            mounts.push(BundleMount {
+                destination: destination.clone(),
+                kind: match kind {
+                    MountKind::Bind => "bind".into(),
+                    MountKind::Volume => "volume".into(),
+                    MountKind::Tmpfs => "tmpfs".into(),
+                    MountKind::Other => m.kind.clone(),
+                },
+                name: m.name.clone(),
+                source: m.source.clone(),
+                rw: m.rw,
+            });
+            if kind != MountKind::Volume || m.driver.is_empty() || volumes.contains_key(&m.name) {
+                continue;
+            }
+            if let Some(reason) = volume_refusal(root, &store, &c.name, &m.name, &m.driver) {
+                refusals.push(reason);
+                continue;
+            }
+            volumes.insert(
+                m.name.clone(),
+                root.volume_dir(&m.name).join("opts.json").exists(),
+            );
+        }
+        if let Some(cp) = &opts.checkpoint {
+            if !root.checkpoint_dir(&c.id, cp).is_dir() {
+                refusals.push(format!(
+                    "container {} has no checkpoint `{cp}` (`{}`): list them with `docker checkpoint ls {}`",
+                    c.name,
+                    root.checkpoint_dir(&c.id, cp).display(),
+                    c.name
+                ));
+            }
+        }
+        bundle_containers.push(BundleContainer {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            mounts,
+            checkpoint: opts.checkpoint.clone(),
+        });
+        containers.push(c.clone());
+    }
+    if !refusals.is_empty() {
+        return Err(ExportError::Refused(refusals));
+    }
+
+    let mut bundle_volumes = Vec::new();
+    for (name, has_opts) in &volumes {
+        let data_dir = root.volume_data_dir(name);
+        let attrs = FileAttrs::read(&data_dir).map_err(|source| ExportError::Read {
+            path: data_dir.clone(),
+            source,
+        })?;
+        bundle_volumes.push(BundleVolume {
+            name: name.clone(),
+            anonymous: VolumeName::new(name).is_ok_and(|n| n.is_anonymous()),
+            record: store.records.get(name).cloned(),
+            opts_json: *has_opts,
+            data: DataAttrs {
+                uid: attrs.uid,
+                gid: attrs.gid,
+                mode: format!("{:04o}", attrs.mode),
+                mtime: attrs.mtime,
+                mtime_nsec: attrs.mtime_nsec,
+                xattrs: attrs
+                    .xattrs
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+                    .collect(),
+            },
+        });
+    }
+    bundle_containers.sort_by(|a, b| a.id.cmp(&b.id));
+    containers.sort_by(|a, b| a.id.cmp(&b.id));
+    let header = BundleHeader {
+        format: FORMAT.into(),
+        tool: format!("volmig {}", env!("CARGO_PKG_VERSION")),
+        source_host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source_data_root: root.path().display().to_string(),
+        containers: bundle_containers,
+        volumes: bundle_volumes,
+    };
+    Ok(ExportPlan {
+        header,
+        containers,
+        volumes,
+    })
+}
+
+/// Why one volume cannot be carried, if it cannot.
+fn volume_refusal(
+    root: &DataRoot,
+    store: &VolumeStore,
+    container: &str,
+    name: &str,
+    driver: &str,
+) -> Option<String> {
+    if let Err(e) = VolumeName::new(name) {
+        return Some(format!("container {container}: {e}"));
+    }
+    let recorded = store
+        .records
+        .get(name)
+        .map(|r| r.driver.as_str())
+        .filter(|d| !d.is_empty());
+    let driver = recorded.unwrap_or(driver);
+    if driver != "local" {
+        return Some(format!(
+            "container {container}: volume `{name}` uses driver `{driver}`: its data lives with the plugin, not in this data-root; move it with the plugin's own tools"
+        ));
+    }
+    let data = root.volume_data_dir(name);
+    if !data.is_dir() {
+        return Some(format!(
+            "container {container}: volume `{name}` is missing here (`{}` does not exist): it was lost before this export",
+            data.display()
+        ));
+    }
+    let opts = root.volume_dir(name).join("opts.json");
+    if let Ok(bytes) = std::fs::read(&opts) {
+        if let Err(go_error) = VolumeOptions::decode(&bytes) {
+            return Some(format!(
+                "`{}` would stop dockerd from starting ({go_error}): repair it before exporting",
+                opts.display()
+            ));
+        }
+    }
+    None
+}
+
+/// What `write` produced.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    pub trailer: Trailer,
+    /// Entries not carried (sockets), with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Writes the planned bundle to `out`.
+pub fn write(
+    root: &DataRoot,
+    plan: &ExportPlan,
+    out: File,
+    compression: Compression,
+    progress: &dyn Progress,
+) -> Result<(ExportReport, File), ExportError> {
+    let mut w = BundleWriter::new(out, compression, &plan.header, progress)?;
+    for c in &plan.containers {
+        let base = format!("containers/{}", c.id);
+        w.add_file(base.as_bytes(), &c.dir, None)?;
+        if let Some(cp) = plan
+            .header
+            .containers
+            .iter()
+            .find(|b| b.id == c.id)
+            .and_then(|b| b.checkpoint.as_ref())
+        {
+            w.add_file(
+                format!("{base}/checkpoints").as_bytes(),
+                &c.dir.join("checkpoints"),
+                None,
+            )?;
+            w.add_tree(
+                format!("{base}/checkpoints/{cp}").as_bytes(),
+                &root.checkpoint_dir(&c.id, cp),
+                None,
+            )?;
+        }
+        for file in ["config.v2.json", "hostconfig.json"] {
+            let path = c.dir.join(file);
+            if path.exists() {
+                w.add_file(format!("{base}/{file}").as_bytes(), &path, None)?;
+            }
+        }
+    }
+    for (name, has_opts) in &plan.volumes {
+        progress.begin(&format!("volume {name}"), None);
+        w.declare_volume(name);
+        let base = format!("volumes/{name}");
+        w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))?;
+        w.add_tree(
+            format!("{base}/_data").as_bytes(),
+            &root.volume_data_dir(name),
+            Some(name),
+        )?;
+        if *has_opts {
+            w.add_file(
+                format!("{base}/opts.json").as_bytes(),
+                &root.volume_dir(name).join("opts.json"),
+                Some(name),
+            )?;
+        }
+        progress.end();
+    }
+    let skipped = std::mem::take(&mut w.skipped);
+    let (trailer, out) = w.finish()?;
+    Ok((ExportReport { trailer, skipped }, out))
+}

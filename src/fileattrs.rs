@@ -1,0 +1,350 @@
+//! The attributes of one file that a migration must carry and restore:
+//! type, permission bits (setuid/setgid/sticky included), numeric owner,
+//! mtime to the nanosecond, xattrs (user.*, security.capability, POSIX
+//! ACLs as system.posix_acl_*), device numbers, and the data segments of
+//! sparse files.
+//!
+//! Never follows a symlink: every call here works on the link itself
+//! (lstat, llistxattr, lchown, utimensat with AT_SYMLINK_NOFOLLOW).
+//! Restoring order matters: chown clears setuid bits and
+//! security.capability, so owner first, then mode, then xattrs, then times.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// What kind of file an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Char,
+    Block,
+    Socket,
+}
+
+/// The attributes read from (or to restore on) one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAttrs {
+    pub kind: FileKind,
+    /// Permission bits incl. setuid/setgid/sticky (`mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub size: u64,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub nlink: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// Sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl FileAttrs {
+    /// Reads the attributes of `path` itself (a symlink is not followed).
+    pub fn read(path: &Path) -> io::Result<FileAttrs> {
+        let meta = fs::symlink_metadata(path)?;
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            FileKind::File
+        } else if ft.is_dir() {
+            FileKind::Dir
+        } else if ft.is_symlink() {
+            FileKind::Symlink
+        } else if ft.is_fifo() {
+            FileKind::Fifo
+        } else if ft.is_char_device() {
+            FileKind::Char
+        } else if ft.is_block_device() {
+            FileKind::Block
+        } else {
+            FileKind::Socket
+        };
+        let rdev = meta.rdev();
+        Ok(FileAttrs {
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec() as u32,
+            size: if kind == FileKind::File {
+                meta.size()
+            } else {
+                0
+            },
+            rdev_major: libc::major(rdev),
+            rdev_minor: libc::minor(rdev),
+            nlink: meta.nlink(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            xattrs: read_xattrs(path)?,
+        })
+    }
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Every xattr of `path` itself, sorted by name. A filesystem without
+/// xattr support has none.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let c = cpath(path)?;
+    let mut names = vec![0u8; 256];
+    let len = loop {
+        // SAFETY: the buffer pointer and length describe `names`.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(err),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).map_err(|_| io::Error::other("xattr name with NUL"))?;
+        let mut value = vec![0u8; 256];
+        loop {
+            // SAFETY: pointers and lengths describe live buffers.
+            let n = unsafe {
+                libc::lgetxattr(
+                    c.as_ptr(),
+                    cname.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            if n >= 0 {
+                value.truncate(n as usize);
+                break;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::ERANGE) => value.resize(value.len() * 4, 0),
+                // Removed between list and get: skip it.
+                Some(libc::ENODATA) => {
+                    value.clear();
+                    break;
+                }
+                _ => return Err(err),
+            }
+        }
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Sets one xattr on `path` itself.
+pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = cpath(path)?;
+    let cname = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name with NUL"))?;
+    // SAFETY: pointers and lengths describe live buffers.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Restores owner, mode, xattrs and mtime on `path` (created by the
+/// caller), in the order that keeps setuid bits and capabilities.
+pub fn restore(path: &Path, attrs: &FileAttrs) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid C string.
+    if unsafe { libc::lchown(c.as_ptr(), attrs.uid, attrs.gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if attrs.kind != FileKind::Symlink {
+        // SAFETY: `c` is a valid C string.
+        if unsafe { libc::chmod(c.as_ptr(), attrs.mode as libc::mode_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (name, value) in &attrs.xattrs {
+        set_xattr(path, name, value)?;
+    }
+    set_mtime(path, attrs.mtime, attrs.mtime_nsec)
+}
+
+/// Sets atime and mtime of `path` itself to the given mtime.
+pub fn set_mtime(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    let t = libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is valid; `times` has two entries as utimensat requires.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Creates a fifo or device node at `path`.
+pub fn make_node(path: &Path, kind: FileKind, major: u32, minor: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    let (fmt, dev) = match kind {
+        FileKind::Fifo => (libc::S_IFIFO, 0),
+        FileKind::Char => (libc::S_IFCHR, libc::makedev(major, minor)),
+        FileKind::Block => (libc::S_IFBLK, libc::makedev(major, minor)),
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a node kind",
+            ))
+        }
+    };
+    // SAFETY: `c` is a valid C string.
+    if unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The data segments `(offset, length)` of a file with holes, or `None`
+/// when it has none worth keeping (fewer allocated blocks than its size is
+/// the cheap test; SEEK_DATA/SEEK_HOLE give the map).
+pub fn data_segments(
+    file: &File,
+    attrs: &FileAttrs,
+    blocks: u64,
+) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let size = attrs.size;
+    if size == 0 || blocks.saturating_mul(512) >= size {
+        return Ok(None);
+    }
+    let fd = file.as_raw_fd();
+    let mut segments = Vec::new();
+    let mut pos: i64 = 0;
+    let end = size as i64;
+    while pos < end {
+        // SAFETY: lseek on a valid descriptor.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole remains
+            }
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(None); // filesystem without SEEK_DATA
+            }
+            return Err(err);
+        }
+        // SAFETY: lseek on a valid descriptor.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let hole = hole.min(end);
+        if hole > data {
+            segments.push((data as u64, (hole - data) as u64));
+        }
+        pos = hole;
+    }
+    // SAFETY: rewind for the reader that follows.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+    let data_bytes: u64 = segments.iter().map(|s| s.1).sum();
+    if data_bytes >= size {
+        return Ok(None);
+    }
+    Ok(Some(segments))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn reads_and_restores_mode_owner_xattrs_and_nanosecond_mtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        fs::write(&a, b"x").unwrap();
+        fs::set_permissions(&a, fs::Permissions::from_mode(0o4755)).unwrap();
+        set_xattr(&a, b"user.k", b"v").unwrap();
+        set_mtime(&a, 1_600_000_000, 123_456_789).unwrap();
+        let attrs = FileAttrs::read(&a).unwrap();
+        assert_eq!(attrs.mode, 0o4755);
+        assert_eq!(attrs.mtime_nsec, 123_456_789);
+        assert_eq!(attrs.xattrs, vec![(b"user.k".to_vec(), b"v".to_vec())]);
+
+        let b = tmp.path().join("b");
+        fs::write(&b, b"x").unwrap();
+        let mut want = attrs.clone();
+        want.uid = 1234;
+        want.gid = 5678;
+        restore(&b, &want).unwrap();
+        let got = FileAttrs::read(&b).unwrap();
+        assert_eq!(
+            (got.uid, got.gid, got.mode, got.mtime, got.mtime_nsec),
+            (1234, 5678, 0o4755, 1_600_000_000, 123_456_789)
+        );
+        assert_eq!(got.xattrs, want.xattrs);
+    }
+
+    #[test]
+    fn symlinks_are_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("t");
+        fs::write(&target, b"x").unwrap();
+        let link = tmp.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let attrs = FileAttrs::read(&link).unwrap();
+        assert_eq!(attrs.kind, FileKind::Symlink);
+        set_mtime(&link, 1, 0).unwrap();
+        assert_ne!(FileAttrs::read(&target).unwrap().mtime, 1);
+    }
+
+    #[test]
+    fn finds_the_data_segments_of_a_sparse_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("sparse");
+        let mut f = File::create(&p).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(&[7u8; 4096]).unwrap();
+        f.set_len(4 << 20).unwrap();
+        drop(f);
+        let f = File::open(&p).unwrap();
+        let attrs = FileAttrs::read(&p).unwrap();
+        let blocks = fs::metadata(&p).unwrap().blocks();
+        let segs = data_segments(&f, &attrs, blocks).unwrap().expect("sparse");
+        assert_eq!(segs, vec![(1 << 20, 4096)]);
+    }
+}
