@@ -22,13 +22,18 @@ use clap::{Parser, Subcommand};
 use crate::daemon_version::DaemonVersion;
 use crate::dataroot::RemapRoot;
 
-/// Predict what dockerd will do with a data-root's volumes and containers,
-/// before it does it.
+/// Carry Docker containers' volumes between hosts or data-roots, and
+/// predict what dockerd will do with them before it does it.
 ///
 /// dockerd loads volumes once, at its start, from <data-root>/volumes, and
 /// stops a container's start at the first mount point that does not
-/// resolve. volmig reads the same files offline and lists every problem,
-/// with the daemon's own error text and a fix.
+/// resolve. volmig reads the same files offline and lists every problem
+/// with the daemon's own error text and a fix (scan, verify), and moves
+/// volumes with every byte and attribute in one verifiable bundle
+/// (export, import, inspect).
+///
+/// Exit codes: 0 all good, 1 the thing checked is broken, 2 the command
+/// could not run (bad arguments or input; nothing was changed).
 #[derive(Debug, Parser)]
 #[command(name = "volmig", version, max_term_width = 100)]
 pub struct Cli {
