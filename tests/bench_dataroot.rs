@@ -59,7 +59,9 @@ impl Shape {
 
     /// Containers that mount a missing volume (and so fail to start).
     fn failing_containers(&self) -> usize {
-        (1..=self.containers).filter(|&c| mounts_missing_volume(c)).count()
+        (1..=self.containers)
+            .filter(|&c| mounts_missing_volume(c))
+            .count()
     }
 }
 
@@ -144,8 +146,14 @@ fn write_volumes(root: &Path, shape: &Shape) {
         } else {
             let (project, volume) = name.split_once('_').unwrap();
             BTreeMap::from([
-                ("com.docker.compose.project".to_string(), project.to_string()),
-                ("com.docker.compose.version".to_string(), COMPOSE_VERSION.to_string()),
+                (
+                    "com.docker.compose.project".to_string(),
+                    project.to_string(),
+                ),
+                (
+                    "com.docker.compose.version".to_string(),
+                    COMPOSE_VERSION.to_string(),
+                ),
                 ("com.docker.compose.volume".to_string(), volume.to_string()),
             ])
         };
@@ -157,7 +165,11 @@ fn write_volumes(root: &Path, shape: &Shape) {
         });
     }
     write_records(&volumes.join("metadata.db"), &records).unwrap();
-    fs::set_permissions(volumes.join("metadata.db"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        volumes.join("metadata.db"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }
 
 /// A volume mount point of a stopped container, as 20.10+ writes it
@@ -179,7 +191,11 @@ fn volume_mount(root: &Path, name: &str, destination: &str) -> Value {
 }
 
 /// The 10 mount points of container `number` (1-based), and its `-v` binds.
-fn mount_points(root: &Path, number: usize, shape: &Shape) -> (BTreeMap<String, Value>, Vec<String>) {
+fn mount_points(
+    root: &Path,
+    number: usize,
+    shape: &Shape,
+) -> (BTreeMap<String, Value>, Vec<String>) {
     let mut points = BTreeMap::new();
     let mut binds = Vec::new();
     for slot in 0..VOLUME_MOUNTS_PER_CONTAINER {
@@ -309,15 +325,31 @@ fn write_containers(root: &Path, shape: &Shape) {
             "MaskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
             "ReadonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         });
-        write_file(&file("config.v2.json"), 0o600, &serde_json::to_vec(&config).unwrap());
-        write_file(&file("hostconfig.json"), 0o644, &serde_json::to_vec(&host_config).unwrap());
-        write_file(&file("hostname"), 0o644, format!("{}\n", &id[..12]).as_bytes());
+        write_file(
+            &file("config.v2.json"),
+            0o600,
+            &serde_json::to_vec(&config).unwrap(),
+        );
+        write_file(
+            &file("hostconfig.json"),
+            0o644,
+            &serde_json::to_vec(&host_config).unwrap(),
+        );
+        write_file(
+            &file("hostname"),
+            0o644,
+            format!("{}\n", &id[..12]).as_bytes(),
+        );
         write_file(
             &file("hosts"),
             0o644,
             b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         );
-        write_file(&file("resolv.conf"), 0o644, b"nameserver 127.0.0.11\noptions ndots:0\n");
+        write_file(
+            &file("resolv.conf"),
+            0o644,
+            b"nameserver 127.0.0.11\noptions ndots:0\n",
+        );
         write_file(&file(&format!("{id}-json.log")), 0o640, b"");
     }
 }
@@ -345,22 +377,38 @@ fn check(root: &Path, shape: &Shape) {
     let mut mount_points = 0;
     for slot in &slots {
         let container = slot.loaded.as_ref().unwrap_or_else(|e| panic!("{e}"));
-        let kinds: Vec<MountKind> = container.mount_points().map(|(_, m)| m.mount_kind()).collect();
+        let kinds: Vec<MountKind> = container
+            .mount_points()
+            .map(|(_, m)| m.mount_kind())
+            .collect();
         assert_eq!(kinds.len(), MOUNTS_PER_CONTAINER, "{}", container.name);
-        assert_eq!(kinds.iter().filter(|k| **k == MountKind::Volume).count(), VOLUME_MOUNTS_PER_CONTAINER);
+        assert_eq!(
+            kinds.iter().filter(|k| **k == MountKind::Volume).count(),
+            VOLUME_MOUNTS_PER_CONTAINER
+        );
         mount_points += kinds.len();
     }
 
     let mounts = MountTable::default();
     let scan = scan::scan(&data_root, &mounts, DaemonVersion::CURRENT);
-    let fatal: Vec<_> = scan.all_findings().filter(|f| f.severity == Severity::Fatal).collect();
+    let fatal: Vec<_> = scan
+        .all_findings()
+        .filter(|f| f.severity == Severity::Fatal)
+        .collect();
     assert!(fatal.is_empty(), "{fatal:#?}");
     assert_eq!(scan.volumes.len(), shape.volumes);
     let store = scan.store.as_ref().expect("metadata.db reads");
     assert_eq!(store.records.len(), shape.volumes);
     assert!(store.undecodable.is_empty());
-    let with_opts = scan.volumes.values().filter(|v| v.options.is_some()).count();
-    assert_eq!(with_opts, (0..shape.volumes).filter(|&i| has_tmpfs_opts(i)).count());
+    let with_opts = scan
+        .volumes
+        .values()
+        .filter(|v| v.options.is_some())
+        .count();
+    assert_eq!(
+        with_opts,
+        (0..shape.volumes).filter(|&i| has_tmpfs_opts(i)).count()
+    );
     // Nothing but the missing volumes is wrong with it.
     let findings: Vec<_> = scan.all_findings().collect();
     assert!(findings.is_empty(), "{findings:#?}");
@@ -372,8 +420,15 @@ fn check(root: &Path, shape: &Shape) {
         containers: &slots,
     };
     let opts = VerifyOptions::default();
-    let reports: Vec<_> = slots.iter().map(|s| verify::verify_container(&world, s, &opts)).collect();
-    let failing: Vec<&str> = reports.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect();
+    let reports: Vec<_> = slots
+        .iter()
+        .map(|s| verify::verify_container(&world, s, &opts))
+        .collect();
+    let failing: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(failing.len(), shape.failing_containers(), "{failing:?}");
     for report in &reports {
         let kinds: Vec<&str> = report.all_findings().map(|f| f.kind).collect();

@@ -56,10 +56,16 @@ struct Summary {
 pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
     let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
-    let slots = containers::load_all(&root)
-        .with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
+    // The scan and the containers are independent: read them side by side.
+    let (slots, scan) = std::thread::scope(|s| {
+        let scan = s.spawn(|| scan::scan(&root, &mounts, cli.daemon_version));
+        let slots = containers::load_all(&root);
+        (slots, scan.join())
+    });
+    let scan = scan.map_err(|_| anyhow::anyhow!("the volume scan failed unexpectedly"))?;
+    let slots =
+        slots.with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
     let selected = select(&slots, args, &root)?;
-    let scan = scan::scan(&root, &mounts, cli.daemon_version);
     let world = World {
         root: &root,
         scan: &scan,

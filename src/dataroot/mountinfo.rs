@@ -5,6 +5,7 @@
 //! the scan will unmount or mark), and bind mounts whose propagation needs
 //! the source's mount to be shared or slave.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ impl MountInfo {
 #[derive(Debug, Clone, Default)]
 pub struct MountTable {
     pub mounts: Vec<MountInfo>,
+    /// Every mount point, for O(1) lookups: the scan asks once per volume,
+    /// and a host running many containers has thousands of mounts.
+    points: HashSet<PathBuf>,
 }
 
 impl MountTable {
@@ -45,14 +49,14 @@ impl MountTable {
 
     /// Parses mountinfo text; malformed lines are skipped.
     pub fn parse(text: &str) -> MountTable {
-        MountTable {
-            mounts: text.lines().filter_map(parse_line).collect(),
-        }
+        let mounts: Vec<MountInfo> = text.lines().filter_map(parse_line).collect();
+        let points = mounts.iter().map(|m| m.mount_point.clone()).collect();
+        MountTable { mounts, points }
     }
 
     /// Whether `path` itself is a mount point.
     pub fn is_mount_point(&self, path: &Path) -> bool {
-        self.mounts.iter().any(|m| m.mount_point == path)
+        self.points.contains(path)
     }
 
     /// The mount that holds `path`: the longest mount point that is a
