@@ -21,6 +21,7 @@ use crate::dataroot::metadata::{self, MetadataError, VolumeStore};
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::volumes::VolumeName;
 use crate::dataroot::DataRoot;
+use crate::engine::{Engine, RunState};
 use crate::fileattrs::FileAttrs;
 use crate::progress::Progress;
 
@@ -32,6 +33,8 @@ pub struct ExportOptions {
     pub checkpoint: Option<String>,
     /// Export containers whose State.Running is true anyway.
     pub allow_running: bool,
+    /// The caller paused the containers for the export: paused is quiet.
+    pub paused_is_quiet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +76,15 @@ impl ExportPlan {
 }
 
 /// Resolves the containers and their volumes; lists every refusal at once.
-pub fn plan(root: &DataRoot, opts: &ExportOptions) -> Result<ExportPlan, ExportError> {
+///
+/// `engine` is the daemon serving this data-root, if one runs: it then
+/// tells the containers' real state (config.v2.json lags behind a running
+/// daemon) and the volumes' labels (it holds metadata.db locked).
+pub fn plan(
+    root: &DataRoot,
+    opts: &ExportOptions,
+    engine: Option<&dyn Engine>,
+) -> Result<ExportPlan, ExportError> {
     let slots = containers::load_all(root).map_err(|source| ExportError::Read {
         path: root.containers_dir(),
         source,
@@ -87,8 +98,9 @@ pub fn plan(root: &DataRoot, opts: &ExportOptions) -> Result<ExportPlan, ExportE
             Err(e) => refusals.push(e.to_string()),
         }
     }
-    let store = match metadata::read_store(&root.metadata_db()) {
+    let mut store = match metadata::read_store(&root.metadata_db()) {
         Ok(store) => store.unwrap_or_default(),
+        Err(MetadataError::Locked { .. }) if engine.is_some() => VolumeStore::default(),
         Err(MetadataError::Locked { path }) => {
             refusals.push(format!(
                 "`{}` is locked: a dockerd is running on this data-root; stop it (systemctl stop docker) so the volumes and their labels can be read consistently",
@@ -114,7 +126,17 @@ pub fn plan(root: &DataRoot, opts: &ExportOptions) -> Result<ExportPlan, ExportE
             }
         };
         let state = &c.config.state;
-        if (state.running || state.paused || state.restarting) && !opts.allow_running {
+        let running = match engine.map(|e| e.container_state(&c.id)) {
+            Some(Ok(RunState::Stopped)) => false,
+            Some(Ok(RunState::Paused)) => !opts.paused_is_quiet,
+            Some(Ok(RunState::Running)) => true,
+            Some(Err(e)) => {
+                refusals.push(format!("container {}: {e}", c.name));
+                false
+            }
+            None => state.running || state.paused || state.restarting,
+        };
+        if running && !opts.allow_running {
             refusals.push(format!(
                 "container {} is running: its data is changing; stop it first (docker stop {}), or pass --allow-running to export it anyway",
                 c.name, c.name
@@ -137,6 +159,16 @@ pub fn plan(root: &DataRoot, opts: &ExportOptions) -> Result<ExportPlan, ExportE
             });
             if kind != MountKind::Volume || m.driver.is_empty() || volumes.contains_key(&m.name) {
                 continue;
+            }
+            if let Some(e) = engine.filter(|_| !store.records.contains_key(&m.name)) {
+                // The daemon holds metadata.db: ask it for the record.
+                match e.volume(&m.name) {
+                    Ok(Some(record)) => {
+                        store.records.insert(m.name.clone(), record);
+                    }
+                    Ok(None) => {}
+                    Err(err) => refusals.push(format!("volume `{}`: {err}", m.name)),
+                }
             }
             if let Some(reason) = volume_refusal(root, &store, &c.name, &m.name, &m.driver) {
                 refusals.push(reason);

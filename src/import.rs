@@ -20,6 +20,7 @@ use crate::dataroot::containers::{self, ContainerSlot};
 use crate::dataroot::metadata::{self, MetadataError, VolumeRecord};
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
+use crate::engine::Engine;
 use crate::fileattrs::{self, FileAttrs, FileKind};
 use crate::progress::{NoProgress, Progress};
 
@@ -67,8 +68,15 @@ pub struct Conflict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataOutcome {
     Written(usize),
-    /// dockerd holds the database: nothing written.
+    /// dockerd holds the database and no Engine API was given: nothing
+    /// written, and the daemon does not know the new volumes.
     DaemonRunning,
+    /// dockerd runs: each volume was registered through the Engine API
+    /// (names that failed, with the daemon's reason).
+    Registered {
+        ok: usize,
+        failed: Vec<(String, String)>,
+    },
 }
 
 /// The plan of `--dry-run`, and the result of a real import.
@@ -95,12 +103,15 @@ pub struct ImportReport {
     _bundle_configs: Option<tempfile::TempDir>,
 }
 
-/// Imports `input` into `root` (see the module doc).
+/// Imports `input` into `root` (see the module doc). `engine` is the
+/// daemon serving `root` if one runs: the volumes are then registered
+/// through it, since its volume scan ran at its start.
 pub fn import(
     root: &DataRoot,
     input: Box<dyn Read>,
     policy: OnConflict,
     dry_run: bool,
+    engine: Option<&dyn Engine>,
     progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
     let volumes_dir = root.volumes_dir();
@@ -208,7 +219,7 @@ pub fn import(
     // Durable before it becomes visible: one syncfs for all staged files.
     sync_filesystem(&staging).map_err(werr(&staging))?;
 
-    let commit = commit(root, &staging, &mut report);
+    let commit = commit(root, &staging, &mut report, engine);
     if let Err(e) = commit {
         stage.discard();
         return Err(e);
@@ -224,7 +235,12 @@ pub fn import(
 
 /// Moves staged volumes (and checkpoints) into place; on any error, moves
 /// everything back.
-fn commit(root: &DataRoot, staging: &Path, report: &mut ImportReport) -> Result<(), ImportError> {
+fn commit(
+    root: &DataRoot,
+    staging: &Path,
+    report: &mut ImportReport,
+    engine: Option<&dyn Engine>,
+) -> Result<(), ImportError> {
     let volumes_dir = root.volumes_dir();
     if !volumes_dir.exists() {
         fs::DirBuilder::new()
@@ -304,7 +320,10 @@ fn commit(root: &DataRoot, staging: &Path, report: &mut ImportReport) -> Result<
                 Ok(())
             }
             Err(MetadataError::Locked { .. }) => {
-                report.metadata = Some(MetadataOutcome::DaemonRunning);
+                report.metadata = Some(match engine {
+                    Some(e) => register(root, e, report, &records),
+                    None => MetadataOutcome::DaemonRunning,
+                });
                 Ok(())
             }
             Err(e) => Err((root.metadata_db(), io::Error::other(e.to_string()))),
@@ -325,6 +344,59 @@ fn commit(root: &DataRoot, staging: &Path, report: &mut ImportReport) -> Result<
             Err(ImportError::Commit { path, source })
         }
     }
+}
+
+/// Registers committed volumes with a running daemon, then puts `_data`
+/// back as the bundle had it: dockerd 20.10 chowns/chmods `_data` to
+/// root:root 0755 when it creates a volume over an existing directory.
+fn register(
+    root: &DataRoot,
+    engine: &dyn Engine,
+    report: &ImportReport,
+    records: &[VolumeRecord],
+) -> MetadataOutcome {
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for (v, record) in report.header.volumes.iter().zip(records) {
+        if let Err(e) = engine.create_volume(record) {
+            failed.push((v.name.clone(), e.to_string()));
+            continue;
+        }
+        let data = root.volume_data_dir(&v.name);
+        let attrs = FileAttrs {
+            kind: FileKind::Dir,
+            mode: u32::from_str_radix(&v.data.mode, 8).unwrap_or(0o755),
+            uid: v.data.uid,
+            gid: v.data.gid,
+            mtime: v.data.mtime,
+            mtime_nsec: v.data.mtime_nsec,
+            size: 0,
+            rdev_major: 0,
+            rdev_minor: 0,
+            nlink: 1,
+            dev: 0,
+            ino: 0,
+            xattrs: v
+                .data
+                .xattrs
+                .iter()
+                .filter_map(|(k, hexed)| {
+                    Some((k.as_bytes().to_vec(), crate::bundle::unhex(hexed)?))
+                })
+                .collect(),
+        };
+        match fileattrs::restore(&data, &attrs) {
+            Ok(()) => ok += 1,
+            Err(e) => failed.push((
+                v.name.clone(),
+                format!(
+                    "registered, but `{}` could not be restored: {e}",
+                    data.display()
+                ),
+            )),
+        }
+    }
+    MetadataOutcome::Registered { ok, failed }
 }
 
 fn collect_verify_slots(

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cli;
 pub mod daemon_version;
 pub mod dataroot;
+pub mod engine;
 pub mod export;
 pub mod fileattrs;
 pub mod import;

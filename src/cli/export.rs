@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
+use super::daemon::DaemonContext;
 use super::progress::TermProgress;
 use super::{emit_json, render, Cli, Outcome};
 use crate::bundle::writer::Compression;
@@ -41,6 +42,16 @@ pub struct ExportArgs {
     /// Export containers that are running (their data may change while it is read).
     #[arg(long)]
     pub allow_running: bool,
+
+    /// Pause running containers through the Engine API for the export, and
+    /// unpause them afterwards, whatever happens in between.
+    #[arg(long, conflicts_with = "stop")]
+    pub pause: bool,
+
+    /// Stop running containers through the Engine API for the export, and
+    /// start them again afterwards, whatever happens in between.
+    #[arg(long)]
+    pub stop: bool,
 }
 
 pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
@@ -56,8 +67,29 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         containers: args.containers.clone(),
         checkpoint: args.checkpoint.clone(),
         allow_running: args.allow_running,
+        paused_is_quiet: args.pause,
     };
-    let plan = export::plan(&root, &opts)?;
+    let daemon = if args.pause || args.stop {
+        DaemonContext::require(cli, &root, if args.pause { "--pause" } else { "--stop" })?
+    } else {
+        DaemonContext::probe(cli, &root)
+    };
+    let engine = daemon
+        .engine
+        .as_ref()
+        .map(|e| e as &dyn crate::engine::Engine);
+    // Quiesced containers are put back as they were when this guard drops,
+    // on success, error or panic alike.
+    let mut quiesce = Quiesce::new(engine);
+    if args.pause || args.stop {
+        let slots =
+            crate::dataroot::containers::load_all(&root).context("cannot read the containers")?;
+        for query in &args.containers {
+            let slot = crate::dataroot::containers::find(&slots, query)?;
+            quiesce.quiet(&slot.id, args.pause)?;
+        }
+    }
+    let plan = export::plan(&root, &opts, engine)?;
     let show = !cli.quiet && std::io::stderr().is_terminal();
     let total = show.then(|| plan.content_bytes(&root));
     let progress = TermProgress::boxed(cli.quiet, total);
@@ -95,6 +127,7 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         }
     };
     drop(progress);
+    quiesce.restore()?;
     let t = &report.trailer;
     if cli.json {
         emit_json(&json!({
@@ -129,4 +162,68 @@ fn partial_path(output: &std::path::Path) -> PathBuf {
         .unwrap_or_default();
     name.push(".partial");
     output.with_file_name(name)
+}
+
+/// Containers paused or stopped for an export, and how to put them back.
+struct Quiesce<'e> {
+    engine: Option<&'e dyn crate::engine::Engine>,
+    /// (container ID, paused by us: unpause; else stopped by us: start).
+    done: Vec<(String, bool)>,
+}
+
+impl<'e> Quiesce<'e> {
+    fn new(engine: Option<&'e dyn crate::engine::Engine>) -> Self {
+        Quiesce {
+            engine,
+            done: Vec::new(),
+        }
+    }
+
+    /// Pauses (or stops) `id` if it runs; leaves it alone otherwise.
+    fn quiet(&mut self, id: &str, pause: bool) -> anyhow::Result<()> {
+        use crate::engine::RunState;
+        let Some(engine) = self.engine else {
+            return Ok(());
+        };
+        if engine.container_state(id)? != RunState::Running {
+            return Ok(());
+        }
+        if pause {
+            engine.pause(id)?;
+        } else {
+            engine.stop(id)?;
+        }
+        self.done.push((id.to_string(), pause));
+        Ok(())
+    }
+
+    /// Puts every container back; reports the first failure after trying all.
+    fn restore(&mut self) -> anyhow::Result<()> {
+        let Some(engine) = self.engine else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        for (id, paused) in self.done.drain(..).rev() {
+            let result = if paused {
+                engine.unpause(&id)
+            } else {
+                engine.start(&id)
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(anyhow::anyhow!(
+                    "could not put container {id} back as it was: {e}; run docker {} {id}",
+                    if paused { "unpause" } else { "start" }
+                ));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Quiesce<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            eprintln!("error: {e:#}");
+        }
+    }
 }

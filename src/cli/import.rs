@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
+use super::daemon::DaemonContext;
 use super::progress::TermProgress;
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::containers;
@@ -68,7 +69,19 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
     };
     let progress = TermProgress::boxed(cli.quiet, size);
     progress.begin("importing", size);
-    let report = import::import(&root, input, policy, args.dry_run, progress.as_ref())?;
+    let daemon = DaemonContext::probe(cli, &root);
+    let engine = daemon
+        .engine
+        .as_ref()
+        .map(|e| e as &dyn crate::engine::Engine);
+    let report = import::import(
+        &root,
+        input,
+        policy,
+        args.dry_run,
+        engine,
+        progress.as_ref(),
+    )?;
     drop(progress);
 
     if report.dry_run {
@@ -96,7 +109,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
 
     // The verdict: the target's scan, and every carried container.
     let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
-    let scan = scan::scan(&root, &mounts, cli.daemon_version);
+    let scan = scan::scan(&root, &mounts, daemon.version);
     let slots = containers::load_all(&root)
         .with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
     let world = World {
@@ -106,7 +119,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         containers: &slots,
     };
     let opts = VerifyOptions {
-        version: cli.daemon_version,
+        version: daemon.version,
         checkpoint: None,
         experimental: true,
     };
@@ -115,7 +128,8 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         .iter()
         .map(|s| verify::verify_container(&world, s, &opts))
         .collect();
-    let ok = verdicts.iter().all(|r| r.ok) && !scan.daemon_fatal();
+    let registration_failed = matches!(&report.metadata, Some(MetadataOutcome::Registered { failed, .. }) if !failed.is_empty());
+    let ok = verdicts.iter().all(|r| r.ok) && !scan.daemon_fatal() && !registration_failed;
     if cli.json {
         emit_json(&json!({
             "ok": ok,
@@ -127,6 +141,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
             "metadata": match report.metadata {
                 Some(MetadataOutcome::Written(n)) => json!({"written": n}),
                 Some(MetadataOutcome::DaemonRunning) => json!({"written": 0, "daemon_running": true}),
+                Some(MetadataOutcome::Registered { ok, ref failed }) => json!({"registered": ok, "failed": failed.iter().map(|(n, e)| json!({"volume": n, "error": e})).collect::<Vec<_>>()}),
                 None => json!(null),
             },
             "bytes": report.trailer.bytes,
@@ -277,6 +292,12 @@ fn import_text(
                 out,
                 "warning: dockerd is running on this data-root: the volumes are in place, but it will not see them until it restarts, and their labels are not recorded\n    fix: stop dockerd, re-run this import with --on-conflict skip-identical (it then writes only the labels), start dockerd"
             );
+        }
+        Some(MetadataOutcome::Registered { ok, ref failed }) => {
+            let _ = writeln!(out, "dockerd is running: {} through the Engine API (labels and options recorded by the daemon)", render::count(ok, "volume registered", "volumes registered"));
+            for (name, e) in failed {
+                let _ = writeln!(out, "error: volume `{name}` is in place but not registered: {e}\n    fix: restart dockerd so its volume scan finds it (systemctl restart docker)");
+            }
         }
         None => {}
     }

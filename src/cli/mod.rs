@@ -5,6 +5,7 @@
 //! Exit codes: 0 all good, 1 the thing checked is broken, 2 the command
 //! could not run. A closed stdout (`volmig ... | head`) is not an error.
 
+mod daemon;
 mod export;
 mod import;
 mod inspect;
@@ -57,9 +58,16 @@ pub struct Cli {
 
     /// The dockerd release to predict for, where texts and rules differ
     /// (e.g. 17.06 says `volume not found`, 18.06+ `no such volume`;
-    /// 20.10.3-25.x evaluate stale Source paths). Default: current.
-    #[arg(long, global = true, value_name = "VERSION", default_value = "current")]
-    pub daemon_version: DaemonVersion,
+    /// 20.10.3-25.x evaluate stale Source paths). Default: the version of
+    /// the daemon serving this data-root when one answers, else current.
+    #[arg(long, global = true, value_name = "VERSION")]
+    pub daemon_version: Option<DaemonVersion>,
+
+    /// The Docker daemon to talk to, like the docker CLI: unix:///path or
+    /// tcp://host:port. Default: $DOCKER_HOST, else unix:///var/run/docker.sock.
+    /// Used only when it serves --data-root.
+    #[arg(short = 'H', long, global = true, value_name = "HOST")]
+    pub host: Option<String>,
 
     /// The daemon runs with --userns-remap: check the `<uid>.<gid>/`
     /// subtree of the data-root for this remapped root.

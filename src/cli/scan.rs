@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
+use super::daemon::{DaemonContext, VersionSource};
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::DataRoot;
@@ -18,6 +19,8 @@ pub struct ScanArgs {}
 #[derive(Serialize)]
 struct ScanDocument<'a> {
     ok: bool,
+    /// Where `daemon_version` came from: flag, daemon or default.
+    daemon_version_source: VersionSource,
     #[serde(flatten)]
     scan: &'a Scan,
 }
@@ -25,17 +28,22 @@ struct ScanDocument<'a> {
 pub fn run(cli: &Cli, _args: &ScanArgs) -> anyhow::Result<Outcome> {
     let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
     let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
-    let scan = scan::scan(&root, &mounts, cli.daemon_version);
+    let daemon = DaemonContext::probe(cli, &root);
+    let scan = scan::scan(&root, &mounts, daemon.version);
     let ok = !scan.daemon_fatal();
     if cli.json {
-        emit_json(&ScanDocument { ok, scan: &scan })?;
+        emit_json(&ScanDocument {
+            ok,
+            daemon_version_source: daemon.source,
+            scan: &scan,
+        })?;
     } else {
-        emit(&text(&scan, cli.quiet))?;
+        emit(&text(&scan, &daemon.describe(cli), cli.quiet))?;
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
 }
 
-fn text(scan: &Scan, quiet: bool) -> String {
+fn text(scan: &Scan, predicting: &str, quiet: bool) -> String {
     let mut out = String::new();
     let fatal = scan
         .all_findings()
@@ -52,9 +60,8 @@ fn text(scan: &Scan, quiet: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "data-root {} (predicting dockerd {})",
-        scan.data_root.display(),
-        scan.daemon_version
+        "data-root {} (predicting {predicting})",
+        scan.data_root.display()
     );
     let _ = writeln!(
         out,

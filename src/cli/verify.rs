@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
+use super::daemon::{DaemonContext, VersionSource};
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::containers::{self, ContainerSlot};
 use crate::dataroot::mountinfo::MountTable;
@@ -39,6 +40,7 @@ struct VerifyDocument<'a> {
     ok: bool,
     data_root: String,
     daemon_version: String,
+    daemon_version_source: VersionSource,
     /// Daemon-level problems from the scan (fatal ones stop every container).
     daemon: Vec<&'a Finding>,
     containers: &'a [ContainerReport],
@@ -56,9 +58,11 @@ struct Summary {
 pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
     let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
+    let daemon = DaemonContext::probe(cli, &root);
+    let version = daemon.version;
     // The scan and the containers are independent: read them side by side.
     let (slots, scan) = std::thread::scope(|s| {
-        let scan = s.spawn(|| scan::scan(&root, &mounts, cli.daemon_version));
+        let scan = s.spawn(|| scan::scan(&root, &mounts, version));
         let slots = containers::load_all(&root);
         (slots, scan.join())
     });
@@ -73,7 +77,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
         containers: &slots,
     };
     let opts = VerifyOptions {
-        version: cli.daemon_version,
+        version,
         checkpoint: args.checkpoint.clone(),
         experimental: args.experimental,
     };
@@ -81,7 +85,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
         .iter()
         .map(|slot| verify::verify_container(&world, slot, &opts))
         .collect();
-    let daemon: Vec<&Finding> = scan
+    let daemon_findings: Vec<&Finding> = scan
         .findings
         .iter()
         .filter(|f| f.severity <= Severity::Warning)
@@ -105,13 +109,22 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
         emit_json(&VerifyDocument {
             ok,
             data_root: root.path().display().to_string(),
-            daemon_version: cli.daemon_version.to_string(),
-            daemon,
+            daemon_version: version.to_string(),
+            daemon_version_source: daemon.source,
+            daemon: daemon_findings,
             containers: &reports,
             summary,
         })?;
     } else {
-        emit(&text(&root, &daemon, &reports, &summary, cli, ok))?;
+        emit(&text(
+            &root,
+            &daemon_findings,
+            &reports,
+            &summary,
+            &daemon.describe(cli),
+            cli.quiet,
+            ok,
+        ))?;
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
 }
@@ -176,11 +189,12 @@ fn text(
     daemon: &[&Finding],
     reports: &[ContainerReport],
     summary: &Summary,
-    cli: &Cli,
+    predicting: &str,
+    quiet: bool,
     ok: bool,
 ) -> String {
     let mut out = String::new();
-    if cli.quiet {
+    if quiet {
         for f in daemon.iter().filter(|f| f.severity.is_failure()) {
             let _ = writeln!(out, "daemon: {}", f.message);
         }
@@ -203,9 +217,8 @@ fn text(
     }
     let _ = writeln!(
         out,
-        "data-root {} (predicting dockerd {})",
-        root.path().display(),
-        cli.daemon_version
+        "data-root {} (predicting {predicting})",
+        root.path().display()
     );
     for f in daemon {
         render::finding(&mut out, "", f);
