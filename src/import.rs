@@ -10,7 +10,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::bundle::reader::{self, ReadError, Visitor};
@@ -90,9 +90,14 @@ pub struct ImportReport {
     pub skipped_identical: Vec<String>,
     /// Checkpoints installed into existing target containers.
     pub checkpoints: Vec<String>,
+    /// `config.v2.json` files whose stale volume Source paths were rewritten.
+    pub rewritten_sources: Vec<String>,
     pub metadata: Option<MetadataOutcome>,
     /// Free bytes on the target filesystem (before the import).
     pub free_bytes: u64,
+    /// Bytes the files take once written: holes of sparse files excluded
+    /// (a 100 GiB sparse disk image with 1 MiB of data needs 1 MiB).
+    pub needed_bytes: u64,
     pub dry_run: bool,
     /// Containers whose configs were verified from the bundle because the
     /// target holds no such container.
@@ -128,6 +133,7 @@ pub fn import(
         dir: None,
         conflicts: Vec::new(),
         dirs: Vec::new(),
+        data_bytes: 0,
     };
     let result = reader::read(input, &mut stage, progress, reader::Check::Content);
     let (header, trailer) = match result {
@@ -176,10 +182,10 @@ pub fn import(
             }
         }
     }
-    let needed = trailer.bytes;
+    let needed = stage.data_bytes;
     if !dry_run && needed > free_bytes && free_bytes > 0 {
         refusals.push(format!(
-            "the bundle holds {needed} bytes but `{}` has {free_bytes} free",
+            "the bundle's files need {needed} bytes but `{}` has {free_bytes} free",
             root.path().display()
         ));
     }
@@ -197,8 +203,10 @@ pub fn import(
         replaced: Vec::new(),
         skipped_identical: Vec::new(),
         checkpoints: Vec::new(),
+        rewritten_sources: Vec::new(),
         metadata: None,
         free_bytes,
+        needed_bytes: needed,
         dry_run,
         containers_from_bundle: Vec::new(),
         verify_slots: Vec::new(),
@@ -223,6 +231,14 @@ pub fn import(
     if let Err(e) = commit {
         stage.discard();
         return Err(e);
+    }
+    if report
+        .metadata
+        .as_ref()
+        .is_some_and(|m| matches!(m, MetadataOutcome::Written(_)))
+    {
+        // The daemon is stopped: its container configs may be edited.
+        report.rewritten_sources = rewrite_sources(root, &report.header)?;
     }
     // The carried containers' configs, for verification when the target
     // does not hold them.
@@ -399,6 +415,76 @@ fn register(
     MetadataOutcome::Registered { ok, failed }
 }
 
+/// Points the stored `Source` of the carried containers' volume mounts at
+/// this data-root. dockerd recomputes a local volume's path, except 20.10.3
+/// to 25.x with a z/Z mode (the default for `-v name:/p`), which evaluate
+/// the stored Source: after a move to another data-root path those fail
+/// with `error evaluating symlinks from mount source`. Each file is
+/// replaced atomically, keeping its mode.
+fn rewrite_sources(root: &DataRoot, header: &BundleHeader) -> Result<Vec<String>, ImportError> {
+    let mut rewritten = Vec::new();
+    for c in &header.containers {
+        let path = root.container_dir(&c.id).join("config.v2.json");
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let Ok(mut config) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let mut changed = false;
+        if let Some(mounts) = config
+            .get_mut("MountPoints")
+            .and_then(|m| m.as_object_mut())
+        {
+            for mount in mounts.values_mut() {
+                let name = mount
+                    .get("Name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let is_local_volume = mount.get("Driver").and_then(|d| d.as_str()) == Some("local");
+                if name.is_empty()
+                    || !is_local_volume
+                    || !header.volumes.iter().any(|v| v.name == name)
+                {
+                    continue;
+                }
+                let want = root.volume_data_dir(&name).display().to_string();
+                let source = mount.get("Source").and_then(|s| s.as_str()).unwrap_or("");
+                if !source.is_empty() && source != want {
+                    mount["Source"] = serde_json::Value::String(want);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            continue;
+        }
+        let mode = fs::metadata(&path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+            .unwrap_or(0o600);
+        let json = serde_json::to_vec(&config).map_err(|e| ImportError::Write {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        let tmp = path.with_extension("json.volmig-tmp");
+        let write = || -> io::Result<()> {
+            let mut f = File::options()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        if let Err(source) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(ImportError::Write { path, source });
+        }
+        rewritten.push(path.display().to_string());
+    }
+    Ok(rewritten)
+}
+
 fn collect_verify_slots(
     root: &DataRoot,
     staging: &Path,
@@ -493,6 +579,8 @@ struct Stager<'a> {
     /// Directories created and not yet finished (their mtime and mode are
     /// set once nothing more is written inside them).
     dirs: Vec<(Vec<u8>, EntryMeta)>,
+    /// Bytes of file data to write (holes excluded): the space needed.
+    data_bytes: u64,
 }
 
 impl Stager<'_> {
@@ -641,6 +729,13 @@ impl Visitor for Stager<'_> {
         place: Place<'_>,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
+        if meta.kind == EntryKind::File {
+            let written = match &meta.sparse {
+                Some(segments) => segments.iter().map(|s| s.1).sum(),
+                None => meta.size,
+            };
+            self.data_bytes = self.data_bytes.saturating_add(written);
+        }
         if let Place::VolumeOpts { name } = place {
             // # Security
             // An opts.json dockerd cannot decode stops the whole daemon.

@@ -138,6 +138,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
             "replaced": report.replaced,
             "skipped_identical": report.skipped_identical,
             "checkpoints": report.checkpoints,
+            "rewritten_sources": report.rewritten_sources,
             "metadata": match report.metadata {
                 Some(MetadataOutcome::Written(n)) => json!({"written": n}),
                 Some(MetadataOutcome::DaemonRunning) => json!({"written": 0, "daemon_running": true}),
@@ -278,6 +279,12 @@ fn import_text(
     );
     for cp in &report.checkpoints {
         let _ = writeln!(out, "checkpoint installed: {cp}");
+    }
+    for path in &report.rewritten_sources {
+        let _ = writeln!(
+            out,
+            "volume Source paths pointed at this data-root in {path}"
+        );
     }
     match report.metadata {
         Some(MetadataOutcome::Written(n)) => {
