@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use crate::bundle::writer::{BundleWriter, Compression, WriteError};
 use crate::bundle::{
-    hex, BundleContainer, BundleHeader, BundleMount, BundleVolume, DataAttrs, Trailer, FORMAT,
+    hex, is_checkpoint_name, BundleContainer, BundleHeader, BundleMount, BundleVolume, DataAttrs,
+    Trailer, FORMAT,
 };
 use crate::dataroot::containers::{self, Container, ContainerSlot, MountKind};
 use crate::dataroot::metadata::{self, MetadataError, VolumeStore};
@@ -180,7 +181,12 @@ pub fn plan(
             );
         }
         if let Some(cp) = &opts.checkpoint {
-            if !root.checkpoint_dir(&c.id, cp).is_dir() {
+            if !is_checkpoint_name(cp) {
+                refusals.push(format!(
+                    "invalid checkpoint name `{cp}`: dockerd accepts only [a-zA-Z0-9][a-zA-Z0-9_.-]+ (list them with `docker checkpoint ls {}`)",
+                    c.name
+                ));
+            } else if !root.checkpoint_dir(&c.id, cp).is_dir() {
                 refusals.push(format!(
                     "container {} has no checkpoint `{cp}` (`{}`): list them with `docker checkpoint ls {}`",
                     c.name,
@@ -274,6 +280,19 @@ fn volume_refusal(
             "container {container}: volume `{name}` is missing here (`{}` does not exist): it was lost before this export",
             data.display()
         ));
+    }
+    // Export never follows a symlink: a volume directory or `_data` that is
+    // one would carry whatever it points to (and no import accepts it).
+    for dir in [root.volume_dir(name), data] {
+        if dir
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Some(format!(
+                "container {container}: volume `{name}`: `{}` is a symlink, not a directory: volmig never follows symlinks; replace it with the directory it points to",
+                dir.display()
+            ));
+        }
     }
     let opts = root.volume_dir(name).join("opts.json");
     if let Ok(bytes) = std::fs::read(&opts) {

@@ -567,6 +567,9 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Largest opts.json accepted (dockerd writes about 100 bytes).
+const MAX_OPTS_JSON: u64 = 1 << 20;
+
 /// Writes entries into the staging directory as the reader verifies them.
 struct Stager<'a> {
     root: &'a DataRoot,
@@ -595,6 +598,32 @@ impl Stager<'_> {
         use std::os::unix::ffi::OsStrExt;
         let base = self.dir.clone().unwrap_or_default();
         base.join(std::ffi::OsStr::from_bytes(bundle_path))
+    }
+
+    /// Whether `bundle_path` is, in the staging directory, a non-directory
+    /// (file, symlink itself, fifo, node) reached through real directories
+    /// only: no symlink on the way.
+    fn is_staged_leaf(&self, bundle_path: &[u8]) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(mut path) = self.dir.clone() else {
+            return false;
+        };
+        let parts: Vec<&[u8]> = bundle_path.split(|&b| b == b'/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if matches!(*part, b"" | b"." | b"..") {
+                return false;
+            }
+            path.push(std::ffi::OsStr::from_bytes(part));
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                return false;
+            };
+            let last = i + 1 == parts.len();
+            let ok = if last { !m.is_dir() } else { m.is_dir() };
+            if !ok {
+                return false;
+            }
+        }
+        true
     }
 
     /// Finishes every open directory that `next` is not inside.
@@ -740,9 +769,17 @@ impl Visitor for Stager<'_> {
             // # Security
             // An opts.json dockerd cannot decode stops the whole daemon.
             let mut bytes = Vec::new();
-            data.take(1 << 20)
+            data.take(MAX_OPTS_JSON + 1)
                 .read_to_end(&mut bytes)
                 .map_err(ReadError::Io)?;
+            // Whole or not at all: a prefix can decode (`{}` then spaces)
+            // and would be staged in place of the file the digest covers.
+            if bytes.len() as u64 > MAX_OPTS_JSON {
+                return Err(ReadError::Hostile {
+                    entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                    reason: format!("{} bytes is too large for an opts.json", meta.size),
+                });
+            }
             if let Err(go_error) = VolumeOptions::decode(&bytes) {
                 return Err(ReadError::Hostile {
                     entry: String::from_utf8_lossy(&meta.path).into_owned(),
@@ -790,21 +827,26 @@ impl Visitor for Stager<'_> {
                 std::os::unix::fs::symlink(link, &target).map_err(fail)?;
             }
             EntryKind::Hardlink => {
-                let source = self.staged(meta.link.as_deref().unwrap_or_default());
+                let link = meta.link.as_deref().unwrap_or_default();
                 // # Security
-                // The reader checked the target is an earlier entry of the
-                // same volume; refuse it if that entry is not a plain file
-                // here (a directory, or missing).
-                let ok = fs::symlink_metadata(&source)
-                    .map(|m| m.is_file())
-                    .unwrap_or(false);
-                if !ok {
+                // The reader checked that the target's name sorts before
+                // this entry inside the same volume, not that it was an
+                // entry: `l -> /etc` then a link to `l/passwd` would have
+                // link(2) follow `l` and hardlink a host file into the
+                // volume. Walk the staged path without following anything:
+                // real directories down to a non-directory, which link(2)
+                // (linkat without AT_SYMLINK_FOLLOW) links itself, a
+                // symlink included.
+                if !self.is_staged_leaf(link) {
                     return Err(ReadError::Hostile {
                         entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                        reason: "hardlink to something that is not a file of this bundle".into(),
+                        reason: format!(
+                            "hardlink to `{}`, which is not a file of this bundle",
+                            String::from_utf8_lossy(link)
+                        ),
                     });
                 }
-                fs::hard_link(&source, &target).map_err(fail)?;
+                fs::hard_link(self.staged(link), &target).map_err(fail)?;
                 return Ok(());
             }
             EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {

@@ -218,6 +218,19 @@ impl EntryMeta {
     }
 }
 
+/// dockerd's rule for checkpoint names (`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`,
+/// checked by `docker checkpoint create` and `docker start --checkpoint`).
+/// A bundle's name becomes a path component on import, so nothing else
+/// (no `/`, no `..`) may pass.
+pub fn is_checkpoint_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -258,6 +271,45 @@ pub fn sums_line(sha256: &[u8; 32], path: &[u8]) -> Vec<u8> {
     }
     line.push(b'\n');
     line
+}
+
+/// A PAX `mtime`: a decimal number of seconds. A timespec counts its
+/// nanoseconds forward from `sec`, so -1.25 s is (sec -2, nsec 750000000)
+/// and must be written `-1.250000000`: `-2.750000000` means -2.75 s, and
+/// GNU tar would restore a pre-1970 time off by up to a second.
+pub fn pax_time(sec: i64, nsec: u32) -> String {
+    if sec < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{sec}.{nsec:09}")
+    }
+}
+
+/// Parses a PAX time (see `pax_time`) into a timespec; digits beyond the
+/// nanosecond are dropped. `None` for anything but `[-]digits[.digits]`.
+pub fn parse_pax_time(text: &str) -> Option<(i64, u32)> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) {
+        return None;
+    }
+    let whole: i64 = int.parse().ok()?;
+    let nsec: u32 = frac
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(9)
+        .collect::<String>()
+        .parse()
+        .ok()?;
+    match (negative, nsec) {
+        (false, _) => Some((whole, nsec)),
+        (true, 0) => Some((-whole, 0)),
+        (true, _) => Some((-whole - 1, 1_000_000_000 - nsec)),
+    }
 }
 
 /// Feeds `n` zero bytes (a sparse file's holes) to a hasher.
@@ -496,6 +548,33 @@ mod tests {
             sums_line(&d, b"a\nb"),
             format!("\\{}  a\\nb\n", "ab".repeat(32)).into_bytes()
         );
+    }
+
+    #[test]
+    fn pax_times_count_pre_1970_fractions_backwards() {
+        assert_eq!(pax_time(1_600_000_000, 5), "1600000000.000000005");
+        assert_eq!(pax_time(-2, 750_000_000), "-1.250000000");
+        assert_eq!(pax_time(-1, 1), "-0.999999999");
+        assert_eq!(pax_time(-86_400, 0), "-86400.000000000");
+        for (sec, nsec) in [(0, 0), (5, 1), (-2, 750_000_000), (-1, 1), (-86_400, 0)] {
+            assert_eq!(parse_pax_time(&pax_time(sec, nsec)), Some((sec, nsec)));
+        }
+        assert_eq!(parse_pax_time("12"), Some((12, 0)));
+        assert_eq!(parse_pax_time("1.1234567891"), Some((1, 123_456_789)));
+        assert_eq!(parse_pax_time("-0.5"), Some((-1, 500_000_000)));
+        for bad in ["", "-", ".5", "1.-5", "+1", "1e3", "99999999999999999999"] {
+            assert_eq!(parse_pax_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_names_are_single_plain_components() {
+        for good in ["cp1", "pre-upgrade.2024_01", "A0"] {
+            assert!(is_checkpoint_name(good), "{good}");
+        }
+        for bad in ["", "a", "..", ".x", "../x", "a/b", "-x", "a b", "é1"] {
+            assert!(!is_checkpoint_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -8,17 +8,19 @@
 //! inspect) sees each entry once; nothing read is trusted until `read`
 //! returns Ok.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
 use super::{
-    classify, hex, sums_line, BundleHeader, EntryKind, EntryMeta, Place, RunningDigest, Trailer,
-    VolumeSummary,
+    classify, hex, is_checkpoint_name, sums_line, BundleHeader, EntryKind, EntryMeta, Place,
+    RunningDigest, Trailer, VolumeSummary,
 };
-use super::{hash_zeros, FORMAT, HEADER_PATH};
+use super::{hash_zeros, parse_pax_time, FORMAT, HEADER_PATH};
 use crate::progress::Progress;
 
 /// Largest header or trailer accepted: bounds memory on hostile input.
@@ -142,6 +144,54 @@ pub fn read(
     progress: &dyn Progress,
     check: Check,
 ) -> Result<(BundleHeader, Trailer), ReadError> {
+    let ended = Rc::new(Cell::new(false));
+    let mut trailer_read = false;
+    let input = Box::new(EofWatch {
+        inner: input,
+        ended: Rc::clone(&ended),
+    });
+    read_all(input, visitor, progress, check, &mut trailer_read).map_err(|e| match e {
+        // A stream that ended before its trailer is truncated, whatever
+        // the layer that noticed first said: tar-rs "failed to read entire
+        // block" mid-header, zstd "incomplete frame", a short JSON entry.
+        ReadError::Corrupt(_) | ReadError::NotABundle(_) | ReadError::Io(_)
+            if ended.get() && !trailer_read =>
+        {
+            ReadError::Truncated(": it ends in the middle of an entry".into())
+        }
+        e => e,
+    })
+}
+
+/// Notes when the input ends (or says it ended early).
+struct EofWatch {
+    inner: Box<dyn Read>,
+    ended: Rc<Cell<bool>>,
+}
+
+impl Read for EofWatch {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.ended.set(true);
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.ended.set(true);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+}
+
+fn read_all(
+    input: Box<dyn Read>,
+    visitor: &mut dyn Visitor,
+    progress: &dyn Progress,
+    check: Check,
+    trailer_read: &mut bool,
+) -> Result<(BundleHeader, Trailer), ReadError> {
     let mut archive = tar::Archive::new(input);
     let mut entries = archive.entries().map_err(io_error)?;
 
@@ -216,6 +266,7 @@ pub fn read(
                 let t: Trailer = serde_json::from_slice(&bytes)
                     .map_err(|e| ReadError::Corrupt(format!("trailer is not valid: {e}")))?;
                 trailer = Some(t);
+                *trailer_read = true;
                 continue;
             }
             _ if sums_checked => return Err(hostile(&meta.path, "content entry after SHA256SUMS")),
@@ -321,6 +372,18 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
     for v in &header.volumes {
         crate::dataroot::volumes::VolumeName::new(&v.name)
             .map_err(|e| hostile(format!("volumes/{}", v.name).as_bytes(), e.to_string()))?;
+        // dockerd's own files in volumes/: no volume can have these names
+        // (its mkdir fails), and one laid down in their place would take
+        // the daemon's database or quota device.
+        if matches!(v.name.as_str(), "metadata.db" | "backingFsBlockDev") {
+            return Err(hostile(
+                format!("volumes/{}", v.name).as_bytes(),
+                format!(
+                    "`{}` is dockerd's own file in volumes/, not a volume",
+                    v.name
+                ),
+            ));
+        }
         if !seen.insert(("v", v.name.as_str())) {
             return Err(hostile(
                 format!("volumes/{}", v.name).as_bytes(),
@@ -340,6 +403,16 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
             return Err(hostile(
                 format!("containers/{}", c.id).as_bytes(),
                 "container listed twice in the header",
+            ));
+        }
+        // # Security
+        // Import joins the name to the target container's directory:
+        // `../../../containers/<id>` would install a whole container
+        // (config and hostconfig of the bundle's choosing) beside it.
+        if let Some(cp) = c.checkpoint.as_deref().filter(|cp| !is_checkpoint_name(cp)) {
+            return Err(hostile(
+                format!("containers/{}/checkpoints/{cp}", c.id).as_bytes(),
+                format!("invalid checkpoint name `{cp}`: dockerd accepts only [a-zA-Z0-9][a-zA-Z0-9_.-]+"),
             ));
         }
     }
@@ -425,16 +498,10 @@ fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, ReadE
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 xattrs.push((name.to_vec(), value.to_vec()));
             } else if key == b"mtime" {
-                let text =
-                    std::str::from_utf8(value).map_err(|_| hostile(&raw_path, "bad PAX mtime"))?;
-                let (sec, frac) = text.split_once('.').unwrap_or((text, "0"));
-                mtime = sec
-                    .parse()
-                    .map_err(|_| hostile(&raw_path, "bad PAX mtime"))?;
-                let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-                mtime_nsec = digits
-                    .parse()
-                    .map_err(|_| hostile(&raw_path, "bad PAX mtime"))?;
+                (mtime, mtime_nsec) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(parse_pax_time)
+                    .ok_or_else(|| hostile(&raw_path, "bad PAX mtime"))?;
             } else if key == b"GNU.sparse.name" {
                 path = value.to_vec();
             } else if key == b"GNU.sparse.realsize" || key == b"GNU.sparse.size" {

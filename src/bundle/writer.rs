@@ -20,7 +20,7 @@ use std::thread::{self, JoinHandle};
 
 use sha2::{Digest, Sha256};
 
-use super::{hash_zeros, FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
+use super::{hash_zeros, pax_time, FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
 use super::{
     hex, sums_line, BundleHeader, EntryKind, EntryMeta, RunningDigest, Trailer, VolumeSummary,
 };
@@ -338,6 +338,9 @@ impl<'p> BundleWriter<'p> {
         let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
         let walk = walkdir::WalkDir::new(root)
             .follow_links(false)
+            // Not even the root: a `_data` that is a symlink is carried as
+            // the symlink, never as what it points to.
+            .follow_root_links(false)
             .sort_by(|a, b| a.file_name().cmp(b.file_name()));
         for item in walk {
             let item = item.map_err(|e| {
@@ -364,7 +367,9 @@ impl<'p> BundleWriter<'p> {
                 continue;
             }
             let mut hardlink = None;
-            if attrs.kind == FileKind::File && attrs.nlink > 1 {
+            // Any non-directory can have several names (a hardlinked
+            // symlink, fifo or device node too), as GNU tar keeps them.
+            if attrs.kind != FileKind::Dir && attrs.nlink > 1 {
                 match links.get(&(attrs.dev, attrs.ino)) {
                     Some(first) => hardlink = Some(first.clone()),
                     None => {
@@ -489,8 +494,16 @@ impl<'p> BundleWriter<'p> {
         };
         if let Some(segments) = &meta.sparse {
             // GNU sparse 1.0: a decimal map, padded to a block, then the data.
-            let mut map = format!("{}\n", segments.len());
-            for (off, len) in segments {
+            // GNU tar sizes the extracted file by the end of its last
+            // segment, so a file that ends in a hole gets an empty segment
+            // at its end, as GNU tar itself writes (without it `tar -x`
+            // truncates the file to its last data byte).
+            let end = segments.last().map_or(0, |&(off, len)| off + len);
+            let terminator = (end < meta.size).then_some((meta.size, 0));
+            let map_segments: Vec<(u64, u64)> =
+                segments.iter().copied().chain(terminator).collect();
+            let mut map = format!("{}\n", map_segments.len());
+            for (off, len) in &map_segments {
                 map.push_str(&format!("{off}\n{len}\n"));
             }
             let mut map = map.into_bytes();
@@ -833,7 +846,7 @@ fn write_tar_header(
     if meta.mtime < 0 || meta.mtime_nsec != 0 {
         pax.push((
             "mtime".into(),
-            format!("{}.{:09}", meta.mtime, meta.mtime_nsec).into_bytes(),
+            pax_time(meta.mtime, meta.mtime_nsec).into_bytes(),
         ));
     }
     header.set_mtime(meta.mtime.max(0) as u64);

@@ -93,6 +93,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
                 "create": report.create,
                 "conflicts": report.conflicts.iter().map(|c| json!({"volume": c.volume, "identical": c.identical})).collect::<Vec<_>>(),
                 "bytes": report.trailer.bytes,
+                "needed_bytes": report.needed_bytes,
                 "files": report.trailer.files,
                 "free_bytes": report.free_bytes,
                 "refusals": refuse,
@@ -165,10 +166,10 @@ fn dry_run_refusals(report: &ImportReport, policy: OnConflict) -> Vec<String> {
             _ => {}
         }
     }
-    if report.free_bytes > 0 && report.trailer.bytes > report.free_bytes {
+    if report.free_bytes > 0 && report.needed_bytes > report.free_bytes {
         out.push(format!(
             "needs {} but only {} are free",
-            render::bytes(report.trailer.bytes),
+            render::bytes(report.needed_bytes),
             render::bytes(report.free_bytes)
         ));
     }
@@ -234,7 +235,7 @@ fn dry_run_text(
         "free on {}: {} (needs {})",
         root.path().display(),
         render::bytes(report.free_bytes),
-        render::bytes(report.trailer.bytes)
+        render::bytes(report.needed_bytes)
     );
     for r in refusals {
         let _ = writeln!(out, "refused: {r}");
