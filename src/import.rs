@@ -8,6 +8,7 @@
 //! volume. Only a bundle whose every digest and trailer matched is
 //! committed; a failure during commit renames back what was moved.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -106,6 +107,7 @@ pub struct ImportReport {
     /// bundle's config (kept in a temporary directory).
     pub verify_slots: Vec<ContainerSlot>,
     _bundle_configs: Option<tempfile::TempDir>,
+    tops: BTreeMap<String, VolumeTop>,
 }
 
 /// Imports `input` into `root` (see the module doc). `engine` is the
@@ -134,6 +136,7 @@ pub fn import(
         conflicts: Vec::new(),
         dirs: Vec::new(),
         data_bytes: 0,
+        tops: BTreeMap::new(),
     };
     let result = reader::read(input, &mut stage, progress, reader::Check::Content);
     let (header, trailer) = match result {
@@ -211,6 +214,7 @@ pub fn import(
         containers_from_bundle: Vec::new(),
         verify_slots: Vec::new(),
         _bundle_configs: None,
+        tops: std::mem::take(&mut stage.tops),
     };
     if dry_run {
         return Ok(report);
@@ -378,41 +382,52 @@ fn register(
             failed.push((v.name.clone(), e.to_string()));
             continue;
         }
-        let data = root.volume_data_dir(&v.name);
-        let attrs = FileAttrs {
-            kind: FileKind::Dir,
-            mode: u32::from_str_radix(&v.data.mode, 8).unwrap_or(0o755),
-            uid: v.data.uid,
-            gid: v.data.gid,
-            mtime: v.data.mtime,
-            mtime_nsec: v.data.mtime_nsec,
-            size: 0,
-            rdev_major: 0,
-            rdev_minor: 0,
-            nlink: 1,
-            dev: 0,
-            ino: 0,
-            xattrs: v
-                .data
-                .xattrs
-                .iter()
-                .filter_map(|(k, hexed)| {
-                    Some((k.as_bytes().to_vec(), crate::bundle::unhex(hexed)?))
-                })
-                .collect(),
-        };
-        match fileattrs::restore(&data, &attrs) {
+        match put_back(root, &v.name, report.tops.get(&v.name)) {
             Ok(()) => ok += 1,
-            Err(e) => failed.push((
+            Err((path, e)) => failed.push((
                 v.name.clone(),
                 format!(
-                    "registered, but `{}` could not be restored: {e}",
-                    data.display()
+                    "registered, but `{}` could not be put back as it was: {e}",
+                    path.display()
                 ),
             )),
         }
     }
     MetadataOutcome::Registered { ok, failed }
+}
+
+/// Restores a registered volume's `_data`, opts.json and directory as the
+/// bundle had them: dockerd 20.10 chowns/chmods `_data` to root:root 0755
+/// and rewrites opts.json when it creates a volume over existing files.
+/// The directory comes last: writing inside it changes its mtime.
+fn put_back(
+    root: &DataRoot,
+    name: &str,
+    top: Option<&VolumeTop>,
+) -> Result<(), (PathBuf, io::Error)> {
+    let Some(top) = top else { return Ok(()) };
+    if let Some(meta) = &top.data {
+        let data = root.volume_data_dir(name);
+        restore_attrs(&data, meta).map_err(|e| (data, e))?;
+    }
+    if let Some((meta, bytes)) = &top.opts {
+        let opts = root.volume_dir(name).join("opts.json");
+        let tmp = root.volume_dir(name).join(".opts.json.volmig-tmp");
+        let write = || -> io::Result<()> {
+            write_new(&tmp, bytes)?;
+            restore_attrs(&tmp, meta)?;
+            fs::rename(&tmp, &opts)
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err((opts, e));
+        }
+    }
+    if let Some(meta) = &top.dir {
+        let dir = root.volume_dir(name);
+        restore_attrs(&dir, meta).map_err(|e| (dir, e))?;
+    }
+    Ok(())
 }
 
 /// Points the stored `Source` of the carried containers' volume mounts at
@@ -584,6 +599,17 @@ struct Stager<'a> {
     dirs: Vec<(Vec<u8>, EntryMeta)>,
     /// Bytes of file data to write (holes excluded): the space needed.
     data_bytes: u64,
+    /// Each volume's own entries (its directory, `_data`, opts.json), to
+    /// put back after a running daemon registered the volume over them.
+    tops: BTreeMap<String, VolumeTop>,
+}
+
+/// The top entries of one volume, as the bundle has them.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeTop {
+    dir: Option<EntryMeta>,
+    data: Option<EntryMeta>,
+    opts: Option<(EntryMeta, Vec<u8>)>,
 }
 
 impl Stager<'_> {
@@ -789,6 +815,8 @@ impl Visitor for Stager<'_> {
             if self.dry_run {
                 return Ok(());
             }
+            self.tops.entry(name.to_string()).or_default().opts =
+                Some((meta.clone(), bytes.clone()));
             self.close_dirs(&meta.path)?;
             let target = self.staged(&meta.path);
             write_new(&target, &bytes).map_err(|e| visitor_err(&target, e))?;
@@ -796,6 +824,15 @@ impl Visitor for Stager<'_> {
         }
         if self.dry_run {
             return Ok(());
+        }
+        match place {
+            Place::VolumeDir { name } => {
+                self.tops.entry(name.to_string()).or_default().dir = Some(meta.clone())
+            }
+            Place::VolumeData { name, rel: b"" } => {
+                self.tops.entry(name.to_string()).or_default().data = Some(meta.clone())
+            }
+            _ => {}
         }
         self.close_dirs(&meta.path)?;
         let target = self.staged(&meta.path);

@@ -135,10 +135,20 @@ fn decode_opts(value: &GoJson, opts: &mut VolumeOptions) -> Result<(), String> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Go names the innermost struct type, then the full field path:
+/// `optsConfig.MountType`, but `Quota.Quota.Size` (seen on dockerd 20.10.24,
+/// go1.19).
 fn type_error(value: &GoJson, field: &str, go_type: &str) -> String {
+    type_error_of(value.short_kind(), field, go_type)
+}
+
+fn type_error_of(kind: &str, field: &str, go_type: &str) -> String {
+    let innermost = match field.rsplit_once('.') {
+        Some((parent, _)) => parent.rsplit('.').next().unwrap_or(parent),
+        None => "optsConfig",
+    };
     format!(
-        "json: cannot unmarshal {} into Go struct field optsConfig.{field} of type {go_type}",
-        value.short_kind()
+        "json: cannot unmarshal {kind} into Go struct field {innermost}.{field} of type {go_type}"
     )
 }
 
@@ -171,10 +181,7 @@ fn decode_quota(value: &GoJson, quota: &mut Quota) -> Result<(), String> {
                     quota.size = size;
                     Ok(())
                 }
-                Err(_) => Err(format!(
-                    "json: cannot unmarshal {} into Go struct field optsConfig.Quota.Size of type uint64",
-                    value.kind()
-                )),
+                Err(_) => Err(type_error_of(&value.kind(), "Quota.Size", "uint64")),
             },
             other => Err(type_error(other, "Quota.Size", "uint64")),
         };
@@ -486,7 +493,15 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"Quota":{"Size":-1}}"#),
-            "json: cannot unmarshal number -1 into Go struct field optsConfig.Quota.Size of type uint64"
+            "json: cannot unmarshal number -1 into Go struct field Quota.Quota.Size of type uint64"
+        );
+        assert_eq!(
+            err(r#"{"Quota":{"Size":"x"}}"#),
+            "json: cannot unmarshal string into Go struct field Quota.Quota.Size of type uint64"
+        );
+        assert_eq!(
+            err(r#"{"Quota":{"Size":1.5}}"#),
+            "json: cannot unmarshal number 1.5 into Go struct field Quota.Quota.Size of type uint64"
         );
         assert_eq!(
             err("[]"),
