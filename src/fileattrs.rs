@@ -53,6 +53,20 @@ impl FileAttrs {
     /// Reads the attributes of `path` itself (a symlink is not followed).
     pub fn read(path: &Path) -> io::Result<FileAttrs> {
         let meta = fs::symlink_metadata(path)?;
+        let xattrs = read_xattrs(path)?;
+        Ok(FileAttrs::from_metadata(&meta, xattrs))
+    }
+
+    /// Reads the attributes of an open file (fstat and flistxattr: no
+    /// path lookup), with its allocated 512-byte blocks.
+    pub fn read_open(file: &File) -> io::Result<(FileAttrs, u64)> {
+        let meta = file.metadata()?;
+        let xattrs = read_xattrs_fd(file)?;
+        let blocks = meta.blocks();
+        Ok((FileAttrs::from_metadata(&meta, xattrs), blocks))
+    }
+
+    fn from_metadata(meta: &fs::Metadata, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> FileAttrs {
         let ft = meta.file_type();
         let kind = if ft.is_file() {
             FileKind::File
@@ -70,7 +84,7 @@ impl FileAttrs {
             FileKind::Socket
         };
         let rdev = meta.rdev();
-        Ok(FileAttrs {
+        FileAttrs {
             kind,
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
@@ -87,8 +101,8 @@ impl FileAttrs {
             nlink: meta.nlink(),
             dev: meta.dev(),
             ino: meta.ino(),
-            xattrs: read_xattrs(path)?,
-        })
+            xattrs,
+        }
     }
 }
 
@@ -101,10 +115,43 @@ fn cpath(path: &Path) -> io::Result<CString> {
 /// xattr support has none.
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let c = cpath(path)?;
+    collect_xattrs(
+        // SAFETY: `c` is a valid C string; the buffer describes live memory.
+        |buf: &mut [u8]| unsafe {
+            libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        },
+        // SAFETY: as above, with a valid name.
+        |name: &CString, buf: &mut [u8]| unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        },
+    )
+}
+
+/// Every xattr of an open file, sorted by name (no path lookup).
+pub fn read_xattrs_fd(file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let fd = file.as_raw_fd();
+    collect_xattrs(
+        // SAFETY: `fd` is open; the buffer describes live memory.
+        |buf: &mut [u8]| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
+        // SAFETY: as above, with a valid name.
+        |name: &CString, buf: &mut [u8]| unsafe {
+            libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        },
+    )
+}
+
+fn collect_xattrs(
+    list: impl Fn(&mut [u8]) -> isize,
+    get: impl Fn(&CString, &mut [u8]) -> isize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 256];
     let len = loop {
-        // SAFETY: the buffer pointer and length describe `names`.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let n = list(&mut names);
         if n >= 0 {
             break n as usize;
         }
@@ -120,15 +167,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cname = CString::new(name).map_err(|_| io::Error::other("xattr name with NUL"))?;
         let mut value = vec![0u8; 256];
         loop {
-            // SAFETY: pointers and lengths describe live buffers.
-            let n = unsafe {
-                libc::lgetxattr(
-                    c.as_ptr(),
-                    cname.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
+            let n = get(&cname, &mut value);
             if n >= 0 {
                 value.truncate(n as usize);
                 break;
@@ -136,7 +175,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::ERANGE) => value.resize(value.len() * 4, 0),
-                // Removed between list and get: skip it.
+                // Removed between list and get: an empty value.
                 Some(libc::ENODATA) => {
                     value.clear();
                     break;

@@ -907,7 +907,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes a file's content; holes of a sparse file stay holes.
 fn write_content(file: &mut File, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; crate::bundle::IO_CHUNK];
     match &meta.sparse {
         None => {
             let mut left = meta.size;

@@ -32,6 +32,10 @@ use sha2::{Digest, Sha256};
 
 use crate::dataroot::metadata::VolumeRecord;
 
+/// Copy size for moving file data: small enough to stay in L2 between the
+/// copies and the hash (measured: 1 MiB buffers doubled the CPU cost).
+pub const IO_CHUNK: usize = 128 * 1024;
+
 /// The format this build writes and reads.
 pub const FORMAT: &str = "volmig-bundle/1";
 pub const HEADER_PATH: &str = "volmig-bundle/header.json";
@@ -178,39 +182,37 @@ impl EntryMeta {
     /// The canonical description hashed into the entries digest and the
     /// volume digest; `rel` is the path as it should appear there.
     pub fn describe(&self, rel: &[u8], sha256: Option<&[u8; 32]>) -> Vec<u8> {
-        let mut d = Vec::with_capacity(rel.len() + 128);
+        use std::io::Write as _;
+        let mut d = Vec::with_capacity(rel.len() + 160);
         d.push(self.kind.tag());
         d.push(0);
         d.extend_from_slice(rel);
         d.push(0);
-        let text = format!(
-            "{:o}\0{}\0{}\0{}.{:09}\0{}\0{}\0",
-            self.mode,
-            self.uid,
-            self.gid,
-            self.mtime,
-            self.mtime_nsec,
-            self.size,
-            sha256.map(|d| hex(d)).unwrap_or_default(),
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            d,
+            "{:o}\0{}\0{}\0{}.{:09}\0{}\0",
+            self.mode, self.uid, self.gid, self.mtime, self.mtime_nsec, self.size
         );
-        d.extend_from_slice(text.as_bytes());
+        if let Some(digest) = sha256 {
+            push_hex(&mut d, digest);
+        }
+        d.push(0);
         if let Some(link) = &self.link {
             d.extend_from_slice(link);
         }
         d.push(0);
-        d.extend_from_slice(
-            format!(
-                "{}:{}\0{}\0",
-                self.rdev_major,
-                self.rdev_minor,
-                self.xattrs.len()
-            )
-            .as_bytes(),
+        let _ = write!(
+            d,
+            "{}:{}\0{}\0",
+            self.rdev_major,
+            self.rdev_minor,
+            self.xattrs.len()
         );
         for (name, value) in &self.xattrs {
             d.extend_from_slice(name);
             d.push(0);
-            d.extend_from_slice(hex(value).as_bytes());
+            push_hex(&mut d, value);
             d.push(0);
         }
         d.push(b'\n');
@@ -233,11 +235,19 @@ pub fn is_checkpoint_name(name: &str) -> bool {
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+    let mut s = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    // Only ASCII hex digits were pushed.
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// Appends lowercase hex of `bytes` (hot: three times per file exported).
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 15) as usize]);
     }
-    s
 }
 
 /// Bytes from lowercase or uppercase hex.
@@ -259,7 +269,7 @@ pub fn sums_line(sha256: &[u8; 32], path: &[u8]) -> Vec<u8> {
     if needs_escape {
         line.push(b'\\');
     }
-    line.extend_from_slice(hex(sha256).as_bytes());
+    push_hex(&mut line, sha256);
     line.extend_from_slice(b"  ");
     for &b in path {
         match b {

@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
@@ -32,6 +32,9 @@ const SMALL_FILE: u64 = 256 * 1024;
 /// Large files hashed at once: bounds memory and open descriptors.
 const MAX_IN_FLIGHT: usize = 8;
 const CHUNK: usize = 1 << 20;
+/// Read size of the hashing threads: it stays in L2 between the copy out of
+/// the page cache and SHA-256 (1 MiB buffers made pread cost 3x).
+const HASH_CHUNK: usize = 128 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -171,7 +174,7 @@ impl HashPool {
                 let job_rx = Arc::clone(&job_rx);
                 let res_tx = res_tx.clone();
                 thread::spawn(move || {
-                    let mut buf = vec![0u8; CHUNK];
+                    let mut buf = vec![0u8; HASH_CHUNK];
                     loop {
                         let job = match job_rx.lock() {
                             Ok(rx) => rx.recv(),
@@ -320,13 +323,25 @@ impl<'p> BundleWriter<'p> {
         source: &Path,
         volume: Option<&str>,
     ) -> Result<(), WriteError> {
-        let attrs = FileAttrs::read(source).map_err(read_err(source))?;
         let rel_start = volume.map_or(0, |v| "volumes/".len() + v.len() + 1);
-        self.add_entry(path.to_vec(), source, attrs, None, volume, rel_start)
+        let is_file = std::fs::symlink_metadata(source).map_or(false, |m| m.is_file());
+        match read_entry(path.to_vec(), source, is_file, None)? {
+            Source::Entry(walked) => self.add_walked(walked, volume, rel_start),
+            Source::Skipped(why) => {
+                self.skipped.push(why);
+                Ok(())
+            }
+        }
     }
 
     /// Adds the tree at `root` under bundle path `prefix`, depth-first in
     /// byte order of names, never following symlinks.
+    ///
+    /// A reading thread walks the tree and does every per-file system call
+    /// (open, fstat, xattrs, read and hash of small files) ahead of this
+    /// thread, which only writes: for many small files the system calls are
+    /// the cost, and the two overlap on two cores. The channel is bounded,
+    /// so at most `READ_AHEAD` small files are held in memory.
     pub fn add_tree(
         &mut self,
         prefix: &[u8],
@@ -334,88 +349,36 @@ impl<'p> BundleWriter<'p> {
         volume: Option<&str>,
     ) -> Result<(), WriteError> {
         let rel_start = volume.map_or(0, |v| "volumes/".len() + v.len() + 1);
-        // Hardlinks are kept as links within one tree.
-        let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-        let walk = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            // Not even the root: a `_data` that is a symlink is carried as
-            // the symlink, never as what it points to.
-            .follow_root_links(false)
-            .sort_by(|a, b| a.file_name().cmp(b.file_name()));
-        for item in walk {
-            let item = item.map_err(|e| {
-                let path = e.path().unwrap_or(root).to_path_buf();
-                WriteError::Read {
-                    path,
-                    source: e
-                        .into_io_error()
-                        .unwrap_or_else(|| io::Error::other("filesystem loop")),
-                }
-            })?;
-            let rel = item.path().strip_prefix(root).unwrap_or(Path::new(""));
-            let mut path = prefix.to_vec();
-            if !rel.as_os_str().is_empty() {
-                path.push(b'/');
-                path.extend_from_slice(rel.as_os_str().as_bytes());
-            }
-            let attrs = FileAttrs::read(item.path()).map_err(read_err(item.path()))?;
-            if attrs.kind == FileKind::Socket {
-                self.skipped.push(format!(
-                    "{} (a socket: recreated by the program that listens on it)",
-                    item.path().display()
-                ));
-                continue;
-            }
-            let mut hardlink = None;
-            // Any non-directory can have several names (a hardlinked
-            // symlink, fifo or device node too), as GNU tar keeps them.
-            if attrs.kind != FileKind::Dir && attrs.nlink > 1 {
-                match links.get(&(attrs.dev, attrs.ino)) {
-                    Some(first) => hardlink = Some(first.clone()),
-                    None => {
-                        links.insert((attrs.dev, attrs.ino), path.clone());
-                    }
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<Result<Source, WriteError>>(READ_AHEAD);
+            scope.spawn(move || walk_tree(prefix, root, &tx));
+            for item in rx {
+                match item? {
+                    Source::Entry(walked) => self.add_walked(walked, volume, rel_start)?,
+                    Source::Skipped(why) => self.skipped.push(why),
                 }
             }
-            self.add_entry(path, item.path(), attrs, hardlink, volume, rel_start)?;
-        }
-        Ok(())
+            // Dropping `rx` (on an error above, too) stops the walker.
+            Ok(())
+        })
     }
 
-    fn add_entry(
+    fn add_walked(
         &mut self,
-        path: Vec<u8>,
-        source: &Path,
-        attrs: FileAttrs,
-        hardlink: Option<Vec<u8>>,
+        walked: Walked,
         volume: Option<&str>,
         rel_start: usize,
     ) -> Result<(), WriteError> {
-        let kind = match (attrs.kind, &hardlink) {
-            (_, Some(_)) => EntryKind::Hardlink,
-            (FileKind::File, None) => EntryKind::File,
-            (FileKind::Dir, _) => EntryKind::Dir,
-            (FileKind::Symlink, _) => EntryKind::Symlink,
-            (FileKind::Fifo, _) => EntryKind::Fifo,
-            (FileKind::Char, _) => EntryKind::Char,
-            (FileKind::Block, _) => EntryKind::Block,
-            (FileKind::Socket, _) => {
-                return Err(WriteError::Unsupported {
-                    path: source.to_path_buf(),
-                    detail: "sockets cannot be carried".into(),
-                })
-            }
-        };
-        let link = match kind {
-            EntryKind::Symlink => Some(
-                std::fs::read_link(source)
-                    .map_err(read_err(source))?
-                    .into_os_string()
-                    .into_vec(),
-            ),
-            EntryKind::Hardlink => hardlink,
-            _ => None,
-        };
+        let Walked {
+            path,
+            source,
+            attrs,
+            kind,
+            link,
+            file,
+            segments,
+            small,
+        } = walked;
         let mut meta = EntryMeta {
             path,
             kind,
@@ -432,7 +395,7 @@ impl<'p> BundleWriter<'p> {
             link,
             rdev_major: attrs.rdev_major,
             rdev_minor: attrs.rdev_minor,
-            xattrs: attrs.xattrs.clone(),
+            xattrs: attrs.xattrs,
             sparse: None,
         };
         let volume: Option<Arc<str>> = volume.map(|v| match self.volumes.get_key_value(v) {
@@ -443,16 +406,28 @@ impl<'p> BundleWriter<'p> {
         self.next_seq += 1;
         let mut digest = None;
         if kind == EntryKind::File {
-            let file = File::open(source).map_err(read_err(source))?;
-            let blocks = file.metadata().map_err(read_err(source))?.blocks();
-            meta.sparse =
-                fileattrs::data_segments(&file, &attrs, blocks).map_err(read_err(source))?;
-            digest = self.write_file(&meta, &file, source, seq)?;
+            meta.sparse = segments;
+            digest = match (small, &file) {
+                (Some((content, sha)), _) => {
+                    self.write_small(&meta, &content, &source)?;
+                    Some(sha)
+                }
+                (None, Some(file)) => {
+                    self.write_file(&meta, file, &source, seq)?;
+                    None
+                }
+                (None, None) => {
+                    return Err(WriteError::Changed {
+                        path: source,
+                        detail: "it could not be opened as a file".into(),
+                    })
+                }
+            };
             self.files += 1;
             self.bytes += meta.size;
         } else {
             write_tar_header(&mut self.sink, &meta, 0, Vec::new())
-                .map_err(|e| self.header_error(e, source))?;
+                .map_err(|e| self.header_error(e, &source))?;
         }
         self.entries += 1;
         self.pending.push_back(Pending {
@@ -461,10 +436,25 @@ impl<'p> BundleWriter<'p> {
             meta,
             volume,
             rel_start,
-            source: source.to_path_buf(),
+            source,
             digest,
         });
         self.collect(false)?;
+        Ok(())
+    }
+
+    /// A small file, read and hashed by the walker: header, content, pad.
+    fn write_small(
+        &mut self,
+        meta: &EntryMeta,
+        content: &[u8],
+        source: &Path,
+    ) -> Result<(), WriteError> {
+        write_tar_header(&mut self.sink, meta, meta.size, Vec::new())
+            .map_err(|e| self.header_error(e, source))?;
+        self.sink.write_all(content).map_err(WriteError::Write)?;
+        pad(&mut self.sink, meta.size).map_err(WriteError::Write)?;
+        self.progress.advance(meta.size);
         Ok(())
     }
 
@@ -481,13 +471,14 @@ impl<'p> BundleWriter<'p> {
 
     /// Writes a regular file's header and data; returns its digest when it
     /// was computed inline.
+    /// A large or sparse file: sent by the kernel, hashed by the pool.
     fn write_file(
         &mut self,
         meta: &EntryMeta,
         file: &File,
         source: &Path,
         seq: u64,
-    ) -> Result<Option<[u8; 32]>, WriteError> {
+    ) -> Result<(), WriteError> {
         let changed = |detail: String| WriteError::Changed {
             path: source.to_path_buf(),
             detail,
@@ -535,33 +526,10 @@ impl<'p> BundleWriter<'p> {
             }
             pad(&mut self.sink, data_len).map_err(WriteError::Write)?;
             self.progress.advance(data_len);
-            self.submit(seq, file, meta)?;
-            return Ok(None);
+            return self.submit(seq, file, meta);
         }
         write_tar_header(&mut self.sink, meta, meta.size, Vec::new())
             .map_err(|e| self.header_error(e, source))?;
-        if meta.size <= SMALL_FILE {
-            let mut buf = std::mem::take(&mut self.scratch);
-            buf.clear();
-            let f = file;
-            f.take(meta.size + 1)
-                .read_to_end(&mut buf)
-                .map_err(read_err(source))?;
-            if buf.len() as u64 != meta.size {
-                self.scratch = buf;
-                return Err(changed(format!(
-                    "size went from {} to {} bytes",
-                    meta.size,
-                    self.scratch.len()
-                )));
-            }
-            let digest: [u8; 32] = Sha256::digest(&buf).into();
-            self.sink.write_all(&buf).map_err(WriteError::Write)?;
-            self.scratch = buf;
-            pad(&mut self.sink, meta.size).map_err(WriteError::Write)?;
-            self.progress.advance(meta.size);
-            return Ok(Some(digest));
-        }
         let got = self
             .sink
             .send_file(file, 0, meta.size, &mut self.scratch)
@@ -574,8 +542,7 @@ impl<'p> BundleWriter<'p> {
         }
         pad(&mut self.sink, meta.size).map_err(WriteError::Write)?;
         self.progress.advance(meta.size);
-        self.submit(seq, file, meta)?;
-        Ok(None)
+        self.submit(seq, file, meta)
     }
 
     fn submit(&mut self, seq: u64, file: &File, meta: &EntryMeta) -> Result<(), WriteError> {
@@ -771,6 +738,197 @@ impl<'p> BundleWriter<'p> {
         drop(self.pool);
         Ok((trailer, out))
     }
+}
+
+/// Small files the walker may hold ahead of the writer.
+const READ_AHEAD: usize = 64;
+
+/// What the walker read for one entry.
+struct Walked {
+    path: Vec<u8>,
+    source: PathBuf,
+    attrs: FileAttrs,
+    kind: EntryKind,
+    /// Symlink target (data, never followed) or the hardlink's first name.
+    link: Option<Vec<u8>>,
+    /// A regular file's open handle (large or sparse files are sent and
+    /// hashed from it).
+    file: Option<File>,
+    segments: Option<Vec<(u64, u64)>>,
+    /// A small file's content and its SHA-256.
+    small: Option<(Vec<u8>, [u8; 32])>,
+}
+
+enum Source {
+    Entry(Walked),
+    /// Not carried, with the reason for the user.
+    Skipped(String),
+}
+
+/// Walks `root` in bundle order and reads each entry; stops when the
+/// writer hangs up.
+fn walk_tree(prefix: &[u8], root: &Path, tx: &SyncSender<Result<Source, WriteError>>) {
+    // Hardlinks are kept as links within one tree.
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        // Not even the root: a `_data` that is a symlink is carried as
+        // the symlink, never as what it points to.
+        .follow_root_links(false)
+        .sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    for item in walk {
+        let result = item
+            .map_err(|e| {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                WriteError::Read {
+                    path,
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| io::Error::other("filesystem loop")),
+                }
+            })
+            .and_then(|item| {
+                let rel = item.path().strip_prefix(root).unwrap_or(Path::new(""));
+                let mut path = prefix.to_vec();
+                if !rel.as_os_str().is_empty() {
+                    path.push(b'/');
+                    path.extend_from_slice(rel.as_os_str().as_bytes());
+                }
+                read_entry(
+                    path,
+                    item.path(),
+                    item.file_type().is_file(),
+                    Some(&mut links),
+                )
+            });
+        let failed = result.is_err();
+        if tx.send(result).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Reads one entry of the source. A regular file is opened once
+/// (`O_NOFOLLOW`, so a file swapped for a symlink is never followed;
+/// `O_NONBLOCK`, so one swapped for a fifo never blocks) and everything
+/// else comes from that descriptor.
+fn read_entry(
+    path: Vec<u8>,
+    source: &Path,
+    is_file: bool,
+    links: Option<&mut HashMap<(u64, u64), Vec<u8>>>,
+) -> Result<Source, WriteError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = if is_file {
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(source)
+            .ok()
+    } else {
+        None
+    };
+    let (attrs, blocks, file) = match opened {
+        Some(f) => {
+            let (attrs, blocks) = FileAttrs::read_open(&f).map_err(read_err(source))?;
+            let file = (attrs.kind == FileKind::File).then_some(f);
+            (attrs, blocks, file)
+        }
+        None => (FileAttrs::read(source).map_err(read_err(source))?, 0, None),
+    };
+    if attrs.kind == FileKind::File && file.is_none() {
+        // It was not a file a moment ago (or it could not be opened).
+        return Err(WriteError::Changed {
+            path: source.to_path_buf(),
+            detail: "it could not be opened as a regular file".into(),
+        });
+    }
+    if attrs.kind == FileKind::Socket {
+        return Ok(Source::Skipped(format!(
+            "{} (a socket: recreated by the program that listens on it)",
+            source.display()
+        )));
+    }
+    // Any non-directory can have several names (a hardlinked symlink,
+    // fifo or device node too), as GNU tar keeps them.
+    let mut hardlink = None;
+    if let Some(links) = links {
+        if attrs.kind != FileKind::Dir && attrs.nlink > 1 {
+            match links.get(&(attrs.dev, attrs.ino)) {
+                Some(first) => hardlink = Some(first.clone()),
+                None => {
+                    links.insert((attrs.dev, attrs.ino), path.clone());
+                }
+            }
+        }
+    }
+    let kind = match (attrs.kind, &hardlink) {
+        (_, Some(_)) => EntryKind::Hardlink,
+        (FileKind::File, None) => EntryKind::File,
+        (FileKind::Dir, _) => EntryKind::Dir,
+        (FileKind::Symlink, _) => EntryKind::Symlink,
+        (FileKind::Fifo, _) => EntryKind::Fifo,
+        (FileKind::Char, _) => EntryKind::Char,
+        (FileKind::Block, _) => EntryKind::Block,
+        (FileKind::Socket, _) => {
+            return Err(WriteError::Unsupported {
+                path: source.to_path_buf(),
+                detail: "sockets cannot be carried".into(),
+            })
+        }
+    };
+    let link = match kind {
+        EntryKind::Symlink => Some(
+            std::fs::read_link(source)
+                .map_err(read_err(source))?
+                .into_os_string()
+                .into_vec(),
+        ),
+        EntryKind::Hardlink => hardlink,
+        _ => None,
+    };
+    let mut walked = Walked {
+        path,
+        source: source.to_path_buf(),
+        kind,
+        link,
+        file: None,
+        segments: None,
+        small: None,
+        attrs,
+    };
+    if kind != EntryKind::File {
+        return Ok(Source::Entry(walked));
+    }
+    let Some(file) = file else {
+        return Ok(Source::Entry(walked));
+    };
+    walked.segments =
+        fileattrs::data_segments(&file, &walked.attrs, blocks).map_err(read_err(source))?;
+    if walked.segments.is_none() && walked.attrs.size <= SMALL_FILE {
+        let size = walked.attrs.size as usize;
+        let mut content = vec![0u8; size];
+        let mut got = 0;
+        while got < size {
+            match file.read_at(&mut content[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_err(source)(e)),
+            }
+        }
+        if got != size {
+            return Err(WriteError::Changed {
+                path: source.to_path_buf(),
+                detail: format!("size went from {size} to {got} bytes"),
+            });
+        }
+        let sha: [u8; 32] = Sha256::digest(&content).into();
+        walked.small = Some((content, sha));
+    } else {
+        walked.file = Some(file);
+    }
+    Ok(Source::Entry(walked))
 }
 
 /// `dir/GNUSparseFile.0/name`: where GNU tar's sparse 1.0 puts the entry

@@ -49,14 +49,20 @@ pub struct ImportArgs {
 pub fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, Option<u64>)> {
     if path.as_os_str() == "-" {
         return Ok((
-            Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
+            Box::new(BufReader::with_capacity(
+                crate::bundle::IO_CHUNK,
+                std::io::stdin(),
+            )),
             None,
         ));
     }
     let file =
         File::open(path).with_context(|| format!("cannot open bundle `{}`", path.display()))?;
     let size = file.metadata().ok().map(|m| m.len());
-    Ok((Box::new(BufReader::with_capacity(1 << 20, file)), size))
+    Ok((
+        Box::new(BufReader::with_capacity(crate::bundle::IO_CHUNK, file)),
+        size,
+    ))
 }
 
 pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
