@@ -324,9 +324,9 @@ impl<'p> BundleWriter<'p> {
         volume: Option<&str>,
     ) -> Result<(), WriteError> {
         let rel_start = volume.map_or(0, |v| "volumes/".len() + v.len() + 1);
-        let is_file = std::fs::symlink_metadata(source).map_or(false, |m| m.is_file());
+        let is_file = std::fs::symlink_metadata(source).is_ok_and(|m| m.is_file());
         match read_entry(path.to_vec(), source, is_file, None)? {
-            Source::Entry(walked) => self.add_walked(walked, volume, rel_start),
+            Source::Entry(walked) => self.add_walked(*walked, volume, rel_start),
             Source::Skipped(why) => {
                 self.skipped.push(why);
                 Ok(())
@@ -354,7 +354,7 @@ impl<'p> BundleWriter<'p> {
             scope.spawn(move || walk_tree(prefix, root, &tx));
             for item in rx {
                 match item? {
-                    Source::Entry(walked) => self.add_walked(walked, volume, rel_start)?,
+                    Source::Entry(walked) => self.add_walked(*walked, volume, rel_start)?,
                     Source::Skipped(why) => self.skipped.push(why),
                 }
             }
@@ -760,7 +760,7 @@ struct Walked {
 }
 
 enum Source {
-    Entry(Walked),
+    Entry(Box<Walked>),
     /// Not carried, with the reason for the user.
     Skipped(String),
 }
@@ -898,10 +898,10 @@ fn read_entry(
         attrs,
     };
     if kind != EntryKind::File {
-        return Ok(Source::Entry(walked));
+        return Ok(Source::Entry(Box::new(walked)));
     }
     let Some(file) = file else {
-        return Ok(Source::Entry(walked));
+        return Ok(Source::Entry(Box::new(walked)));
     };
     walked.segments =
         fileattrs::data_segments(&file, &walked.attrs, blocks).map_err(read_err(source))?;
@@ -928,7 +928,7 @@ fn read_entry(
     } else {
         walked.file = Some(file);
     }
-    Ok(Source::Entry(walked))
+    Ok(Source::Entry(Box::new(walked)))
 }
 
 /// `dir/GNUSparseFile.0/name`: where GNU tar's sparse 1.0 puts the entry
