@@ -279,12 +279,7 @@ pub fn make_node(path: &Path, kind: FileKind, major: u32, minor: u32) -> io::Res
 /// The data segments `(offset, length)` of a file with holes, or `None`
 /// when it has none worth keeping (fewer allocated blocks than its size is
 /// the cheap test; SEEK_DATA/SEEK_HOLE give the map).
-pub fn data_segments(
-    file: &File,
-    attrs: &FileAttrs,
-    blocks: u64,
-) -> io::Result<Option<Vec<(u64, u64)>>> {
-    let size = attrs.size;
+pub fn data_segments(file: &File, size: u64, blocks: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
     if size == 0 || blocks.saturating_mul(512) >= size {
         return Ok(None);
     }
@@ -383,7 +378,9 @@ mod tests {
         let f = File::open(&p).unwrap();
         let attrs = FileAttrs::read(&p).unwrap();
         let blocks = fs::metadata(&p).unwrap().blocks();
-        let segs = data_segments(&f, &attrs, blocks).unwrap().expect("sparse");
+        let segs = data_segments(&f, attrs.size, blocks)
+            .unwrap()
+            .expect("sparse");
         assert_eq!(segs, vec![(1 << 20, 4096)]);
     }
 }

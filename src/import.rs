@@ -908,41 +908,29 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Writes a file's content; holes of a sparse file stay holes.
 fn write_content(file: &mut File, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
     let mut buf = vec![0u8; crate::bundle::IO_CHUNK];
-    match &meta.sparse {
-        None => {
-            let mut left = meta.size;
-            while left > 0 {
-                let want = (left as usize).min(buf.len());
-                let n = data.read(&mut buf[..want])?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "entry ends early",
-                    ));
-                }
-                file.write_all(&buf[..n])?;
-                left -= n as u64;
-            }
+    let whole = [(0, meta.size)];
+    let segments = meta.sparse.as_deref().unwrap_or(&whole);
+    for &(off, len) in segments {
+        if meta.sparse.is_some() {
+            file.seek(SeekFrom::Start(off))?;
         }
-        Some(segments) => {
-            for &(off, len) in segments {
-                file.seek(SeekFrom::Start(off))?;
-                let mut left = len;
-                while left > 0 {
-                    let want = (left as usize).min(buf.len());
-                    let n = data.read(&mut buf[..want])?;
-                    if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "entry ends early",
-                        ));
-                    }
-                    file.write_all(&buf[..n])?;
-                    left -= n as u64;
-                }
+        let mut left = len;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let n = data.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "entry ends early",
+                ));
             }
-            file.set_len(meta.size)?;
+            file.write_all(&buf[..n])?;
+            left -= n as u64;
         }
+    }
+    if meta.sparse.is_some() {
+        // Holes at the end exist only as the file's length.
+        file.set_len(meta.size)?;
     }
     Ok(())
 }

@@ -583,3 +583,40 @@ fn sparse_files_need_only_their_data_on_the_target() {
         &root.join("volumes/appdata"),
     );
 }
+
+/// Regression: `-o /dev/null` wrote `/dev/null.partial` and renamed it over
+/// the device, leaving /dev/null a regular file.
+#[test]
+fn export_to_a_device_writes_into_it_and_keeps_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let mut src = common::FakeDataRoot::new();
+    let r = src.path();
+    src.volume("v1", &[])
+        .container(
+            &format!("{:0>64}", 1),
+            "web",
+            &[common::volume_mount("v1", "/v", &r)],
+        )
+        .write_db();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    common::volmig()
+        .arg("--data-root")
+        .arg(&r)
+        .args(["export", "web", "-o"])
+        .arg(&fifo)
+        .assert()
+        .success();
+    let bytes = reader.join().unwrap();
+    assert!(bytes.len() > 1024, "the bundle went through the fifo");
+    assert!(
+        std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the fifo is still a fifo"
+    );
+    assert!(!dir.path().join("pipe.partial").exists());
+}

@@ -182,12 +182,21 @@ impl EntryMeta {
     /// The canonical description hashed into the entries digest and the
     /// volume digest; `rel` is the path as it should appear there.
     pub fn describe(&self, rel: &[u8], sha256: Option<&[u8; 32]>) -> Vec<u8> {
-        use std::io::Write as _;
-        let mut d = Vec::with_capacity(rel.len() + 160);
+        let tail = self.describe_tail(sha256);
+        let mut d = Vec::with_capacity(rel.len() + tail.len() + 2);
         d.push(self.kind.tag());
         d.push(0);
         d.extend_from_slice(rel);
         d.push(0);
+        d.extend_from_slice(&tail);
+        d
+    }
+
+    /// The part of the description after the path: the same under every
+    /// name the entry is described by (bundle path, volume-relative path).
+    pub fn describe_tail(&self, sha256: Option<&[u8; 32]>) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut d = Vec::with_capacity(160);
         // Writing into a Vec cannot fail.
         let _ = write!(
             d,
@@ -339,6 +348,15 @@ pub struct RunningDigest(Sha256);
 impl RunningDigest {
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+
+    /// Feeds `EntryMeta::describe(rel, ..)` given its tail, without
+    /// building it.
+    pub fn update_description(&mut self, kind: EntryKind, rel: &[u8], tail: &[u8]) {
+        self.0.update([kind.tag(), 0]);
+        self.0.update(rel);
+        self.0.update([0]);
+        self.0.update(tail);
     }
     pub fn hex(self) -> String {
         hex(&self.0.finalize())

@@ -240,6 +240,8 @@ struct Pending {
     source: PathBuf,
     digest: Option<[u8; 32]>,
     needs_digest: bool,
+    /// The description after the path, when it was prepared ahead.
+    tail: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -325,7 +327,7 @@ impl<'p> BundleWriter<'p> {
     ) -> Result<(), WriteError> {
         let rel_start = volume.map_or(0, |v| "volumes/".len() + v.len() + 1);
         let is_file = std::fs::symlink_metadata(source).is_ok_and(|m| m.is_file());
-        match read_entry(path.to_vec(), source, is_file, None)? {
+        match read_entry(path.to_vec(), source, is_file)? {
             Source::Entry(walked) => self.add_walked(*walked, volume, rel_start),
             Source::Skipped(why) => {
                 self.skipped.push(why);
@@ -337,11 +339,12 @@ impl<'p> BundleWriter<'p> {
     /// Adds the tree at `root` under bundle path `prefix`, depth-first in
     /// byte order of names, never following symlinks.
     ///
-    /// A reading thread walks the tree and does every per-file system call
-    /// (open, fstat, xattrs, read and hash of small files) ahead of this
-    /// thread, which only writes: for many small files the system calls are
-    /// the cost, and the two overlap on two cores. The channel is bounded,
-    /// so at most `READ_AHEAD` small files are held in memory.
+    /// For many small files the per-file system calls (open, fstat,
+    /// xattrs, read) are the whole cost, so they run on `READERS` threads:
+    /// a lister walks the tree and hands out numbered batches of paths, the
+    /// readers open, read, hash and format each entry, and this thread
+    /// writes the batches back in order. Tokens bound the batches in
+    /// flight, so memory stays bounded whatever the tree.
     pub fn add_tree(
         &mut self,
         prefix: &[u8],
@@ -350,15 +353,44 @@ impl<'p> BundleWriter<'p> {
     ) -> Result<(), WriteError> {
         let rel_start = volume.map_or(0, |v| "volumes/".len() + v.len() + 1);
         std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::sync_channel::<Result<Source, WriteError>>(READ_AHEAD);
-            scope.spawn(move || walk_tree(prefix, root, &tx));
-            for item in rx {
-                match item? {
-                    Source::Entry(walked) => self.add_walked(*walked, volume, rel_start)?,
-                    Source::Skipped(why) => self.skipped.push(why),
+            let (token_tx, token_rx) = mpsc::sync_channel::<()>(BATCHES_AHEAD);
+            for _ in 0..BATCHES_AHEAD {
+                let _ = token_tx.send(());
+            }
+            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(READERS);
+            let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
+            let (done_tx, done_rx) = mpsc::channel::<(u64, Batch)>();
+            scope.spawn(move || list_tree(prefix, root, &token_rx, &job_tx));
+            for _ in 0..READERS {
+                let job_rx = Arc::clone(&job_rx);
+                let done_tx = done_tx.clone();
+                scope.spawn(move || read_batches(&job_rx, &done_tx));
+            }
+            // The readers hold the only handles: when they stop, the lister
+            // sees the job channel close.
+            drop(job_rx);
+            drop(done_tx);
+            let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+            let mut waiting: BTreeMap<u64, Batch> = BTreeMap::new();
+            let mut next = 0u64;
+            for (seq, batch) in done_rx {
+                waiting.insert(seq, batch);
+                while let Some(batch) = waiting.remove(&next) {
+                    next += 1;
+                    for item in batch {
+                        match item? {
+                            Source::Entry(walked) => {
+                                let walked = keep_hardlinks(*walked, &mut links)?;
+                                self.add_walked(walked, volume, rel_start)?;
+                            }
+                            Source::Skipped(why) => self.skipped.push(why),
+                        }
+                    }
+                    // One batch written: the lister may start another.
+                    let _ = token_tx.send(());
                 }
             }
-            // Dropping `rx` (on an error above, too) stops the walker.
+            // Dropping the channels (on an error above, too) stops the others.
             Ok(())
         })
     }
@@ -370,34 +402,13 @@ impl<'p> BundleWriter<'p> {
         rel_start: usize,
     ) -> Result<(), WriteError> {
         let Walked {
-            path,
+            meta,
             source,
-            attrs,
-            kind,
-            link,
             file,
-            segments,
             small,
+            prepared,
+            ..
         } = walked;
-        let mut meta = EntryMeta {
-            path,
-            kind,
-            mode: attrs.mode,
-            uid: attrs.uid,
-            gid: attrs.gid,
-            mtime: attrs.mtime,
-            mtime_nsec: attrs.mtime_nsec,
-            size: if kind == EntryKind::File {
-                attrs.size
-            } else {
-                0
-            },
-            link,
-            rdev_major: attrs.rdev_major,
-            rdev_minor: attrs.rdev_minor,
-            xattrs: attrs.xattrs,
-            sparse: None,
-        };
         let volume: Option<Arc<str>> = volume.map(|v| match self.volumes.get_key_value(v) {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(v),
@@ -405,72 +416,47 @@ impl<'p> BundleWriter<'p> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut digest = None;
-        if kind == EntryKind::File {
-            meta.sparse = segments;
-            digest = match (small, &file) {
-                (Some((content, sha)), _) => {
-                    self.write_small(&meta, &content, &source)?;
-                    Some(sha)
+        let mut tail = None;
+        match (prepared, small, &file) {
+            (Some(prep), small, _) => {
+                self.sink
+                    .write_all(&prep.header)
+                    .map_err(WriteError::Write)?;
+                if let Some((content, sha)) = small {
+                    self.sink.write_all(&content).map_err(WriteError::Write)?;
+                    pad(&mut self.sink, meta.size).map_err(WriteError::Write)?;
+                    self.progress.advance(meta.size);
+                    digest = Some(sha);
                 }
-                (None, Some(file)) => {
-                    self.write_file(&meta, file, &source, seq)?;
-                    None
-                }
-                (None, None) => {
-                    return Err(WriteError::Changed {
-                        path: source,
-                        detail: "it could not be opened as a file".into(),
-                    })
-                }
-            };
+                tail = Some(prep.tail);
+            }
+            (None, _, Some(file)) => self.write_file(&meta, file, &source, seq)?,
+            (None, _, None) => {
+                return Err(WriteError::Changed {
+                    path: source,
+                    detail: "it could not be opened as a file".into(),
+                })
+            }
+        }
+        if meta.kind == EntryKind::File {
             self.files += 1;
             self.bytes += meta.size;
-        } else {
-            write_tar_header(&mut self.sink, &meta, 0, Vec::new())
-                .map_err(|e| self.header_error(e, &source))?;
         }
         self.entries += 1;
         self.pending.push_back(Pending {
             seq,
-            needs_digest: kind == EntryKind::File,
+            needs_digest: meta.kind == EntryKind::File,
             meta,
             volume,
             rel_start,
             source,
             digest,
+            tail,
         });
         self.collect(false)?;
         Ok(())
     }
 
-    /// A small file, read and hashed by the walker: header, content, pad.
-    fn write_small(
-        &mut self,
-        meta: &EntryMeta,
-        content: &[u8],
-        source: &Path,
-    ) -> Result<(), WriteError> {
-        write_tar_header(&mut self.sink, meta, meta.size, Vec::new())
-            .map_err(|e| self.header_error(e, source))?;
-        self.sink.write_all(content).map_err(WriteError::Write)?;
-        pad(&mut self.sink, meta.size).map_err(WriteError::Write)?;
-        self.progress.advance(meta.size);
-        Ok(())
-    }
-
-    fn header_error(&self, e: io::Error, source: &Path) -> WriteError {
-        if e.kind() == io::ErrorKind::InvalidInput {
-            WriteError::Unsupported {
-                path: source.to_path_buf(),
-                detail: e.to_string(),
-            }
-        } else {
-            WriteError::Write(e)
-        }
-    }
-
-    /// Writes a regular file's header and data; returns its digest when it
-    /// was computed inline.
     /// A large or sparse file: sent by the kernel, hashed by the pool.
     fn write_file(
         &mut self,
@@ -511,7 +497,7 @@ impl<'p> BundleWriter<'p> {
             let mut shown = meta.clone();
             shown.path = sparse_alias(&meta.path);
             write_tar_header(&mut self.sink, &shown, map.len() as u64 + data_len, pax)
-                .map_err(|e| self.header_error(e, source))?;
+                .map_err(|e| header_error(e, source))?;
             self.sink.write_all(&map).map_err(WriteError::Write)?;
             for &(off, len) in segments {
                 let got = self
@@ -529,7 +515,7 @@ impl<'p> BundleWriter<'p> {
             return self.submit(seq, file, meta);
         }
         write_tar_header(&mut self.sink, meta, meta.size, Vec::new())
-            .map_err(|e| self.header_error(e, source))?;
+            .map_err(|e| header_error(e, source))?;
         let got = self
             .sink
             .send_file(file, 0, meta.size, &mut self.scratch)
@@ -615,8 +601,13 @@ impl<'p> BundleWriter<'p> {
 
     fn describe(&mut self, p: Pending) -> io::Result<()> {
         let digest = p.digest.as_ref();
+        let tail = match p.tail {
+            Some(t) => t,
+            None => p.meta.describe_tail(digest),
+        };
+        let kind = p.meta.kind;
         self.entries_digest
-            .update(&p.meta.describe(&p.meta.path, digest));
+            .update_description(kind, &p.meta.path, &tail);
         if let Some(d) = digest {
             let line = sums_line(d, &p.meta.path);
             self.sums_digest.update(&line);
@@ -624,12 +615,10 @@ impl<'p> BundleWriter<'p> {
         }
         if let Some(v) = p.volume {
             let tally = self.volumes.entry(v).or_default();
-            tally.digest.update(
-                &p.meta
-                    .describe(&p.meta.path[p.rel_start.min(p.meta.path.len())..], digest),
-            );
+            let rel = &p.meta.path[p.rel_start.min(p.meta.path.len())..];
+            tally.digest.update_description(kind, rel, &tail);
             tally.entries += 1;
-            if p.meta.kind == EntryKind::File {
+            if kind == EntryKind::File {
                 tally.files += 1;
                 tally.bytes += p.meta.size;
             }
@@ -740,23 +729,34 @@ impl<'p> BundleWriter<'p> {
     }
 }
 
-/// Small files the walker may hold ahead of the writer.
-const READ_AHEAD: usize = 64;
+/// Threads reading entries for `add_tree`.
+const READERS: usize = 2;
+/// Batches in flight, and their size: at most `BATCHES_AHEAD *
+/// BATCH_ENTRIES` small files (each <= SMALL_FILE) are in memory.
+const BATCHES_AHEAD: usize = 8;
+const BATCH_ENTRIES: usize = 64;
 
-/// What the walker read for one entry.
+type Batch = Vec<Result<Source, WriteError>>;
+
+/// What the walker read and prepared for one entry.
 struct Walked {
-    path: Vec<u8>,
+    meta: EntryMeta,
     source: PathBuf,
-    attrs: FileAttrs,
-    kind: EntryKind,
-    /// Symlink target (data, never followed) or the hardlink's first name.
-    link: Option<Vec<u8>>,
-    /// A regular file's open handle (large or sparse files are sent and
-    /// hashed from it).
+    /// (device, inode) of a non-directory with several names.
+    identity: Option<(u64, u64)>,
+    /// A large or sparse file's open handle: sent and hashed from it.
     file: Option<File>,
-    segments: Option<Vec<(u64, u64)>>,
     /// A small file's content and its SHA-256.
     small: Option<(Vec<u8>, [u8; 32])>,
+    /// Everything but the data, ready to write, when no digest is pending.
+    prepared: Option<Prepared>,
+}
+
+struct Prepared {
+    /// The tar header, preceded by its PAX header when one is needed.
+    header: Vec<u8>,
+    /// `EntryMeta::describe_tail` with the digest.
+    tail: Vec<u8>,
 }
 
 enum Source {
@@ -765,19 +765,31 @@ enum Source {
     Skipped(String),
 }
 
-/// Walks `root` in bundle order and reads each entry; stops when the
-/// writer hangs up.
-fn walk_tree(prefix: &[u8], root: &Path, tx: &SyncSender<Result<Source, WriteError>>) {
-    // Hardlinks are kept as links within one tree.
-    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+/// A numbered batch of paths to read: (bundle path, source path, whether
+/// the directory listing says it is a regular file).
+type Job = (u64, Vec<Result<(Vec<u8>, PathBuf, bool), WriteError>>);
+
+/// Lists `root` in bundle order, in numbered batches, taking a token per
+/// batch; stops when the writer hangs up or at the first error.
+fn list_tree(prefix: &[u8], root: &Path, tokens: &Receiver<()>, jobs: &SyncSender<Job>) {
     let walk = walkdir::WalkDir::new(root)
         .follow_links(false)
         // Not even the root: a `_data` that is a symlink is carried as
         // the symlink, never as what it points to.
         .follow_root_links(false)
         .sort_by(|a, b| a.file_name().cmp(b.file_name()));
+    let root_len = root.as_os_str().len();
+    let mut seq = 0u64;
+    let mut batch = Vec::with_capacity(BATCH_ENTRIES);
+    let send = |batch: Vec<_>, seq: &mut u64| -> bool {
+        if tokens.recv().is_err() || jobs.send((*seq, batch)).is_err() {
+            return false;
+        }
+        *seq += 1;
+        true
+    };
     for item in walk {
-        let result = item
+        let item = item
             .map_err(|e| {
                 let path = e.path().unwrap_or(root).to_path_buf();
                 WriteError::Read {
@@ -787,37 +799,86 @@ fn walk_tree(prefix: &[u8], root: &Path, tx: &SyncSender<Result<Source, WriteErr
                         .unwrap_or_else(|| io::Error::other("filesystem loop")),
                 }
             })
-            .and_then(|item| {
-                let rel = item.path().strip_prefix(root).unwrap_or(Path::new(""));
-                let mut path = prefix.to_vec();
-                if !rel.as_os_str().is_empty() {
+            .map(|item| {
+                // walkdir joins names onto `root`: the rest is the relative path.
+                let full = item.path().as_os_str().as_bytes();
+                let rel = full.get(root_len + 1..).unwrap_or_default();
+                let mut path = Vec::with_capacity(prefix.len() + 1 + rel.len());
+                path.extend_from_slice(prefix);
+                if !rel.is_empty() {
                     path.push(b'/');
-                    path.extend_from_slice(rel.as_os_str().as_bytes());
+                    path.extend_from_slice(rel);
                 }
-                read_entry(
-                    path,
-                    item.path(),
-                    item.file_type().is_file(),
-                    Some(&mut links),
-                )
+                let is_file = item.file_type().is_file();
+                (path, item.into_path(), is_file)
             });
-        let failed = result.is_err();
-        if tx.send(result).is_err() || failed {
+        let failed = item.is_err();
+        batch.push(item);
+        if failed || batch.len() >= BATCH_ENTRIES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ENTRIES));
+            if !send(full, &mut seq) || failed {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        send(batch, &mut seq);
+    }
+}
+
+/// A reader thread: reads every entry of each batch it takes.
+fn read_batches(jobs: &std::sync::Mutex<Receiver<Job>>, done: &mpsc::Sender<(u64, Batch)>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, items)) = job else { return };
+        let batch: Batch = items
+            .into_iter()
+            .map(|item| item.and_then(|(path, source, is_file)| read_entry(path, &source, is_file)))
+            .collect();
+        if done.send((seq, batch)).is_err() {
             return;
         }
     }
 }
 
-/// Reads one entry of the source. A regular file is opened once
-/// (`O_NOFOLLOW`, so a file swapped for a symlink is never followed;
-/// `O_NONBLOCK`, so one swapped for a fifo never blocks) and everything
-/// else comes from that descriptor.
-fn read_entry(
-    path: Vec<u8>,
-    source: &Path,
-    is_file: bool,
-    links: Option<&mut HashMap<(u64, u64), Vec<u8>>>,
-) -> Result<Source, WriteError> {
+/// Keeps hardlinks as links: the first name of an inode (in bundle order)
+/// carries it, later names become link entries to it. Any non-directory
+/// can have several names (a hardlinked symlink, fifo or device node too),
+/// as GNU tar keeps them.
+fn keep_hardlinks(
+    mut walked: Walked,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> Result<Walked, WriteError> {
+    let Some(identity) = walked.identity else {
+        return Ok(walked);
+    };
+    let Some(first) = links.get(&identity) else {
+        links.insert(identity, walked.meta.path.clone());
+        return Ok(walked);
+    };
+    let meta = &mut walked.meta;
+    meta.kind = EntryKind::Hardlink;
+    meta.link = Some(first.clone());
+    meta.size = 0;
+    meta.sparse = None;
+    walked.file = None;
+    walked.small = None;
+    let mut header = Vec::with_capacity(1024);
+    write_tar_header(&mut header, meta, 0, Vec::new())
+        .map_err(|e| header_error(e, &walked.source))?;
+    let tail = meta.describe_tail(None);
+    walked.prepared = Some(Prepared { header, tail });
+    Ok(walked)
+}
+
+/// Reads one entry of the source and prepares what can be prepared. A
+/// regular file is opened once (`O_NOFOLLOW`, so a file swapped for a
+/// symlink is never followed; `O_NONBLOCK`, so one swapped for a fifo
+/// never blocks) and everything else comes from that descriptor.
+fn read_entry(path: Vec<u8>, source: &Path, is_file: bool) -> Result<Source, WriteError> {
     use std::os::unix::fs::OpenOptionsExt;
     let opened = if is_file {
         File::options()
@@ -849,28 +910,16 @@ fn read_entry(
             source.display()
         )));
     }
-    // Any non-directory can have several names (a hardlinked symlink,
-    // fifo or device node too), as GNU tar keeps them.
-    let mut hardlink = None;
-    if let Some(links) = links {
-        if attrs.kind != FileKind::Dir && attrs.nlink > 1 {
-            match links.get(&(attrs.dev, attrs.ino)) {
-                Some(first) => hardlink = Some(first.clone()),
-                None => {
-                    links.insert((attrs.dev, attrs.ino), path.clone());
-                }
-            }
-        }
-    }
-    let kind = match (attrs.kind, &hardlink) {
-        (_, Some(_)) => EntryKind::Hardlink,
-        (FileKind::File, None) => EntryKind::File,
-        (FileKind::Dir, _) => EntryKind::Dir,
-        (FileKind::Symlink, _) => EntryKind::Symlink,
-        (FileKind::Fifo, _) => EntryKind::Fifo,
-        (FileKind::Char, _) => EntryKind::Char,
-        (FileKind::Block, _) => EntryKind::Block,
-        (FileKind::Socket, _) => {
+    let identity =
+        (attrs.kind != FileKind::Dir && attrs.nlink > 1).then_some((attrs.dev, attrs.ino));
+    let kind = match attrs.kind {
+        FileKind::File => EntryKind::File,
+        FileKind::Dir => EntryKind::Dir,
+        FileKind::Symlink => EntryKind::Symlink,
+        FileKind::Fifo => EntryKind::Fifo,
+        FileKind::Char => EntryKind::Char,
+        FileKind::Block => EntryKind::Block,
+        FileKind::Socket => {
             return Err(WriteError::Unsupported {
                 path: source.to_path_buf(),
                 detail: "sockets cannot be carried".into(),
@@ -884,51 +933,90 @@ fn read_entry(
                 .into_os_string()
                 .into_vec(),
         ),
-        EntryKind::Hardlink => hardlink,
         _ => None,
     };
-    let mut walked = Walked {
-        path,
-        source: source.to_path_buf(),
-        kind,
-        link,
-        file: None,
-        segments: None,
-        small: None,
-        attrs,
-    };
-    if kind != EntryKind::File {
-        return Ok(Source::Entry(Box::new(walked)));
-    }
-    let Some(file) = file else {
-        return Ok(Source::Entry(Box::new(walked)));
-    };
-    walked.segments =
-        fileattrs::data_segments(&file, &walked.attrs, blocks).map_err(read_err(source))?;
-    if walked.segments.is_none() && walked.attrs.size <= SMALL_FILE {
-        let size = walked.attrs.size as usize;
-        let mut content = vec![0u8; size];
-        let mut got = 0;
-        while got < size {
-            match file.read_at(&mut content[got..], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(read_err(source)(e)),
-            }
-        }
-        if got != size {
-            return Err(WriteError::Changed {
-                path: source.to_path_buf(),
-                detail: format!("size went from {size} to {got} bytes"),
-            });
-        }
-        let sha: [u8; 32] = Sha256::digest(&content).into();
-        walked.small = Some((content, sha));
+    let size = if kind == EntryKind::File {
+        attrs.size
     } else {
-        walked.file = Some(file);
+        0
+    };
+    let mut meta = EntryMeta {
+        path,
+        kind,
+        mode: attrs.mode,
+        uid: attrs.uid,
+        gid: attrs.gid,
+        mtime: attrs.mtime,
+        mtime_nsec: attrs.mtime_nsec,
+        size,
+        link,
+        rdev_major: attrs.rdev_major,
+        rdev_minor: attrs.rdev_minor,
+        xattrs: attrs.xattrs,
+        sparse: None,
+    };
+    let mut walked = Walked {
+        meta,
+        source: source.to_path_buf(),
+        identity,
+        file: None,
+        small: None,
+        prepared: None,
+    };
+    let mut digest = None;
+    if let (EntryKind::File, Some(file)) = (kind, file) {
+        walked.meta.sparse =
+            fileattrs::data_segments(&file, size, blocks).map_err(read_err(source))?;
+        if walked.meta.sparse.is_some() || size > SMALL_FILE {
+            // Sent by the kernel and hashed by the pool: nothing to prepare.
+            walked.file = Some(file);
+            return Ok(Source::Entry(Box::new(walked)));
+        }
+        let content = read_small(&file, size as usize, source)?;
+        let sha: [u8; 32] = Sha256::digest(&content).into();
+        digest = Some(sha);
+        walked.small = Some((content, sha));
     }
+    meta = walked.meta;
+    let mut header = Vec::with_capacity(1536);
+    write_tar_header(&mut header, &meta, meta.size, Vec::new())
+        .map_err(|e| header_error(e, source))?;
+    let tail = meta.describe_tail(digest.as_ref());
+    walked.meta = meta;
+    walked.prepared = Some(Prepared { header, tail });
     Ok(Source::Entry(Box::new(walked)))
+}
+
+/// Reads exactly `size` bytes of a small file (one read, usually).
+fn read_small(file: &File, size: usize, source: &Path) -> Result<Vec<u8>, WriteError> {
+    let mut content = vec![0u8; size];
+    let mut got = 0;
+    while got < size {
+        match file.read_at(&mut content[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_err(source)(e)),
+        }
+    }
+    if got != size {
+        return Err(WriteError::Changed {
+            path: source.to_path_buf(),
+            detail: format!("size went from {size} to {got} bytes"),
+        });
+    }
+    Ok(content)
+}
+
+fn header_error(e: io::Error, source: &Path) -> WriteError {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        WriteError::Unsupported {
+            path: source.to_path_buf(),
+            detail: e.to_string(),
+        }
+    } else {
+        WriteError::Write(e)
+    }
 }
 
 /// `dir/GNUSparseFile.0/name`: where GNU tar's sparse 1.0 puts the entry

@@ -106,6 +106,15 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         );
         let (report, _) = export::write(&root, &plan, out, compression, progress.as_ref())?;
         (report, "stdout".to_string())
+    } else if fs::metadata(&args.output).is_ok_and(|m| !m.is_file()) {
+        // A device or fifo (/dev/null, a named pipe): written in place.
+        // Renaming a finished file over it would replace the device itself.
+        let out = File::options()
+            .write(true)
+            .open(&args.output)
+            .with_context(|| format!("cannot open `{}`", args.output.display()))?;
+        let (report, _) = export::write(&root, &plan, out, compression, progress.as_ref())?;
+        (report, format!("`{}`", args.output.display()))
     } else {
         // Written beside the target and renamed at the end: no half bundle
         // ever carries the final name.
