@@ -231,7 +231,11 @@ pub fn import(
     // Durable before it becomes visible: one syncfs for all staged files.
     sync_filesystem(&staging).map_err(werr(&staging))?;
 
+    // A signal between two renames would leave the target half migrated:
+    // SIGINT, SIGTERM and SIGHUP wait until the commit is over.
+    let deferred = DeferSignals::new();
     let commit = commit(root, &staging, &mut report, engine);
+    drop(deferred);
     if let Err(e) = commit {
         stage.discard();
         return Err(e);
@@ -571,6 +575,38 @@ pub fn volume_digest(root: &DataRoot, name: &str) -> Result<String, ImportError>
         .get(name)
         .map(|s| s.digest.clone())
         .unwrap_or_default())
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread until dropped; one
+/// that arrives meanwhile is delivered then (and ends the process after
+/// the commit, not during it).
+struct DeferSignals(Option<nix::sys::signal::SigSet>);
+
+impl DeferSignals {
+    fn new() -> DeferSignals {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        let mut set = SigSet::empty();
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(sig);
+        }
+        let mut old = SigSet::empty();
+        match nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)) {
+            Ok(()) => DeferSignals(Some(old)),
+            Err(_) => DeferSignals(None),
+        }
+    }
+}
+
+impl Drop for DeferSignals {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take() {
+            let _ = nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&old),
+                None,
+            );
+        }
+    }
 }
 
 fn sync_filesystem(path: &Path) -> io::Result<()> {

@@ -13,6 +13,11 @@ pub trait Progress: Send + Sync {
     fn advance(&self, bytes: u64);
     /// The current phase is done.
     fn end(&self);
+    /// Whether the user asked to stop (e.g. Ctrl-C): long work checks it
+    /// between entries and stops with an error, so cleanup runs.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

@@ -235,6 +235,11 @@ fn read_all(
     let mut background: Option<BackgroundHasher> = None;
 
     for entry in entries {
+        if progress.cancelled() {
+            return Err(ReadError::Visitor(
+                "interrupted: nothing was written".into(),
+            ));
+        }
         let mut entry = entry.map_err(io_error)?;
         if trailer.is_some() {
             return Err(hostile(&entry.path_bytes(), "entry after the trailer"));

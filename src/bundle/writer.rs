@@ -50,6 +50,8 @@ pub enum WriteError {
     Changed { path: PathBuf, detail: String },
     #[error("cannot write the bundle: {0}")]
     Write(#[source] io::Error),
+    #[error("interrupted")]
+    Cancelled,
     #[error("`{path}`: {detail}")]
     Unsupported { path: PathBuf, detail: String },
 }
@@ -401,6 +403,9 @@ impl<'p> BundleWriter<'p> {
         volume: Option<&str>,
         rel_start: usize,
     ) -> Result<(), WriteError> {
+        if self.progress.cancelled() {
+            return Err(WriteError::Cancelled);
+        }
         let Walked {
             meta,
             source,

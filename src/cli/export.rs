@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::daemon::DaemonContext;
-use super::progress::TermProgress;
+use super::progress::{defer_interrupts, interrupted, Interruptible, TermProgress};
 use super::{emit_json, render, Cli, Outcome};
 use crate::bundle::writer::Compression;
 use crate::dataroot::DataRoot;
@@ -80,6 +80,11 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         .map(|e| e as &dyn crate::engine::Engine);
     // Quiesced containers are put back as they were when this guard drops,
     // on success, error or panic alike.
+    if args.pause || args.stop {
+        // Containers must be put back whatever happens: Ctrl-C now stops
+        // the export between entries instead of killing volmig.
+        defer_interrupts();
+    }
     let mut quiesce = Quiesce::new(engine);
     if args.pause || args.stop {
         let slots =
@@ -92,7 +97,8 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     let plan = export::plan(&root, &opts, engine)?;
     let show = !cli.quiet && std::io::stderr().is_terminal();
     let total = show.then(|| plan.content_bytes(&root));
-    let progress = TermProgress::boxed(cli.quiet, total);
+    let progress: Box<dyn crate::progress::Progress> =
+        Box::new(Interruptible(TermProgress::boxed(cli.quiet, total)));
     let compression = match args.compress {
         Some(CompressArg::Zstd) => Compression::Zstd,
         None => Compression::None,
@@ -137,6 +143,9 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     };
     drop(progress);
     quiesce.restore()?;
+    if interrupted() {
+        anyhow::bail!("interrupted: the containers were put back as they were");
+    }
     let t = &report.trailer;
     if cli.json {
         emit_json(&json!({
