@@ -59,20 +59,43 @@ pub struct ExportPlan {
 }
 
 impl ExportPlan {
-    /// Bytes of file content to carry (a walk of the volumes; for progress).
+    /// Bytes of file content to carry, as the writer counts them (a walk of
+    /// everything `write` adds; for the progress bar's total).
     pub fn content_bytes(&self, root: &DataRoot) -> u64 {
-        self.volumes
-            .keys()
-            .map(|name| {
-                walkdir::WalkDir::new(root.volume_data_dir(name))
-                    .into_iter()
-                    .flatten()
-                    .filter(|e| e.file_type().is_file())
-                    .filter_map(|e| e.metadata().ok())
+        let files_under = |dir: PathBuf| -> u64 {
+            walkdir::WalkDir::new(dir)
+                .into_iter()
+                .flatten()
+                .filter(|e| e.file_type().is_file())
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        };
+        let containers: u64 = self
+            .containers
+            .iter()
+            .map(|c| {
+                let checkpoint = self
+                    .header
+                    .containers
+                    .iter()
+                    .find(|b| b.id == c.id)
+                    .and_then(|b| b.checkpoint.as_ref())
+                    .map_or(0, |cp| files_under(root.checkpoint_dir(&c.id, cp)));
+                let configs: u64 = ["config.v2.json", "hostconfig.json"]
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(c.dir.join(f)).ok())
                     .map(|m| m.len())
-                    .sum::<u64>()
+                    .sum();
+                checkpoint + configs
             })
-            .sum()
+            .sum();
+        let volumes: u64 = self
+            .volumes
+            .keys()
+            .map(|name| files_under(root.volume_dir(name)))
+            .sum();
+        containers + volumes
     }
 }
 
