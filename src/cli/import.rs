@@ -12,12 +12,9 @@ use serde_json::json;
 use super::daemon::DaemonContext;
 use super::progress::TermProgress;
 use super::{emit, emit_json, render, Cli, Outcome};
-use crate::dataroot::containers;
-use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::DataRoot;
 use crate::import::{self, ImportReport, MetadataOutcome, OnConflict};
 use crate::report::Severity;
-use crate::scan;
 use crate::verify::{self, ContainerReport, VerifyOptions, World};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,10 +112,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
     }
 
     // The verdict: the target's scan, and every carried container.
-    let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
-    let scan = scan::scan(&root, &mounts, daemon.version);
-    let slots = containers::load_all(&root)
-        .with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
+    let (mounts, scan, slots) = super::verify::read_world(&root, daemon.version)?;
     let world = World {
         root: &root,
         scan: &scan,

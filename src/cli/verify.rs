@@ -57,18 +57,9 @@ struct Summary {
 
 pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
-    let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
     let daemon = DaemonContext::probe(cli, &root);
     let version = daemon.version;
-    // The scan and the containers are independent: read them side by side.
-    let (slots, scan) = std::thread::scope(|s| {
-        let scan = s.spawn(|| scan::scan(&root, &mounts, version));
-        let slots = containers::load_all(&root);
-        (slots, scan.join())
-    });
-    let scan = scan.map_err(|_| anyhow::anyhow!("the volume scan failed unexpectedly"))?;
-    let slots =
-        slots.with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
+    let (mounts, scan, slots) = read_world(&root, version)?;
     let selected = select(&slots, args, &root)?;
     let world = World {
         root: &root,
@@ -127,6 +118,25 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
         ))?;
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
+}
+
+/// Reads what a prediction needs: the mount table, the volume scan and
+/// every container. The scan and the containers are independent: they are
+/// read side by side.
+pub(super) fn read_world(
+    root: &DataRoot,
+    version: crate::daemon_version::DaemonVersion,
+) -> anyhow::Result<(MountTable, scan::Scan, Vec<ContainerSlot>)> {
+    let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
+    let (slots, scan) = std::thread::scope(|s| {
+        let scan = s.spawn(|| scan::scan(root, &mounts, version));
+        let slots = containers::load_all(root);
+        (slots, scan.join())
+    });
+    let scan = scan.map_err(|_| anyhow::anyhow!("the volume scan failed unexpectedly"))?;
+    let slots =
+        slots.with_context(|| format!("cannot read `{}`", root.containers_dir().display()))?;
+    Ok((mounts, scan, slots))
 }
 
 /// Resolves the arguments to containers; every unknown one is reported
