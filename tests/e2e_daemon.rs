@@ -23,6 +23,7 @@
 //! | `s6_malformed_opts_json_*` | 6: opts.json that stops the daemon |
 //! | `tree_compare_sees_every_attribute` | the tree compare itself (no daemon) |
 
+mod common;
 mod e2e;
 
 use std::collections::BTreeSet;
@@ -33,6 +34,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use common::failure_messages;
 use e2e::source::{drop_volumes, source, start_and_wait, Source, CONTAINERS};
 use e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
 
@@ -47,27 +49,6 @@ fn e2e() -> Option<MutexGuard<'static, ()>> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     e2e::require_daemon_prerequisites();
     Some(guard)
-}
-
-/// The error/fatal messages volmig's verify document lists for a container.
-fn failure_messages(doc: &Value, name: &str) -> BTreeSet<String> {
-    let c = doc["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("verify lists no container {name}: {doc:#}"));
-    let mut out = BTreeSet::new();
-    let mut take = |f: &Value| {
-        if f["severity"] == "error" || f["severity"] == "fatal" {
-            out.insert(f["message"].as_str().unwrap().to_string());
-        }
-    };
-    c["findings"].as_array().unwrap().iter().for_each(&mut take);
-    for m in c["mounts"].as_array().unwrap() {
-        m["findings"].as_array().unwrap().iter().for_each(&mut take);
-    }
-    out
 }
 
 /// The fatal messages of a scan document (dockerd would not start).
