@@ -276,3 +276,120 @@ fn export_asks_the_daemon_for_state_and_labels() {
         "api"
     );
 }
+
+/// Records what volmig asks of the daemon; `failing` makes one call fail.
+struct Recorder {
+    states: RefCell<BTreeMap<String, RunState>>,
+    calls: RefCell<Vec<String>>,
+    failing: Option<&'static str>,
+}
+
+impl Recorder {
+    fn new(states: &[(&str, RunState)], failing: Option<&'static str>) -> Recorder {
+        Recorder {
+            states: RefCell::new(states.iter().map(|(id, s)| (id.to_string(), *s)).collect()),
+            calls: RefCell::new(Vec::new()),
+            failing,
+        }
+    }
+    fn act(&self, verb: &str, id: &str, then: RunState) -> Result<(), EngineError> {
+        let call = format!("{verb} {id}");
+        self.calls.borrow_mut().push(call.clone());
+        if self.failing == Some(verb) {
+            return Err(EngineError::Daemon {
+                what: call,
+                message: "refused".into(),
+            });
+        }
+        self.states.borrow_mut().insert(id.to_string(), then);
+        Ok(())
+    }
+}
+
+impl Engine for Recorder {
+    fn info(&self) -> Result<DaemonInfo, EngineError> {
+        unimplemented!("not used")
+    }
+    fn create_volume(&self, _: &VolumeRecord) -> Result<(), EngineError> {
+        unimplemented!("not used")
+    }
+    fn volume(&self, _: &str) -> Result<Option<VolumeRecord>, EngineError> {
+        Ok(None)
+    }
+    fn container_state(&self, id: &str) -> Result<RunState, EngineError> {
+        Ok(self.states.borrow()[id])
+    }
+    fn pause(&self, id: &str) -> Result<(), EngineError> {
+        self.act("pause", id, RunState::Paused)
+    }
+    fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        self.act("unpause", id, RunState::Running)
+    }
+    fn stop(&self, id: &str) -> Result<(), EngineError> {
+        self.act("stop", id, RunState::Stopped)
+    }
+    fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.act("start", id, RunState::Running)
+    }
+}
+
+#[test]
+fn quiesced_containers_are_put_back_as_they_were_even_on_early_return() {
+    use volmig::engine::Quiesce;
+    let daemon = Recorder::new(
+        &[
+            ("a", RunState::Running),
+            ("b", RunState::Paused),
+            ("c", RunState::Stopped),
+        ],
+        None,
+    );
+    {
+        let mut q = Quiesce::new(&daemon);
+        for id in ["a", "b", "c"] {
+            q.quiet(id, true).unwrap();
+        }
+        // Dropped without restore (an error or a panic in between).
+    }
+    assert_eq!(
+        *daemon.calls.borrow(),
+        vec!["pause a", "unpause a"],
+        "only the running one is touched"
+    );
+    assert_eq!(
+        daemon.states.borrow()["b"],
+        RunState::Paused,
+        "a paused container stays paused"
+    );
+
+    let daemon = Recorder::new(&[("a", RunState::Running), ("b", RunState::Running)], None);
+    let mut q = Quiesce::new(&daemon);
+    q.quiet("a", false).unwrap();
+    q.quiet("b", false).unwrap();
+    q.restore().unwrap();
+    drop(q);
+    assert_eq!(
+        *daemon.calls.borrow(),
+        vec!["stop a", "stop b", "start b", "start a"],
+        "restored once, in reverse"
+    );
+}
+
+#[test]
+fn a_failed_restore_is_reported_with_the_fix_after_trying_every_container() {
+    use volmig::engine::Quiesce;
+    let daemon = Recorder::new(
+        &[("a", RunState::Running), ("b", RunState::Running)],
+        Some("unpause"),
+    );
+    let mut q = Quiesce::new(&daemon);
+    q.quiet("a", true).unwrap();
+    q.quiet("b", true).unwrap();
+    let err = q.restore().unwrap_err().to_string();
+    assert!(err.contains("docker unpause b"), "{err}");
+    assert_eq!(
+        *daemon.calls.borrow(),
+        vec!["pause a", "pause b", "unpause b", "unpause a"],
+        "both were tried"
+    );
+}

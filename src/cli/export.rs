@@ -14,6 +14,7 @@ use super::progress::{defer_interrupts, interrupted, Interruptible, TermProgress
 use super::{emit_json, render, Cli, Outcome};
 use crate::bundle::writer::Compression;
 use crate::dataroot::DataRoot;
+use crate::engine::Quiesce;
 use crate::export::{self, ExportOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,71 +79,30 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         .engine
         .as_ref()
         .map(|e| e as &dyn crate::engine::Engine);
-    // Quiesced containers are put back as they were when this guard drops,
-    // on success, error or panic alike.
     if args.pause || args.stop {
         // Containers must be put back whatever happens: Ctrl-C now stops
         // the export between entries instead of killing volmig.
         defer_interrupts();
     }
-    let mut quiesce = Quiesce::new(engine);
-    if args.pause || args.stop {
+    // Quiesced containers are put back by `restore` below, and by the
+    // guard's drop on a panic or an early return.
+    let mut quiesce = engine.filter(|_| args.pause || args.stop).map(Quiesce::new);
+    if let Some(q) = quiesce.as_mut() {
         let slots =
             crate::dataroot::containers::load_all(&root).context("cannot read the containers")?;
         for query in &args.containers {
             let slot = crate::dataroot::containers::find(&slots, query)?;
-            quiesce.quiet(&slot.id, args.pause)?;
+            q.quiet(&slot.id, args.pause)?;
         }
     }
-    let plan = export::plan(&root, &opts, engine)?;
-    let show = !cli.quiet && std::io::stderr().is_terminal();
-    let total = show.then(|| plan.content_bytes(&root));
-    let progress: Box<dyn crate::progress::Progress> =
-        Box::new(Interruptible(TermProgress::boxed(cli.quiet, total)));
-    let compression = match args.compress {
-        Some(CompressArg::Zstd) => Compression::Zstd,
-        None => Compression::None,
+    let produced = produce(cli, args, &root, &opts, engine, to_stdout);
+    let restored = quiesce.as_mut().map_or(Ok(()), |q| q.restore());
+    let (plan, report, written_to) = match (produced, restored) {
+        (Ok(done), Ok(())) => done,
+        (Ok(_), Err(e)) => return Err(e.into()),
+        (Err(e), Ok(())) => return Err(e),
+        (Err(e), Err(r)) => return Err(e.context(r.to_string())),
     };
-    let (report, written_to) = if to_stdout {
-        let out = File::from(
-            std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("cannot use stdout")?,
-        );
-        let (report, _) = export::write(&root, &plan, out, compression, progress.as_ref())?;
-        (report, "stdout".to_string())
-    } else if fs::metadata(&args.output).is_ok_and(|m| !m.is_file()) {
-        // A device or fifo (/dev/null, a named pipe): written in place.
-        // Renaming a finished file over it would replace the device itself.
-        let out = File::options()
-            .write(true)
-            .open(&args.output)
-            .with_context(|| format!("cannot open `{}`", args.output.display()))?;
-        let (report, _) = export::write(&root, &plan, out, compression, progress.as_ref())?;
-        (report, format!("`{}`", args.output.display()))
-    } else {
-        // Written beside the target and renamed at the end: no half bundle
-        // ever carries the final name.
-        let partial = partial_path(&args.output);
-        let out = File::create(&partial)
-            .with_context(|| format!("cannot create `{}`", partial.display()))?;
-        match export::write(&root, &plan, out, compression, progress.as_ref()) {
-            Ok((report, file)) => {
-                file.sync_all()
-                    .with_context(|| format!("cannot sync `{}`", partial.display()))?;
-                fs::rename(&partial, &args.output)
-                    .with_context(|| format!("cannot rename to `{}`", args.output.display()))?;
-                (report, format!("`{}`", args.output.display()))
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&partial);
-                return Err(e.into());
-            }
-        }
-    };
-    drop(progress);
-    quiesce.restore()?;
     if interrupted() {
         anyhow::bail!("interrupted: the containers were put back as they were");
     }
@@ -173,6 +133,67 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Good)
 }
 
+/// Plans and writes the bundle; returns the plan, the report and where it
+/// went.
+fn produce(
+    cli: &Cli,
+    args: &ExportArgs,
+    root: &DataRoot,
+    opts: &ExportOptions,
+    engine: Option<&dyn crate::engine::Engine>,
+    to_stdout: bool,
+) -> anyhow::Result<(export::ExportPlan, export::ExportReport, String)> {
+    let plan = export::plan(root, opts, engine)?;
+    let show = !cli.quiet && std::io::stderr().is_terminal();
+    let total = show.then(|| plan.content_bytes(root));
+    let progress: Box<dyn crate::progress::Progress> =
+        Box::new(Interruptible(TermProgress::boxed(cli.quiet, total)));
+    let compression = match args.compress {
+        Some(CompressArg::Zstd) => Compression::Zstd,
+        None => Compression::None,
+    };
+    let (report, written_to) = if to_stdout {
+        let out = File::from(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use stdout")?,
+        );
+        let (report, _) = export::write(root, &plan, out, compression, progress.as_ref())?;
+        (report, "stdout".to_string())
+    } else if fs::metadata(&args.output).is_ok_and(|m| !m.is_file()) {
+        // A device or fifo (/dev/null, a named pipe): written in place.
+        // Renaming a finished file over it would replace the device itself.
+        let out = File::options()
+            .write(true)
+            .open(&args.output)
+            .with_context(|| format!("cannot open `{}`", args.output.display()))?;
+        let (report, _) = export::write(root, &plan, out, compression, progress.as_ref())?;
+        (report, format!("`{}`", args.output.display()))
+    } else {
+        // Written beside the target and renamed at the end: no half bundle
+        // ever carries the final name.
+        let partial = partial_path(&args.output);
+        let out = File::create(&partial)
+            .with_context(|| format!("cannot create `{}`", partial.display()))?;
+        match export::write(root, &plan, out, compression, progress.as_ref()) {
+            Ok((report, file)) => {
+                file.sync_all()
+                    .with_context(|| format!("cannot sync `{}`", partial.display()))?;
+                fs::rename(&partial, &args.output)
+                    .with_context(|| format!("cannot rename to `{}`", args.output.display()))?;
+                (report, format!("`{}`", args.output.display()))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&partial);
+                return Err(e.into());
+            }
+        }
+    };
+    drop(progress);
+    Ok((plan, report, written_to))
+}
+
 fn partial_path(output: &std::path::Path) -> PathBuf {
     let mut name = output
         .file_name()
@@ -180,68 +201,4 @@ fn partial_path(output: &std::path::Path) -> PathBuf {
         .unwrap_or_default();
     name.push(".partial");
     output.with_file_name(name)
-}
-
-/// Containers paused or stopped for an export, and how to put them back.
-struct Quiesce<'e> {
-    engine: Option<&'e dyn crate::engine::Engine>,
-    /// (container ID, paused by us: unpause; else stopped by us: start).
-    done: Vec<(String, bool)>,
-}
-
-impl<'e> Quiesce<'e> {
-    fn new(engine: Option<&'e dyn crate::engine::Engine>) -> Self {
-        Quiesce {
-            engine,
-            done: Vec::new(),
-        }
-    }
-
-    /// Pauses (or stops) `id` if it runs; leaves it alone otherwise.
-    fn quiet(&mut self, id: &str, pause: bool) -> anyhow::Result<()> {
-        use crate::engine::RunState;
-        let Some(engine) = self.engine else {
-            return Ok(());
-        };
-        if engine.container_state(id)? != RunState::Running {
-            return Ok(());
-        }
-        if pause {
-            engine.pause(id)?;
-        } else {
-            engine.stop(id)?;
-        }
-        self.done.push((id.to_string(), pause));
-        Ok(())
-    }
-
-    /// Puts every container back; reports the first failure after trying all.
-    fn restore(&mut self) -> anyhow::Result<()> {
-        let Some(engine) = self.engine else {
-            return Ok(());
-        };
-        let mut first_error = None;
-        for (id, paused) in self.done.drain(..).rev() {
-            let result = if paused {
-                engine.unpause(&id)
-            } else {
-                engine.start(&id)
-            };
-            if let Err(e) = result {
-                first_error.get_or_insert(anyhow::anyhow!(
-                    "could not put container {id} back as it was: {e}; run docker {} {id}",
-                    if paused { "unpause" } else { "start" }
-                ));
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-}
-
-impl Drop for Quiesce<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.restore() {
-            eprintln!("error: {e:#}");
-        }
-    }
 }

@@ -64,6 +64,66 @@ pub trait Engine {
     fn start(&self, id: &str) -> Result<(), EngineError>;
 }
 
+/// Containers paused or stopped for an export, and how to put them back:
+/// `restore` does it (and says what failed); dropping does it too, so an
+/// error or a panic in between never leaves a container paused.
+pub struct Quiesce<'e> {
+    engine: &'e dyn Engine,
+    /// (container ID, paused by us: unpause; else stopped by us: start).
+    done: Vec<(String, bool)>,
+}
+
+impl<'e> Quiesce<'e> {
+    pub fn new(engine: &'e dyn Engine) -> Self {
+        Quiesce {
+            engine,
+            done: Vec::new(),
+        }
+    }
+
+    /// Pauses (or stops) `id` if it runs; leaves it alone otherwise (a
+    /// paused container stays paused, a stopped one stopped).
+    pub fn quiet(&mut self, id: &str, pause: bool) -> Result<(), EngineError> {
+        if self.engine.container_state(id)? != RunState::Running {
+            return Ok(());
+        }
+        if pause {
+            self.engine.pause(id)?;
+        } else {
+            self.engine.stop(id)?;
+        }
+        self.done.push((id.to_string(), pause));
+        Ok(())
+    }
+
+    /// Puts every container back, in reverse order; tries them all and
+    /// reports the first failure with the command that fixes it.
+    pub fn restore(&mut self) -> Result<(), EngineError> {
+        let mut first_error = None;
+        for (id, paused) in self.done.drain(..).rev() {
+            let (result, verb) = if paused {
+                (self.engine.unpause(&id), "unpause")
+            } else {
+                (self.engine.start(&id), "start")
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(EngineError::Daemon {
+                    what: format!("to put container {id} back as it was"),
+                    message: format!("{e}; run docker {verb} {id}"),
+                });
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Quiesce<'_> {
+    fn drop(&mut self) {
+        // The caller reports restore's errors; here nothing is left to tell.
+        let _ = self.restore();
+    }
+}
+
 /// The default host, like the docker CLI: `DOCKER_HOST`, else the socket.
 pub fn default_host() -> String {
     std::env::var("DOCKER_HOST")
