@@ -14,8 +14,7 @@ use std::path::PathBuf;
 
 use crate::bundle::writer::{BundleWriter, Compression, WriteError};
 use crate::bundle::{
-    hex, is_checkpoint_name, BundleContainer, BundleHeader, BundleMount, BundleVolume, DataAttrs,
-    Trailer, FORMAT,
+    hex, BundleContainer, BundleHeader, BundleMount, BundleVolume, DataAttrs, Trailer, FORMAT,
 };
 use crate::dataroot::containers::{self, Container, ContainerSlot, MountKind};
 use crate::dataroot::metadata::{self, MetadataError, VolumeStore};
@@ -204,7 +203,7 @@ pub fn plan(
             );
         }
         if let Some(cp) = &opts.checkpoint {
-            if !is_checkpoint_name(cp) {
+            if !crate::dataroot::is_restricted_name(cp) {
                 refusals.push(format!(
                     "invalid checkpoint name `{cp}`: dockerd accepts only [a-zA-Z0-9][a-zA-Z0-9_.-]+ (list them with `docker checkpoint ls {}`)",
                     c.name

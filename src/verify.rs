@@ -595,14 +595,9 @@ fn check_checkpoint(
             "start dockerd with --experimental (or \"experimental\": true in daemon.json), then re-run with --experimental",
         ));
     }
-    let valid = {
-        let b = name.as_bytes();
-        !b.is_empty()
-            && b[0].is_ascii_alphanumeric()
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-    };
-    if !valid {
+    // dockerd's restricted-name rule: at least two characters, so a
+    // one-character name fails too.
+    if !crate::dataroot::is_restricted_name(name) {
         f.push(Finding::new(
             Severity::Error,
             "checkpoint-name-invalid",

@@ -344,6 +344,13 @@ fn checkpoint_missing_bad_name_and_experimental_off() {
         message(&container_findings(&doc, "web"), "checkpoint-name-invalid"),
         "Invalid checkpoint ID (-bad), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
     );
+    // dockerd's pattern needs two characters: a one-letter name fails too.
+    let (_, doc) =
+        json_run(
+            root.volmig()
+                .args(["verify", "web", "--checkpoint=a", "--experimental"]),
+        );
+    assert!(kinds(&container_findings(&doc, "web")).contains(&"checkpoint-name-invalid"));
 
     fs::create_dir_all(
         root.path()

@@ -229,19 +229,6 @@ impl EntryMeta {
     }
 }
 
-/// dockerd's rule for checkpoint names (`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`,
-/// checked by `docker checkpoint create` and `docker start --checkpoint`).
-/// A bundle's name becomes a path component on import, so nothing else
-/// (no `/`, no `..`) may pass.
-pub fn is_checkpoint_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() >= 2
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
-
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = Vec::with_capacity(bytes.len() * 2);
@@ -598,10 +585,10 @@ mod tests {
     #[test]
     fn checkpoint_names_are_single_plain_components() {
         for good in ["cp1", "pre-upgrade.2024_01", "A0"] {
-            assert!(is_checkpoint_name(good), "{good}");
+            assert!(crate::dataroot::is_restricted_name(good), "{good}");
         }
         for bad in ["", "a", "..", ".x", "../x", "a/b", "-x", "a b", "é1"] {
-            assert!(!is_checkpoint_name(bad), "{bad}");
+            assert!(!crate::dataroot::is_restricted_name(bad), "{bad}");
         }
     }
 

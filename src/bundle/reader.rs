@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use sha2::{Digest, Sha256};
 
 use super::{
-    classify, hex, is_checkpoint_name, sums_line, BundleHeader, EntryKind, EntryMeta, Place,
-    RunningDigest, Trailer, VolumeSummary,
+    classify, hex, sums_line, BundleHeader, EntryKind, EntryMeta, Place, RunningDigest, Trailer,
+    VolumeSummary,
 };
 use super::{hash_zeros, parse_pax_time, FORMAT, HEADER_PATH};
 use crate::progress::Progress;
@@ -423,7 +423,11 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
         // Import joins the name to the target container's directory:
         // `../../../containers/<id>` would install a whole container
         // (config and hostconfig of the bundle's choosing) beside it.
-        if let Some(cp) = c.checkpoint.as_deref().filter(|cp| !is_checkpoint_name(cp)) {
+        if let Some(cp) = c
+            .checkpoint
+            .as_deref()
+            .filter(|cp| !crate::dataroot::is_restricted_name(cp))
+        {
             return Err(hostile(
                 format!("containers/{}/checkpoints/{cp}", c.id).as_bytes(),
                 format!("invalid checkpoint name `{cp}`: dockerd accepts only [a-zA-Z0-9][a-zA-Z0-9_.-]+"),

@@ -16,6 +16,19 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+/// dockerd's `RestrictedNamePattern`, `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`: the
+/// rule for volume names at create and for checkpoint names. A name that
+/// passes is one plain path component (no `/`, no `..`, at least two
+/// characters).
+pub fn is_restricted_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 2
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
 /// A `--userns-remap` root: the uid and gid that container root maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RemapRoot {

@@ -20,13 +20,7 @@ pub struct InvalidVolumeName(pub String);
 
 impl VolumeName {
     pub fn new(name: &str) -> Result<VolumeName, InvalidVolumeName> {
-        let bytes = name.as_bytes();
-        let valid = bytes.len() >= 2
-            && bytes[0].is_ascii_alphanumeric()
-            && bytes[1..]
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if valid {
+        if super::is_restricted_name(name) {
             Ok(VolumeName(name.to_string()))
         } else {
             Err(InvalidVolumeName(name.to_string()))
