@@ -142,6 +142,34 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// The tar typeflag this kind is written as.
+    pub fn tar_type(self) -> tar::EntryType {
+        match self {
+            EntryKind::File => tar::EntryType::Regular,
+            EntryKind::Dir => tar::EntryType::Directory,
+            EntryKind::Symlink => tar::EntryType::Symlink,
+            EntryKind::Hardlink => tar::EntryType::Link,
+            EntryKind::Fifo => tar::EntryType::Fifo,
+            EntryKind::Char => tar::EntryType::Char,
+            EntryKind::Block => tar::EntryType::Block,
+        }
+    }
+
+    /// The kind a tar typeflag reads as; `None` for anything a bundle may
+    /// not hold (old GNU sparse, volume labels, ...).
+    pub fn from_tar_type(t: tar::EntryType) -> Option<EntryKind> {
+        Some(match t {
+            tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => EntryKind::Symlink,
+            tar::EntryType::Link => EntryKind::Hardlink,
+            tar::EntryType::Fifo => EntryKind::Fifo,
+            tar::EntryType::Char => EntryKind::Char,
+            tar::EntryType::Block => EntryKind::Block,
+            _ => return None,
+        })
+    }
+
     fn tag(self) -> u8 {
         match self {
             EntryKind::File => b'f',

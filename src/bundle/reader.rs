@@ -485,21 +485,12 @@ fn check_entry(meta: &EntryMeta, place: &Place<'_>) -> Result<(), ReadError> {
 fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, ReadError> {
     let header = entry.header().clone();
     let raw_path = entry.path_bytes().into_owned();
-    let kind = match header.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
-        tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink,
-        tar::EntryType::Link => EntryKind::Hardlink,
-        tar::EntryType::Fifo => EntryKind::Fifo,
-        tar::EntryType::Char => EntryKind::Char,
-        tar::EntryType::Block => EntryKind::Block,
-        other => {
-            return Err(hostile(
-                &raw_path,
-                format!("tar entry type {other:?} is not allowed"),
-            ))
-        }
-    };
+    let kind = EntryKind::from_tar_type(header.entry_type()).ok_or_else(|| {
+        hostile(
+            &raw_path,
+            format!("tar entry type {:?} is not allowed", header.entry_type()),
+        )
+    })?;
     let mut path = raw_path.clone();
     let mut xattrs = Vec::new();
     let mut mtime_nsec = 0u32;

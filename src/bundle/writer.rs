@@ -1057,15 +1057,7 @@ fn write_tar_header(
     mut pax: Vec<(String, Vec<u8>)>,
 ) -> io::Result<()> {
     let mut header = tar::Header::new_ustar();
-    let entry_type = match meta.kind {
-        EntryKind::File => tar::EntryType::Regular,
-        EntryKind::Dir => tar::EntryType::Directory,
-        EntryKind::Symlink => tar::EntryType::Symlink,
-        EntryKind::Hardlink => tar::EntryType::Link,
-        EntryKind::Fifo => tar::EntryType::Fifo,
-        EntryKind::Char => tar::EntryType::Char,
-        EntryKind::Block => tar::EntryType::Block,
-    };
+    let entry_type = meta.kind.tar_type();
     header.set_entry_type(entry_type);
     header.set_mode(meta.mode);
     let has_sparse_name = pax.iter().any(|(k, _)| k == "GNU.sparse.name");

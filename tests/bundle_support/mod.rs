@@ -571,16 +571,8 @@ pub fn os(bytes: &[u8]) -> &OsStr {
 /// logical content (regular files only).
 fn describe_entry(e: &RawEntry) -> (EntryMeta, Option<[u8; 32]>) {
     let h = &e.header;
-    let kind = match h.entry_type() {
-        tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
-        tar::EntryType::Directory => EntryKind::Dir,
-        tar::EntryType::Symlink => EntryKind::Symlink,
-        tar::EntryType::Link => EntryKind::Hardlink,
-        tar::EntryType::Fifo => EntryKind::Fifo,
-        tar::EntryType::Char => EntryKind::Char,
-        tar::EntryType::Block => EntryKind::Block,
-        other => panic!("entry type {other:?}"),
-    };
+    let kind = EntryKind::from_tar_type(h.entry_type())
+        .unwrap_or_else(|| panic!("entry type {:?}", h.entry_type()));
     let pax = |key: &str| {
         e.pax
             .iter()
