@@ -13,6 +13,7 @@ pub mod engine;
 pub mod export;
 pub mod fileattrs;
 pub mod import;
+pub mod interrupt;
 pub mod progress;
 pub mod report;
 pub mod scan;

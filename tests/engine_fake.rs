@@ -14,7 +14,7 @@ use volmig::dataroot::metadata::VolumeRecord;
 use volmig::dataroot::DataRoot;
 use volmig::engine::{DaemonInfo, Engine, EngineError, RunState};
 use volmig::export::{self, ExportOptions};
-use volmig::import::{self, MetadataOutcome, OnConflict};
+use volmig::import::{self, ImportOptions, MetadataOutcome, OnConflict};
 use volmig::progress::NoProgress;
 
 /// Behaves like dockerd 20.10 where volmig can tell: creating a volume over
@@ -133,8 +133,11 @@ fn a_running_daemon_gets_the_volumes_registered_and_data_keeps_its_owner() {
     let report = import::import(
         &root,
         Box::new(std::io::Cursor::new(bundle)),
-        OnConflict::Fail,
-        false,
+        &ImportOptions {
+            policy: OnConflict::Fail,
+            dry_run: false,
+            wait: false,
+        },
         Some(&daemon),
         &NoProgress,
     )
@@ -181,8 +184,11 @@ fn without_an_engine_a_running_daemon_is_reported() {
     let report = import::import(
         &root,
         Box::new(std::io::Cursor::new(bundle)),
-        OnConflict::Fail,
-        false,
+        &ImportOptions {
+            policy: OnConflict::Fail,
+            dry_run: false,
+            wait: false,
+        },
         None,
         &NoProgress,
     )

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::daemon::DaemonContext;
-use super::progress::{defer_interrupts, interrupted, Interruptible, TermProgress};
+use super::progress::{Interruptible, TermProgress};
 use super::{emit_json, render, Cli, Outcome};
 use crate::bundle::writer::Compression;
 use crate::dataroot::DataRoot;
@@ -82,7 +82,15 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     if args.pause || args.stop {
         // Containers must be put back whatever happens: Ctrl-C now stops
         // the export between entries instead of killing volmig.
-        defer_interrupts();
+        super::signals::poll(
+            "stopping at the next entry and putting the containers back",
+            "containers paused or stopped for the export are left so; check `docker ps -a`",
+        );
+    } else {
+        super::signals::poll(
+            "stopping at the next entry and removing the partial bundle",
+            "a partial bundle may be left beside the output",
+        );
     }
     // Quiesced containers are put back by `restore` below, and by the
     // guard's drop on a panic or an early return.
@@ -103,8 +111,12 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         (Err(e), Ok(())) => return Err(e),
         (Err(e), Err(r)) => return Err(e.context(r.to_string())),
     };
-    if interrupted() {
-        anyhow::bail!("interrupted: the containers were put back as they were");
+    if let Some(signal) = crate::interrupt::requested() {
+        return Err(super::Interrupted {
+            signal,
+            message: "the export stopped; containers paused or stopped for it were put back as they were".into(),
+        }
+        .into());
     }
     let t = &report.trailer;
     if cli.json {

@@ -13,7 +13,7 @@ use super::daemon::DaemonContext;
 use super::progress::TermProgress;
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::DataRoot;
-use crate::import::{self, ImportReport, MetadataOutcome, OnConflict};
+use crate::import::{self, Conflict, ImportOptions, ImportReport, Item, MetadataOutcome, OnConflict};
 use crate::report::Severity;
 use crate::verify::{self, ContainerReport, VerifyOptions, World};
 
@@ -40,6 +40,11 @@ pub struct ImportArgs {
     /// Read and check the whole bundle, print the plan, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Wait for another import running on this data-root instead of
+    /// failing (one import at a time per data-root).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Opens FILE or stdin; also returns the file's size when known.
@@ -70,6 +75,10 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         ConflictArg::SkipIdentical => OnConflict::SkipIdentical,
         ConflictArg::Replace => OnConflict::Replace,
     };
+    super::signals::poll(
+        "stopping: the staging directory is removed and nothing is written (during the commit: the commit finishes first)",
+        "the staging directory may be left; the next import or `volmig recover` removes it",
+    );
     let progress = TermProgress::boxed(cli.quiet, size);
     progress.begin("importing", size);
     let daemon = DaemonContext::probe(cli, &root);
@@ -77,24 +86,22 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         .engine
         .as_ref()
         .map(|e| e as &dyn crate::engine::Engine);
-    let report = import::import(
-        &root,
-        input,
+    let opts = ImportOptions {
         policy,
-        args.dry_run,
-        engine,
-        progress.as_ref(),
-    )?;
+        dry_run: args.dry_run,
+        wait: args.wait,
+    };
+    let report = import::import(&root, input, &opts, engine, progress.as_ref())?;
     drop(progress);
 
     if report.dry_run {
-        let refuse = dry_run_refusals(&report, policy);
+        let refuse = &report.refusals;
         if cli.json {
             emit_json(&json!({
                 "ok": refuse.is_empty(),
                 "dry_run": true,
                 "create": report.create,
-                "conflicts": report.conflicts.iter().map(|c| json!({"volume": c.volume, "identical": c.identical})).collect::<Vec<_>>(),
+                "conflicts": report.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
                 "bytes": report.trailer.bytes,
                 "needed_bytes": report.needed_bytes,
                 "files": report.trailer.files,
@@ -102,7 +109,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
                 "refusals": refuse,
             }))?;
         } else {
-            emit(&dry_run_text(&root, &report, &refuse, cli.quiet))?;
+            emit(&dry_run_text(&root, &report, refuse, cli.quiet))?;
         }
         return Ok(if refuse.is_empty() {
             Outcome::Good
@@ -111,26 +118,44 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         });
     }
 
-    // The verdict: the target's scan, and every carried container.
-    let (mounts, scan, slots) = super::verify::read_world(&root, daemon.version)?;
-    let world = World {
-        root: &root,
-        scan: &scan,
-        mounts: &mounts,
-        containers: &slots,
+    // The verdict: the target's scan, and every carried container. The
+    // volumes are committed by now: nothing here may exit 2.
+    let mut report = report;
+    let verdicts = match super::verify::read_world(&root, daemon.version) {
+        Ok((mounts, scan, slots)) => {
+            if scan.daemon_fatal() {
+                report.pending.push(format!(
+                    "dockerd would not start on `{}`: run `volmig scan` for the reason",
+                    root.path().display()
+                ));
+            }
+            let world = World {
+                root: &root,
+                scan: &scan,
+                mounts: &mounts,
+                containers: &slots,
+            };
+            let opts = VerifyOptions {
+                version: daemon.version,
+                checkpoint: None,
+                experimental: true,
+            };
+            report
+                .verify_slots
+                .iter()
+                .map(|s| verify::verify_container(&world, s, &opts))
+                .collect()
+        }
+        Err(e) => {
+            report
+                .pending
+                .push(format!("the import committed, but its result cannot be verified: {e:#}"));
+            Vec::new()
+        }
     };
-    let opts = VerifyOptions {
-        version: daemon.version,
-        checkpoint: None,
-        experimental: true,
-    };
-    let verdicts: Vec<ContainerReport> = report
-        .verify_slots
-        .iter()
-        .map(|s| verify::verify_container(&world, s, &opts))
-        .collect();
+    let verdicts: Vec<ContainerReport> = verdicts;
     let registration_failed = matches!(&report.metadata, Some(MetadataOutcome::Registered { failed, .. }) if !failed.is_empty());
-    let ok = verdicts.iter().all(|r| r.ok) && !scan.daemon_fatal() && !registration_failed;
+    let ok = verdicts.iter().all(|r| r.ok) && report.pending.is_empty() && !registration_failed;
     if cli.json {
         emit_json(&json!({
             "ok": ok,
@@ -146,6 +171,8 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
                 Some(MetadataOutcome::Registered { ok, ref failed }) => json!({"registered": ok, "failed": failed.iter().map(|(n, e)| json!({"volume": n, "error": e})).collect::<Vec<_>>()}),
                 None => json!(null),
             },
+            "recovered": report.recovered.iter().map(super::recover::recovered_json).collect::<Vec<_>>(),
+            "pending": report.pending,
             "bytes": report.trailer.bytes,
             "files": report.trailer.files,
             "containers_from_bundle": report.containers_from_bundle,
@@ -154,26 +181,26 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
     } else {
         emit(&import_text(&root, &report, &verdicts, cli.quiet))?;
     }
+    if let Some(signal) = report.interrupted {
+        return Err(super::Interrupted {
+            signal,
+            message: format!(
+                "{} arrived during the commit: the import completed first (above), then stopped",
+                crate::interrupt::signal_name(signal)
+            ),
+        }
+        .into());
+    }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
 }
 
-fn dry_run_refusals(report: &ImportReport, policy: OnConflict) -> Vec<String> {
-    let mut out = Vec::new();
-    for c in &report.conflicts {
-        match (policy, c.identical) {
-            (OnConflict::Fail, _) => out.push(format!("volume `{}` already exists: --on-conflict fail refuses it", c.volume)),
-            (OnConflict::SkipIdentical, Some(false)) => out.push(format!("volume `{}` exists with different content: --on-conflict skip-identical refuses it", c.volume)),
-            _ => {}
+fn conflict_json(c: &Conflict) -> serde_json::Value {
+    match &c.item {
+        Item::Volume { name } => json!({"volume": name, "identical": c.identical}),
+        Item::Checkpoint { container, name } => {
+            json!({"checkpoint": name, "container": container, "identical": c.identical})
         }
     }
-    if report.free_bytes > 0 && report.needed_bytes > report.free_bytes {
-        out.push(format!(
-            "needs {} but only {} are free",
-            render::bytes(report.needed_bytes),
-            render::bytes(report.free_bytes)
-        ));
-    }
-    out
 }
 
 fn bundle_line(report: &ImportReport) -> String {
@@ -220,7 +247,7 @@ fn dry_run_text(
                 )
             })
             .unwrap_or_default();
-        let action = match report.conflicts.iter().find(|c| c.volume == v.name) {
+        let action = match report.conflicts.iter().find(|c| c.volume() == Some(&v.name)) {
             None => "create".to_string(),
             Some(c) => match c.identical {
                 Some(true) => "exists, identical: kept".to_string(),
@@ -261,6 +288,9 @@ fn import_text(
     let mut out = String::new();
     let failing: Vec<&ContainerReport> = verdicts.iter().filter(|r| !r.ok).collect();
     if quiet {
+        for p in &report.pending {
+            let _ = writeln!(out, "error: {p}");
+        }
         for r in &failing {
             for f in r.all_findings().filter(|f| f.severity.is_failure()) {
                 let _ = writeln!(out, "{}: {}", r.name, f.message);
@@ -268,6 +298,7 @@ fn import_text(
         }
         return out;
     }
+    super::recover::recovered_lines(&mut out, &report.recovered);
     let _ = writeln!(out, "{}", bundle_line(report));
     let created = report.create.len();
     let _ = writeln!(
@@ -308,6 +339,9 @@ fn import_text(
             }
         }
         None => {}
+    }
+    for p in &report.pending {
+        let _ = writeln!(out, "error: {p}");
     }
     for name in &report.containers_from_bundle {
         let _ = writeln!(

@@ -10,13 +10,16 @@ mod export;
 mod import;
 mod inspect;
 mod progress;
+mod recover;
 mod render;
 mod scan;
+mod signals;
 mod verify;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -96,6 +99,18 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Show what a bundle holds; --check re-hashes everything.
     Inspect(inspect::InspectArgs),
+    /// Finish or roll back an import that was interrupted (kill -9, power
+    /// cut, a failed disk), and remove leftover staging. Every import does
+    /// this first on its own; scan and verify report what is pending.
+    Recover(recover::RecoverArgs),
+}
+
+/// A command stopped by SIGINT, SIGTERM or SIGHUP after cleaning up.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Interrupted {
+    pub signal: i32,
+    pub message: String,
 }
 
 /// How a command ended, mapped to the exit code.
@@ -110,6 +125,8 @@ pub enum Outcome {
 
 /// Parses the arguments, runs the command, prints, and picks the exit code.
 pub fn main() -> ExitCode {
+    // Before any thread exists: they all inherit the blocked signals.
+    signals::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -124,6 +141,7 @@ pub fn main() -> ExitCode {
         Command::Export(args) => export::run(&cli, args),
         Command::Import(args) => import::run(&cli, args),
         Command::Inspect(args) => inspect::run(&cli, args),
+        Command::Recover(args) => recover::run(&cli, args),
     };
     match result {
         Ok(Outcome::Good) => ExitCode::SUCCESS,
@@ -131,10 +149,54 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Refused) => ExitCode::from(2),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            let code = exit_code(&e);
+            let message = render::printable(&error_text(&e));
+            if cli.json && !EMITTED.load(Ordering::SeqCst) {
+                let doc = serde_json::json!({"ok": false, "error": message, "exit_code": code});
+                let _ = emit_json(&doc);
+            }
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
     }
+}
+
+/// 2 when nothing changed; 1 when the data-root may have (an import whose
+/// commit could not be finished or undone); 128+N after signal N.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(i) = e.downcast_ref::<Interrupted>() {
+        return crate::interrupt::exit_status(i.signal);
+    }
+    if let Some(i) = e.downcast_ref::<crate::import::ImportError>() {
+        if let crate::import::ImportError::Interrupted { signal } = i {
+            return crate::interrupt::exit_status(*signal);
+        }
+        if i.changed_target() {
+            return 1;
+        }
+    }
+    match crate::interrupt::requested() {
+        Some(signal) => crate::interrupt::exit_status(signal),
+        None => 2,
+    }
+}
+
+/// The error and its causes on one line, each cause once: a library error
+/// that already quotes its source (`cannot read x: No such file`) is not
+/// followed by the same text again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -145,8 +207,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Set once a document went to stdout: an error after it must not print a
+/// second one (`--json` prints exactly one).
+static EMITTED: AtomicBool = AtomicBool::new(false);
+
 /// Writes a finished document to stdout at once.
 fn emit(text: &str) -> anyhow::Result<()> {
+    EMITTED.store(true, Ordering::SeqCst);
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;

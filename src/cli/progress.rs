@@ -6,44 +6,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use crate::progress::{NoProgress, Progress};
-
-/// Set when SIGINT, SIGTERM or SIGHUP arrived while signals are deferred.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// From here on, SIGINT/SIGTERM/SIGHUP do not kill volmig: they set a flag
-/// that long work polls (`Progress::cancelled`), so it stops between
-/// entries and puts things back (containers paused or stopped for an
-/// export) before exiting. Blocks the signals in this thread (threads
-/// spawned later inherit the mask) and waits for them on one of its own.
-pub fn defer_interrupts() {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(sig);
-    }
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        while set.wait().is_ok() {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                // A second interrupt: the user insists (a stalled pipe can
-                // keep the export from reaching its next entry).
-                eprintln!("error: interrupted twice: containers paused or stopped for the export are left so; check `docker ps -a`");
-                std::process::exit(130);
-            }
-            eprintln!("interrupting: stopping at the next entry and putting the containers back (again to quit now)");
-        }
-    });
-}
-
-/// Whether an interrupt arrived (see `defer_interrupts`).
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
 
 /// Wraps a progress reporter with the interrupt flag.
 pub struct Interruptible(pub Box<dyn Progress>);
@@ -59,7 +22,7 @@ impl Progress for Interruptible {
         self.0.end()
     }
     fn cancelled(&self) -> bool {
-        interrupted()
+        crate::interrupt::requested().is_some()
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! With `--userns-remap`, dockerd keeps its state in `<data-root>/<uid>.<gid>/`
 //! instead of `<data-root>/`; `DataRoot` resolves that once so every other
-//! module asks it for paths and never joins them itself. Nothing here writes.
+//! module asks it for paths and never joins them itself. Nothing here writes,
+//! except the two modules that say so: `metadata` (its write side) and
+//! `config_rewrite`.
 
+pub mod config_rewrite;
 pub mod containers;
 pub mod metadata;
 pub mod mountinfo;
@@ -213,6 +216,46 @@ impl DataRoot {
     /// dockerd's default checkpoint location for a container.
     pub fn checkpoint_dir(&self, id: &str, checkpoint: &str) -> PathBuf {
         self.container_dir(id).join("checkpoints").join(checkpoint)
+    }
+
+    pub fn container_config(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("config.v2.json")
+    }
+
+    pub fn volume_opts(&self, name: &str) -> PathBuf {
+        self.volume_dir(name).join("opts.json")
+    }
+
+    /// Where imports stage their work: beside `volumes/` on the same
+    /// filesystem (a commit is a rename), never inside it (dockerd takes
+    /// every directory there for a volume).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.effective.join("volmig-staging")
+    }
+
+    /// volmig's own lock: one import (or recovery) at a time per data-root.
+    ///
+    /// It lives in `/run/volmig/`, named after the data-root's device and
+    /// inode (so every path to the same directory, bind mounts included,
+    /// names one lock), because an import refused for bad input must leave
+    /// the data-root exactly as it was: a lock file there would be a
+    /// change. Never deleted (deleting a lock file lets two processes lock
+    /// two different inodes); `/run` is emptied at boot. Where `/run` cannot
+    /// be written, the lock falls back to `<R>/volmig.lock`.
+    pub fn import_lock(&self) -> PathBuf {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let run = Path::new("/run/volmig");
+        let made = fs::DirBuilder::new()
+            .mode(0o700)
+            .create(run)
+            .or_else(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists if run.is_dir() => Ok(()),
+                _ => Err(e),
+            });
+        match (made, fs::metadata(&self.effective)) {
+            (Ok(()), Ok(m)) => run.join(format!("{:x}-{:x}.lock", m.dev(), m.ino())),
+            _ => self.effective.join("volmig.lock"),
+        }
     }
 }
 

@@ -1,0 +1,94 @@
+//! `volmig recover`: finish or roll back interrupted imports.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{emit, emit_json, render, Cli, Outcome};
+use crate::dataroot::DataRoot;
+use crate::import::{self, Recovered, RecoveryOutcome};
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Wait for an import that is running on this data-root instead of
+    /// failing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+pub fn run(cli: &Cli, args: &RecoverArgs) -> anyhow::Result<Outcome> {
+    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    super::signals::poll(
+        "volmig recover stops after the step under way",
+        "an interrupted import may be left: run `volmig recover` again",
+    );
+    let done = import::recover(&root, args.wait)?;
+    if cli.json {
+        emit_json(&json!({
+            "ok": true,
+            "data_root": root.path(),
+            "recovered": done.iter().map(recovered_json).collect::<Vec<_>>(),
+        }))?;
+    } else if !cli.quiet {
+        emit(&recovered_text(&root, &done))?;
+    }
+    Ok(Outcome::Good)
+}
+
+pub fn recovered_json(r: &Recovered) -> serde_json::Value {
+    match &r.outcome {
+        RecoveryOutcome::Finished { journal, rewritten } => json!({
+            "staging": r.staging, "outcome": "finished",
+            "bundle": journal.bundle.entries_sha256, "source_host": journal.bundle.source_host,
+            "moves": journal.moves.len(), "rewritten_sources": rewritten,
+        }),
+        RecoveryOutcome::RolledBack { journal } => json!({
+            "staging": r.staging, "outcome": "rolled-back",
+            "bundle": journal.bundle.entries_sha256, "source_host": journal.bundle.source_host,
+            "moves": journal.moves.len(),
+        }),
+        RecoveryOutcome::RemovedLeftover { bytes } => json!({
+            "staging": r.staging, "outcome": "removed-leftover", "bytes": bytes,
+        }),
+    }
+}
+
+/// One line per recovered import, as import and recover print them.
+pub fn recovered_lines(out: &mut String, done: &[Recovered]) {
+    for r in done {
+        let _ = match &r.outcome {
+            RecoveryOutcome::Finished { journal, .. } => writeln!(
+                out,
+                "recovered: finished the interrupted import of a bundle from {}:{} ({} moved into place)",
+                journal.bundle.source_host,
+                journal.bundle.source_data_root,
+                render::count(journal.moves.len(), "directory", "directories")
+            ),
+            RecoveryOutcome::RolledBack { journal } => writeln!(
+                out,
+                "recovered: rolled back the failed import of a bundle from {}:{}: the target is as it was before it",
+                journal.bundle.source_host, journal.bundle.source_data_root
+            ),
+            RecoveryOutcome::RemovedLeftover { bytes } => writeln!(
+                out,
+                "recovered: removed `{}` ({}), staging of an import that died before its commit",
+                r.staging.display(),
+                render::bytes(*bytes)
+            ),
+        };
+    }
+}
+
+fn recovered_text(root: &DataRoot, done: &[Recovered]) -> String {
+    let mut out = String::new();
+    if done.is_empty() {
+        let _ = writeln!(
+            out,
+            "nothing to recover in {}: no interrupted import",
+            root.path().display()
+        );
+    }
+    recovered_lines(&mut out, done);
+    out
+}

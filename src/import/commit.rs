@@ -1,0 +1,457 @@
+//! The commit of an import and its recovery: every crash rule in one place.
+//!
+//! A commit carries a journal (see `journal`) forward: metadata.db first
+//! (one atomic file replacement), then each directory move. Each step looks
+//! at the filesystem (inode numbers recorded in the journal) to learn
+//! whether it is already done, so the same code finishes an interrupted
+//! commit after kill -9 or a power cut, and the backward steps undo one.
+//!
+//! The invariant at every instant: each volume under `volumes/` is whole,
+//! old or new, never missing. A replaced volume is swapped with
+//! `renameat2(RENAME_EXCHANGE)` (dockerd started right after a crash
+//! deletes the metadata.db record of a volume whose directory is missing,
+//! labels and all); only filesystems without it (EINVAL) fall back to two
+//! renames, with the old volume in staging in between. Nothing that holds a
+//! replaced volume is deleted before the journal says `committed`.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{renameat2, RenameFlags};
+
+use super::journal::{Item, Journal, JournalError, Move, MovePaths, State};
+use crate::dataroot::config_rewrite;
+use crate::dataroot::metadata::{self, DbWriteLock, MetadataError, WriteAccess};
+use crate::dataroot::DataRoot;
+
+/// A step that failed, with the path it was working on.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("`{path}`: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// metadata.db is held by a running dockerd: nothing was changed.
+    #[error("dockerd is running on this data-root (it holds `{path}`): stop it (systemctl stop docker), then run `volmig recover`")]
+    DaemonRunning { path: PathBuf },
+    #[error("{what} is in neither `{target}` nor the staging directory: {why}")]
+    Lost {
+        what: String,
+        target: PathBuf,
+        why: &'static str,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StepError + '_ {
+    move |source| StepError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where one of a move's directories is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Target,
+    Staged,
+    Aside,
+    Nowhere,
+}
+
+fn locate(ino: u64, p: &MovePaths) -> At {
+    let is = |path: &Path| {
+        path.symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && m.ino() == ino)
+    };
+    if is(&p.target) {
+        At::Target
+    } else if is(&p.staged) {
+        At::Staged
+    } else if is(&p.aside) {
+        At::Aside
+    } else {
+        At::Nowhere
+    }
+}
+
+/// A rename that never replaces: a name that appeared meanwhile fails it.
+fn rename_new(from: &Path, to: &Path) -> Result<(), StepError> {
+    match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // Filesystems without renameat2 flags: check, then rename (we hold
+        // volmig's lock, and dockerd is stopped or never writes there).
+        Err(nix::errno::Errno::EINVAL) if to.symlink_metadata().is_err() => {
+            fs::rename(from, to).map_err(io_at(to))
+        }
+        Err(e) => Err(io_at(to)(io::Error::from(e))),
+    }
+}
+
+/// Swaps two directories atomically; `Ok(false)` where the filesystem
+/// cannot (the caller then takes two renames).
+fn exchange(a: &Path, b: &Path) -> Result<bool, StepError> {
+    match renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EINVAL) => Ok(false),
+        Err(e) => Err(io_at(b)(io::Error::from(e))),
+    }
+}
+
+fn ensure_parent(target: &Path, mode: u32) -> Result<(), StepError> {
+    let Some(parent) = target.parent() else {
+        return Ok(());
+    };
+    match fs::DirBuilder::new().mode(mode).create(parent) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io_at(parent)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// dockerd's modes: `volumes/` 0701, `checkpoints/` 0700.
+fn parent_mode(item: &Item) -> u32 {
+    match item {
+        Item::Volume { .. } => 0o701,
+        Item::Checkpoint { .. } => 0o700,
+    }
+}
+
+fn lost(m: &Move, p: &MovePaths, why: &'static str) -> StepError {
+    StepError::Lost {
+        what: m.item.describe(),
+        target: p.target.clone(),
+        why,
+    }
+}
+
+/// Puts the new directory at the target and the old one (if any) aside.
+fn forward_move(m: &Move, p: &MovePaths) -> Result<(), StepError> {
+    let new_at = locate(m.new_ino, p);
+    let Some(old_ino) = m.old_ino else {
+        return match new_at {
+            At::Target => Ok(()),
+            At::Staged => {
+                ensure_parent(&p.target, parent_mode(&m.item))?;
+                rename_new(&p.staged, &p.target)
+            }
+            _ => Err(lost(m, p, "the staged copy is gone")),
+        };
+    };
+    match (new_at, locate(old_ino, p)) {
+        (At::Target, At::Aside) => Ok(()),
+        (At::Target, At::Staged) => rename_new(&p.staged, &p.aside),
+        (At::Staged, At::Target) => {
+            if !exchange(&p.staged, &p.target)? {
+                rename_new(&p.target, &p.aside)?;
+                return rename_new(&p.staged, &p.target);
+            }
+            rename_new(&p.staged, &p.aside)
+        }
+        (At::Staged, At::Aside) => rename_new(&p.staged, &p.target),
+        _ => Err(lost(m, p, "neither the old nor the new directory is where the journal left them")),
+    }
+}
+
+/// Puts the old directory back at the target (or removes the new one).
+fn backward_move(m: &Move, p: &MovePaths) -> Result<(), StepError> {
+    let new_at = locate(m.new_ino, p);
+    let Some(old_ino) = m.old_ino else {
+        if new_at == At::Target {
+            rename_new(&p.target, &p.staged)?;
+        }
+        return Ok(());
+    };
+    let old_at = locate(old_ino, p);
+    let old_path = match old_at {
+        At::Target => return Ok(()),
+        At::Staged => &p.staged,
+        At::Aside => &p.aside,
+        At::Nowhere => return Err(lost(m, p, "the replaced directory is missing: do not delete the staging directory, look for it there")),
+    };
+    if new_at == At::Target {
+        if exchange(old_path, &p.target)? {
+            return Ok(());
+        }
+        let free = if old_at == At::Staged { &p.aside } else { &p.staged };
+        rename_new(&p.target, free)?;
+    }
+    rename_new(old_path, &p.target)
+}
+
+/// fsyncs the directories whose entries the moves changed.
+fn sync_dirs(moves: &[Move], root: &DataRoot, staging: &Path) -> Result<(), StepError> {
+    let mut dirs = BTreeSet::new();
+    for m in moves {
+        let p = m.paths(root, staging);
+        for path in [&p.target, &p.staged, &p.aside] {
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
+    }
+    for dir in dirs {
+        match File::open(&dir) {
+            Ok(f) => f.sync_all().map_err(io_at(&dir))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// metadata.db for a commit step: ours, or a running daemon's.
+fn take_db(root: &DataRoot) -> Result<DbWriteLock, StepError> {
+    let path = root.metadata_db();
+    match metadata::lock_for_write(&path, metadata::READER_PATIENCE)? {
+        WriteAccess::Free(lock) => Ok(lock),
+        WriteAccess::Daemon => Err(StepError::DaemonRunning { path }),
+    }
+}
+
+/// Carries the journal's commit forward to the end. `db` is metadata.db
+/// when the caller already holds it (a live import's own commit).
+pub fn forward(
+    root: &DataRoot,
+    staging: &Path,
+    journal: &Journal,
+    db: Option<&mut DbWriteLock>,
+) -> Result<(), StepError> {
+    if let Some(plan) = &journal.metadata {
+        let changes: Vec<_> = plan.new.iter().map(|r| r.to_change()).collect();
+        match db {
+            Some(db) => db.apply(staging, &changes)?,
+            None => take_db(root)?.apply(staging, &changes)?,
+        }
+    }
+    for m in &journal.moves {
+        forward_move(m, &m.paths(root, staging))?;
+    }
+    sync_dirs(&journal.moves, root, staging)
+}
+
+/// Undoes the journal's commit, whatever part of it was done.
+pub fn backward(
+    root: &DataRoot,
+    staging: &Path,
+    journal: &Journal,
+    db: Option<&mut DbWriteLock>,
+) -> Result<(), StepError> {
+    for m in journal.moves.iter().rev() {
+        backward_move(m, &m.paths(root, staging))?;
+    }
+    sync_dirs(&journal.moves, root, staging)?;
+    if let Some(plan) = &journal.metadata {
+        let mut own;
+        let db = match db {
+            Some(db) => db,
+            None => {
+                own = take_db(root)?;
+                &mut own
+            }
+        };
+        if plan.existed {
+            let changes: Vec<_> = plan.saved.iter().map(|r| r.to_change()).collect();
+            db.apply(staging, &changes)?;
+        } else {
+            db.remove()?;
+        }
+    }
+    Ok(())
+}
+
+/// After `committed`: points the carried containers' volume Sources at
+/// this data-root. Returns the configs rewritten, and the failures (the
+/// journal then stays, and `volmig recover` retries them).
+pub fn rewrite_configs(root: &DataRoot, journal: &Journal) -> (Vec<String>, Vec<String>) {
+    let names: Vec<&str> = journal
+        .moves
+        .iter()
+        .filter_map(|m| match &m.item {
+            Item::Volume { name } => Some(name.as_str()),
+            Item::Checkpoint { .. } => None,
+        })
+        .collect();
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for id in &journal.rewrite_configs {
+        let path = root.container_config(id);
+        match config_rewrite::point_sources_at(root, &path, &names) {
+            Ok(true) => done.push(path.display().to_string()),
+            Ok(false) => {}
+            Err(e) => failed.push(format!("cannot rewrite `{}`: {e}", path.display())),
+        }
+    }
+    (done, failed)
+}
+
+/// Removes a staging directory, the journal last: a crash meanwhile
+/// leaves a staging directory without a journal, which holds nothing but
+/// copies (and, after `committed`, replaced volumes no longer wanted).
+pub fn remove_staging(staging: &Path) -> Result<(), StepError> {
+    for sub in ["replaced", "volumes", "containers"] {
+        let dir = staging.join(sub);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&dir)(e)),
+            _ => {}
+        }
+    }
+    match fs::remove_dir_all(staging) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(staging)(e)),
+        _ => {
+            if let Some(parent) = staging.parent() {
+                // The staging root goes once empty; another import's
+                // directory in it keeps it (ENOTEMPTY is fine).
+                let _ = fs::remove_dir(parent);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What a recovery did with one staging directory.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub staging: PathBuf,
+    pub outcome: RecoveryOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum RecoveryOutcome {
+    /// An interrupted commit was carried to its end.
+    Finished {
+        journal: Box<Journal>,
+        rewritten: Vec<String>,
+    },
+    /// A failed commit was undone: the target is as before that import.
+    RolledBack { journal: Box<Journal> },
+    /// Staging of an import that died before its commit: only copies of
+    /// a bundle, removed.
+    RemovedLeftover { bytes: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("an interrupted import in `{staging}` could not be recovered: {source}")]
+pub struct RecoverError {
+    pub staging: PathBuf,
+    #[source]
+    pub source: StepError,
+    /// What the recoveries before this one did.
+    pub done: Vec<Recovered>,
+}
+
+/// Staging directories under the data-root (not following symlinks).
+pub fn staging_dirs(root: &DataRoot) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root.staging_dir()) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Bytes under a directory (allocated blocks), not following symlinks.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// Finishes or rolls back every interrupted import of the data-root, and
+/// removes the staging of imports that died before committing. The caller
+/// holds the import lock, so every staging directory is a dead import's.
+pub fn recover_all(root: &DataRoot) -> Result<Vec<Recovered>, RecoverError> {
+    let mut done = Vec::new();
+    for staging in staging_dirs(root) {
+        match recover_one(root, &staging) {
+            Ok(outcome) => done.push(Recovered { staging, outcome }),
+            Err(source) => {
+                return Err(RecoverError {
+                    staging,
+                    source,
+                    done,
+                })
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn recover_one(root: &DataRoot, staging: &Path) -> Result<RecoveryOutcome, StepError> {
+    let Some(mut journal) = Journal::load(staging)? else {
+        let bytes = tree_bytes(staging);
+        remove_staging(staging)?;
+        return Ok(RecoveryOutcome::RemovedLeftover { bytes });
+    };
+    let rolled_back = match journal.state {
+        State::Committing => match forward(root, staging, &journal, None) {
+            Ok(()) => false,
+            // The daemon came back: change nothing, say what to do.
+            Err(e @ StepError::DaemonRunning { .. }) => return Err(e),
+            Err(_) => {
+                journal.state = State::RollingBack;
+                journal.save(staging)?;
+                backward(root, staging, &journal, None)?;
+                true
+            }
+        },
+        State::RollingBack => {
+            backward(root, staging, &journal, None)?;
+            true
+        }
+        State::Committed => false,
+    };
+    if rolled_back {
+        remove_staging(staging)?;
+        return Ok(RecoveryOutcome::RolledBack {
+            journal: Box::new(journal),
+        });
+    }
+    if journal.state != State::Committed {
+        journal.state = State::Committed;
+        journal.save(staging)?;
+    }
+    let (rewritten, failed) = rewrite_configs(root, &journal);
+    if let Some(first) = failed.into_iter().next() {
+        return Err(StepError::Io {
+            path: staging.to_path_buf(),
+            source: io::Error::other(first),
+        });
+    }
+    remove_staging(staging)?;
+    Ok(RecoveryOutcome::Finished {
+        journal: Box::new(journal),
+        rewritten,
+    })
+}
+
+/// An interrupted import found by `pending`, for scan and verify to report.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub staging: PathBuf,
+    /// `None`: staging without a journal (died before its commit).
+    pub state: Option<State>,
+    pub bytes: u64,
+}
+
+/// The interrupted imports and leftover staging of a data-root, read only.
+pub fn pending(root: &DataRoot) -> Vec<Pending> {
+    staging_dirs(root)
+        .into_iter()
+        .map(|staging| Pending {
+            state: Journal::load(&staging).ok().flatten().map(|j| j.state),
+            bytes: tree_bytes(&staging),
+            staging,
+        })
+        .collect()
+}

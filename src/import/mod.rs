@@ -1,0 +1,642 @@
+//! `import`: recreate a bundle's volumes under a target data-root, staged
+//! and all-or-nothing, then re-run the scan and verify the carried
+//! containers.
+//!
+//! The order of an import, and what a crash at each point leaves:
+//! 1. take volmig's lock on the data-root (`lock`), finish or roll back any
+//!    interrupted import (`commit::recover_all`);
+//! 2. stage every entry under `<R>/volmig-staging/<id>/` as the reader
+//!    verifies it, then check what landed (`stage`): a crash leaves only
+//!    copies of the bundle there, which the next run removes;
+//! 3. write the journal (`journal`) and carry out the commit (`commit`):
+//!    metadata.db in one atomic replacement, then one rename or exchange
+//!    per volume; a crash leaves a journal the next run carries forward;
+//! 4. rewrite stale volume Sources in container configs, remove staging.
+//!
+//! Nothing is ever written under `<R>/volumes/` but finished volumes (and
+//! metadata.db): dockerd takes every directory there for a volume.
+
+mod commit;
+mod journal;
+mod lock;
+mod register;
+mod stage;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::bundle::reader::{self, ReadError};
+use crate::bundle::writer::{BundleWriter, Compression};
+use crate::bundle::{BundleHeader, Trailer};
+use crate::dataroot::containers::{self, ContainerSlot};
+use crate::dataroot::metadata::{self, DbWriteLock, VolumeRecord, WriteAccess};
+use crate::dataroot::DataRoot;
+use crate::engine::Engine;
+use crate::interrupt::{self, Critical};
+use crate::progress::{NoProgress, Progress};
+
+pub use commit::{pending, Pending, RecoverError, Recovered, RecoveryOutcome, StepError};
+pub use journal::{Item, State};
+pub use lock::{ImportLock, LockError};
+use journal::{BundleId, Journal, MetadataPlan, Move, Record};
+use stage::{Stager, VolumeTop};
+
+/// What to do when a bundle volume already exists on the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// List every conflict and write nothing.
+    Fail,
+    /// Keep a target volume whose content digest equals the bundle's.
+    SkipIdentical,
+    /// Keep the old volume aside until the import committed, then remove it.
+    Replace,
+}
+
+/// How to import.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions {
+    pub policy: OnConflict,
+    /// Read and check everything, write nothing (not even the lock).
+    pub dry_run: bool,
+    /// Wait for another import holding the data-root instead of failing.
+    pub wait: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Bundle(#[from] ReadError),
+    /// Refused before anything was written; one reason per line.
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// An earlier, interrupted import could not be finished: nothing of
+    /// this bundle was written.
+    #[error("{0}; this bundle was not imported")]
+    Recover(#[source] Box<RecoverError>),
+    #[error("interrupted by {}: the staging directory was removed and nothing was written to the data-root", interrupt::signal_name(*signal))]
+    Interrupted { signal: i32 },
+    #[error("commit failed at {source}; everything was rolled back and the target is as it was")]
+    Commit { source: Box<StepError> },
+    #[error("commit failed at {commit}, and undoing it failed at {rollback}: the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`", staging.display())]
+    CommitIncomplete {
+        commit: Box<StepError>,
+        rollback: Box<StepError>,
+        staging: PathBuf,
+    },
+}
+
+impl ImportError {
+    /// Whether the data-root may have changed (exit 1, not 2).
+    pub fn changed_target(&self) -> bool {
+        matches!(
+            self,
+            ImportError::Recover(_) | ImportError::CommitIncomplete { .. }
+        )
+    }
+}
+
+fn werr(path: &Path) -> impl FnOnce(io::Error) -> ImportError + '_ {
+    move |source| ImportError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A bundle volume or checkpoint that exists on the target.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub item: Item,
+    /// Whether the target's content digest equals the bundle's
+    /// (computed for volumes under `skip-identical` only).
+    pub identical: Option<bool>,
+}
+
+impl Conflict {
+    /// The volume's name, for volume conflicts.
+    pub fn volume(&self) -> Option<&str> {
+        match &self.item {
+            Item::Volume { name } => Some(name),
+            Item::Checkpoint { .. } => None,
+        }
+    }
+
+    /// Why `policy` refuses it (the same text in a dry run and a real one).
+    fn refusal(&self, root: &DataRoot, policy: OnConflict) -> String {
+        let what = self.item.describe();
+        let place = match &self.item {
+            Item::Volume { .. } => root.volumes_dir(),
+            Item::Checkpoint { container, .. } => root.container_dir(container).join("checkpoints"),
+        };
+        match (policy, &self.item) {
+            (OnConflict::Fail, Item::Volume { .. }) => format!(
+                "{what} already exists in `{}`: re-run with --on-conflict skip-identical or replace",
+                place.display()
+            ),
+            (OnConflict::SkipIdentical, Item::Volume { .. }) => format!(
+                "{what} already exists in `{}` with different content: re-run with --on-conflict replace to overwrite it (the old one is kept until the import commits)",
+                place.display()
+            ),
+            _ => format!(
+                "{what} already exists in `{}`: re-run with --on-conflict replace to overwrite it (the old one is kept until the import commits), or remove it",
+                place.display()
+            ),
+        }
+    }
+
+    /// Whether `policy` refuses it.
+    fn refused_by(&self, policy: OnConflict) -> bool {
+        match (policy, &self.item) {
+            (OnConflict::Replace, _) => false,
+            (OnConflict::Fail, _) => true,
+            (OnConflict::SkipIdentical, Item::Volume { .. }) => self.identical != Some(true),
+            (OnConflict::SkipIdentical, Item::Checkpoint { .. }) => true,
+        }
+    }
+}
+
+/// How the metadata.db records went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataOutcome {
+    Written(usize),
+    /// dockerd holds the database and no Engine API was given: nothing
+    /// written, and the daemon does not know the new volumes.
+    DaemonRunning,
+    /// dockerd runs: each volume was registered through the Engine API
+    /// (names that failed, with the daemon's reason).
+    Registered {
+        ok: usize,
+        failed: Vec<(String, String)>,
+    },
+}
+
+/// The plan of `--dry-run`, and the result of a real import.
+#[derive(Debug)]
+pub struct ImportReport {
+    pub header: BundleHeader,
+    pub trailer: Trailer,
+    pub create: Vec<String>,
+    pub conflicts: Vec<Conflict>,
+    /// Why the import is (or, in a dry run, would be) refused.
+    pub refusals: Vec<String>,
+    pub replaced: Vec<String>,
+    pub skipped_identical: Vec<String>,
+    /// Checkpoints installed into existing target containers.
+    pub checkpoints: Vec<String>,
+    /// `config.v2.json` files whose stale volume Source paths were rewritten.
+    pub rewritten_sources: Vec<String>,
+    pub metadata: Option<MetadataOutcome>,
+    /// Interrupted imports this one finished or rolled back first.
+    pub recovered: Vec<Recovered>,
+    /// Work left after the commit (the volumes are in place): each with
+    /// what to do. Non-empty means exit 1.
+    pub pending: Vec<String>,
+    /// The signal that arrived during the commit (which finished first).
+    pub interrupted: Option<i32>,
+    /// Free bytes on the target filesystem (before the import).
+    pub free_bytes: u64,
+    /// Bytes the files take once written: holes of sparse files excluded
+    /// (a 100 GiB sparse disk image with 1 MiB of data needs 1 MiB).
+    pub needed_bytes: u64,
+    pub dry_run: bool,
+    /// Containers whose configs were verified from the bundle because the
+    /// target holds no such container.
+    pub containers_from_bundle: Vec<String>,
+    /// Slots to verify: the target's container when present, else the
+    /// bundle's config (kept in a temporary directory).
+    pub verify_slots: Vec<ContainerSlot>,
+    _bundle_configs: Option<tempfile::TempDir>,
+    tops: BTreeMap<String, VolumeTop>,
+}
+
+/// Finishes or rolls back every interrupted import of `root`, under its
+/// import lock (`volmig recover`).
+pub fn recover(root: &DataRoot, wait: bool) -> Result<Vec<Recovered>, ImportError> {
+    let _lock = ImportLock::acquire(&root.import_lock(), wait)?;
+    commit::recover_all(root).map_err(|e| ImportError::Recover(Box::new(e)))
+}
+
+/// Imports `input` into `root` (see the module doc). `engine` is the
+/// daemon serving `root` if one runs: the volumes are then registered
+/// through it, since its volume scan ran at its start.
+pub fn import(
+    root: &DataRoot,
+    input: Box<dyn Read>,
+    opts: &ImportOptions,
+    engine: Option<&dyn Engine>,
+    progress: &dyn Progress,
+) -> Result<ImportReport, ImportError> {
+    let lock = match opts.dry_run {
+        true => None,
+        false => Some(ImportLock::acquire(&root.import_lock(), opts.wait)?),
+    };
+    let recovered = match lock {
+        Some(_) => commit::recover_all(root).map_err(|e| ImportError::Recover(Box::new(e)))?,
+        None => Vec::new(),
+    };
+    let mut stage = Stager::new(root, opts.policy, opts.dry_run);
+    let mut report = match stage_bundle(root, input, opts, &mut stage, progress) {
+        Ok(report) => report,
+        Err(e) => {
+            stage.discard();
+            return Err(match stage.interrupted {
+                Some(signal) => ImportError::Interrupted { signal },
+                None => e,
+            });
+        }
+    };
+    report.recovered = recovered;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if !report.refusals.is_empty() {
+        stage.discard();
+        return Err(ImportError::Refused(report.refusals));
+    }
+    let Some(staging) = stage.dir.clone() else {
+        return Err(ImportError::Refused(vec![
+            "the bundle holds nothing to import".into(),
+        ]));
+    };
+    let result = commit_staged(root, &staging, &mut report, engine);
+    if result.is_err() {
+        stage.discard();
+    }
+    drop(lock);
+    result.map(|()| report)
+}
+
+/// Reads the whole bundle into staging (or, in a dry run, only checks
+/// it), and works out conflicts and refusals.
+fn stage_bundle(
+    root: &DataRoot,
+    input: Box<dyn Read>,
+    opts: &ImportOptions,
+    stage: &mut Stager,
+    progress: &dyn Progress,
+) -> Result<ImportReport, ImportError> {
+    let free_bytes = nix::sys::statvfs::statvfs(root.path())
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0);
+    let input = reader::open(input)?;
+    let (header, trailer) = reader::read(input, stage, progress, reader::Check::Content)?;
+    stage.close_dirs(&[])?;
+    if let Some(dir) = &stage.dir {
+        let missing: Vec<String> = header
+            .volumes
+            .iter()
+            .filter(|v| !dir.join("volumes").join(&v.name).join("_data").is_dir())
+            .map(|v| {
+                format!(
+                    "volume `{}` is described by the header but not carried in the bundle",
+                    v.name
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(ReadError::Corrupt(missing.join("; ")).into());
+        }
+        stage.check_landed()?;
+    }
+    // Conflicts: identical or not, decided now that the bundle is verified.
+    let mut conflicts = stage.conflicts.clone();
+    for c in &mut conflicts {
+        if let (OnConflict::SkipIdentical, Some(name)) = (opts.policy, c.volume()) {
+            let theirs = trailer.volumes.get(name).map(|s| s.digest.clone());
+            let ours = volume_digest(root, name)?;
+            c.identical = Some(theirs == Some(ours));
+        }
+    }
+    let mut refusals: Vec<String> = conflicts
+        .iter()
+        .filter(|c| c.refused_by(opts.policy))
+        .map(|c| c.refusal(root, opts.policy))
+        .collect();
+    let needed = stage.data_bytes;
+    if needed > free_bytes && free_bytes > 0 {
+        refusals.push(format!(
+            "the bundle's files need {needed} bytes but `{}` has {free_bytes} free",
+            root.path().display()
+        ));
+    }
+    let create = header
+        .volumes
+        .iter()
+        .filter(|v| !conflicts.iter().any(|c| c.volume() == Some(&v.name)))
+        .map(|v| v.name.clone())
+        .collect();
+    Ok(ImportReport {
+        header,
+        trailer,
+        create,
+        conflicts,
+        refusals,
+        replaced: Vec::new(),
+        skipped_identical: Vec::new(),
+        checkpoints: Vec::new(),
+        rewritten_sources: Vec::new(),
+        metadata: None,
+        recovered: Vec::new(),
+        pending: Vec::new(),
+        interrupted: None,
+        free_bytes,
+        needed_bytes: needed,
+        dry_run: opts.dry_run,
+        containers_from_bundle: Vec::new(),
+        verify_slots: Vec::new(),
+        _bundle_configs: None,
+        tops: std::mem::take(&mut stage.tops),
+    })
+}
+
+/// The journal of a verified staging: every move, metadata.db's old and
+/// new records, the configs to rewrite.
+fn plan_commit(
+    root: &DataRoot,
+    staging: &Path,
+    report: &ImportReport,
+    db: Option<&DbWriteLock>,
+    live: bool,
+) -> Result<Journal, ImportError> {
+    let mut journal = Journal::new(BundleId {
+        source_host: report.header.source_host.clone(),
+        source_data_root: report.header.source_data_root.clone(),
+        entries_sha256: report.trailer.entries_sha256.clone(),
+    });
+    let ino = |path: &Path| fs::symlink_metadata(path).map(|m| m.ino()).map_err(werr(path));
+    let mut items: Vec<Item> = report
+        .header
+        .volumes
+        .iter()
+        .map(|v| Item::Volume {
+            name: v.name.clone(),
+        })
+        .collect();
+    for c in &report.header.containers {
+        let Some(cp) = &c.checkpoint else { continue };
+        let item = Item::Checkpoint {
+            container: c.id.clone(),
+            name: cp.clone(),
+        };
+        let staged_here = item_paths(root, staging, &item).staged.is_dir();
+        if staged_here && root.container_dir(&c.id).is_dir() {
+            items.push(item);
+        }
+    }
+    for item in items {
+        let conflict = report.conflicts.iter().find(|c| c.item == item);
+        if conflict.is_some_and(|c| c.identical == Some(true)) {
+            continue;
+        }
+        let paths = item_paths(root, staging, &item);
+        let old_ino = match conflict {
+            Some(_) => Some(ino(&paths.target)?),
+            None => None,
+        };
+        journal.moves.push(Move {
+            new_ino: ino(&paths.staged)?,
+            old_ino,
+            item,
+        });
+    }
+    if let Some(db) = db {
+        let records = bundle_records(&report.header);
+        let names: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
+        let saved = db
+            .read_raw(staging, &names)
+            .map_err(|e| werr(&root.metadata_db())(io::Error::other(e.to_string())))?;
+        journal.metadata = Some(MetadataPlan {
+            existed: root.metadata_db().exists(),
+            new: records.into_iter().map(Record::from_change).collect(),
+            saved: saved.into_iter().map(Record::from_change).collect(),
+        });
+        // The daemon is stopped: its container configs may be edited.
+        journal.rewrite_configs = report
+            .header
+            .containers
+            .iter()
+            .filter(|c| root.container_config(&c.id).exists())
+            .map(|c| c.id.clone())
+            .collect();
+    }
+    journal.live = live;
+    Ok(journal)
+}
+
+fn item_paths(root: &DataRoot, staging: &Path, item: &Item) -> journal::MovePaths {
+    Move {
+        item: item.clone(),
+        new_ino: 0,
+        old_ino: None,
+    }
+    .paths(root, staging)
+}
+
+/// The records to write, keyed by volume name (the header's reader made
+/// sure each record names its own volume).
+fn bundle_records(header: &BundleHeader) -> Vec<metadata::RecordChange> {
+    header
+        .volumes
+        .iter()
+        .map(|v| (v.name.clone(), Some(metadata::encode_record(&bundle_record(v)))))
+        .collect()
+}
+
+/// A volume's record as the bundle has it; a plain local volume without.
+fn bundle_record(v: &crate::bundle::BundleVolume) -> VolumeRecord {
+    v.record.clone().unwrap_or(VolumeRecord {
+        name: v.name.clone(),
+        driver: "local".into(),
+        labels: None,
+        options: None,
+    })
+}
+
+/// Steps 3 and 4 of the module doc, for a verified staging.
+fn commit_staged(
+    root: &DataRoot,
+    staging: &Path,
+    report: &mut ImportReport,
+    engine: Option<&dyn Engine>,
+) -> Result<(), ImportError> {
+    if let Some(signal) = interrupt::requested() {
+        return Err(ImportError::Interrupted { signal });
+    }
+    let db_path = root.metadata_db();
+    let mut db = match metadata::lock_for_write(&db_path, metadata::READER_PATIENCE) {
+        Ok(WriteAccess::Free(lock)) => Some(lock),
+        Ok(WriteAccess::Daemon) => None,
+        Err(e) => return Err(werr(&db_path)(io::Error::other(e.to_string()))),
+    };
+    let live = db.is_none() && engine.is_some();
+    let mut journal = plan_commit(root, staging, report, db.as_ref(), live)?;
+    // Durable before it becomes visible: one syncfs for all staged files.
+    let dir = File::open(staging).map_err(werr(staging))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+        .map_err(|e| werr(staging)(io::Error::from(e)))?;
+
+    // From the journal on, a signal waits for the commit to end.
+    let critical = Critical::enter();
+    journal
+        .save(staging)
+        .map_err(|e| werr(staging)(io::Error::other(e.to_string())))?;
+    if let Err(failed) = commit::forward(root, staging, &journal, db.as_mut()) {
+        journal.state = State::RollingBack;
+        let _ = journal.save(staging);
+        return match commit::backward(root, staging, &journal, db.as_mut()) {
+            Ok(()) => Err(ImportError::Commit {
+                source: Box::new(failed),
+            }),
+            Err(rollback) => Err(ImportError::CommitIncomplete {
+                commit: Box::new(failed),
+                rollback: Box::new(rollback),
+                staging: staging.to_path_buf(),
+            }),
+        };
+    }
+    journal.state = State::Committed;
+    if let Err(e) = journal.save(staging) {
+        report
+            .pending
+            .push(format!("{e}: the volumes are in place; run `volmig recover` to finish"));
+    }
+    drop(db);
+    report_moves(root, &journal, report);
+    report.metadata = Some(match (&journal.metadata, engine) {
+        (Some(plan), _) => MetadataOutcome::Written(plan.new.len()),
+        (None, Some(engine)) => {
+            let records: Vec<VolumeRecord> =
+                report.header.volumes.iter().map(bundle_record).collect();
+            register::register(root, engine, report, &records)
+        }
+        (None, None) => MetadataOutcome::DaemonRunning,
+    });
+    let (rewritten, failed) = commit::rewrite_configs(root, &journal);
+    report.rewritten_sources = rewritten;
+    for f in failed {
+        report
+            .pending
+            .push(format!("{f}: fix it, then run `volmig recover` to finish"));
+    }
+    match tempfile::tempdir() {
+        Ok(keep) => {
+            if let Err(e) = collect_verify_slots(root, staging, keep.path(), report) {
+                report.pending.push(format!("the carried containers cannot be verified: {e}"));
+            }
+            report._bundle_configs = Some(keep);
+        }
+        Err(e) => report.pending.push(format!(
+            "the carried containers cannot be verified: no temporary directory: {e}"
+        )),
+    }
+    if report.pending.is_empty() {
+        if let Err(e) = commit::remove_staging(staging) {
+            report.pending.push(format!(
+                "the import committed, but its staging could not be removed ({e}): `volmig recover` removes it"
+            ));
+        }
+    }
+    drop(critical);
+    report.interrupted = interrupt::requested();
+    Ok(())
+}
+
+/// Fills in what the commit did, from its journal.
+fn report_moves(root: &DataRoot, journal: &Journal, report: &mut ImportReport) {
+    for c in &report.conflicts {
+        if let (Some(true), Some(name)) = (c.identical, c.volume()) {
+            report.skipped_identical.push(name.to_string());
+        }
+    }
+    for m in &journal.moves {
+        match &m.item {
+            Item::Volume { name } if m.old_ino.is_some() => report.replaced.push(name.clone()),
+            Item::Volume { .. } => {}
+            Item::Checkpoint { container, name } => report
+                .checkpoints
+                .push(root.checkpoint_dir(container, name).display().to_string()),
+        }
+    }
+}
+
+/// The carried containers to verify: the target's own when it holds them,
+/// else the bundle's configs (copied out of staging, which goes).
+fn collect_verify_slots(
+    root: &DataRoot,
+    staging: &Path,
+    keep: &Path,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    let target_slots = containers::load_all(root).map_err(werr(&root.containers_dir()))?;
+    for c in &report.header.containers {
+        if let Some(slot) = target_slots.iter().find(|s| s.id == c.id) {
+            report.verify_slots.push(slot.clone());
+            continue;
+        }
+        let staged = staging.join("containers").join(&c.id);
+        let kept = keep.join(&c.id);
+        fs::create_dir_all(&kept).map_err(werr(&kept))?;
+        for file in ["config.v2.json", "hostconfig.json"] {
+            if staged.join(file).exists() {
+                fs::copy(staged.join(file), kept.join(file)).map_err(werr(&kept))?;
+            }
+        }
+        report.containers_from_bundle.push(c.name.clone());
+        report.verify_slots.push(ContainerSlot {
+            id: c.id.clone(),
+            dir: kept.clone(),
+            loaded: containers::load_container(&c.id, &kept),
+        });
+    }
+    Ok(())
+}
+
+/// The content digest of a target volume, computed exactly as a bundle's
+/// per-volume digest (by writing it to nowhere).
+pub fn volume_digest(root: &DataRoot, name: &str) -> Result<String, ImportError> {
+    let header = BundleHeader {
+        format: crate::bundle::FORMAT.into(),
+        tool: String::new(),
+        source_host: String::new(),
+        source_data_root: String::new(),
+        containers: Vec::new(),
+        volumes: Vec::new(),
+    };
+    let sink = File::options()
+        .write(true)
+        .open("/dev/null")
+        .map_err(werr(Path::new("/dev/null")))?;
+    let fail = |e: crate::bundle::writer::WriteError| ImportError::Write {
+        path: root.volume_dir(name),
+        source: io::Error::other(e.to_string()),
+    };
+    let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress).map_err(fail)?;
+    w.declare_volume(name);
+    let base = format!("volumes/{name}");
+    w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))
+        .map_err(fail)?;
+    w.add_tree(
+        format!("{base}/_data").as_bytes(),
+        &root.volume_data_dir(name),
+        Some(name),
+    )
+    .map_err(fail)?;
+    let opts = root.volume_opts(name);
+    if opts.exists() {
+        w.add_file(format!("{base}/opts.json").as_bytes(), &opts, Some(name))
+            .map_err(fail)?;
+    }
+    let (trailer, _) = w.finish().map_err(fail)?;
+    Ok(trailer
+        .volumes
+        .get(name)
+        .map(|s| s.digest.clone())
+        .unwrap_or_default())
+}
+

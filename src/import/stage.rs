@@ -1,0 +1,521 @@
+//! Staging: writes a bundle's entries under `<R>/volmig-staging/<id>/` as
+//! the reader verifies them, and then checks that what landed on disk is
+//! what the bundle described (a file removed or truncated meanwhile must
+//! not be committed as a volume).
+//!
+//! Nothing here writes outside the staging directory; conflicts with the
+//! target are found here (at the header, before anything is written) but
+//! decided by the caller.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::journal::Item;
+use super::{Conflict, OnConflict};
+use crate::bundle::reader::{ReadError, Visitor};
+use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
+use crate::dataroot::opts::VolumeOptions;
+use crate::dataroot::DataRoot;
+use crate::fileattrs::{self, FileAttrs, FileKind};
+
+/// What `Visitor::entry` returns when a signal asked to stop: the caller
+/// sees `Stager::interrupted` and reports the signal.
+const INTERRUPTED: &str = "interrupted";
+
+/// Largest opts.json accepted (dockerd writes about 100 bytes).
+const MAX_OPTS_JSON: u64 = 1 << 20;
+
+/// Writes entries into the staging directory as the reader verifies them.
+pub(super) struct Stager<'a> {
+    root: &'a DataRoot,
+    policy: OnConflict,
+    dry_run: bool,
+    /// This import's staging directory, once created.
+    pub(super) dir: Option<PathBuf>,
+    pub(super) conflicts: Vec<Conflict>,
+    /// Directories created and not yet finished (their mtime and mode are
+    /// set once nothing more is written inside them).
+    dirs: Vec<(Vec<u8>, EntryMeta)>,
+    /// Bytes of file data to write (holes excluded): the space needed.
+    pub(super) data_bytes: u64,
+    /// Each volume's own entries (its directory, `_data`, opts.json), to
+    /// put back after a running daemon registered the volume over them.
+    pub(super) tops: BTreeMap<String, VolumeTop>,
+    /// What was written, to compare with what is found on disk.
+    written: TreePrint,
+    /// The signal that stopped staging.
+    pub(super) interrupted: Option<i32>,
+}
+
+/// The top entries of one volume, as the bundle has them.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeTop {
+    pub(super) dir: Option<EntryMeta>,
+    pub(super) data: Option<EntryMeta>,
+    pub(super) opts: Option<(EntryMeta, Vec<u8>)>,
+}
+
+impl<'a> Stager<'a> {
+    pub(super) fn new(root: &'a DataRoot, policy: OnConflict, dry_run: bool) -> Stager<'a> {
+        Stager {
+            root,
+            policy,
+            dry_run,
+            dir: None,
+            conflicts: Vec::new(),
+            dirs: Vec::new(),
+            data_bytes: 0,
+            tops: BTreeMap::new(),
+            written: TreePrint::default(),
+            interrupted: None,
+        }
+    }
+
+    /// Removes this import's staging (nothing outside it was written).
+    pub(super) fn discard(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = super::commit::remove_staging(&dir);
+        }
+    }
+
+    fn staged(&self, bundle_path: &[u8]) -> PathBuf {
+        let base = self.dir.clone().unwrap_or_default();
+        base.join(std::ffi::OsStr::from_bytes(bundle_path))
+    }
+
+    /// Whether `bundle_path` is, in the staging directory, a non-directory
+    /// (file, symlink itself, fifo, node) reached through real directories
+    /// only: no symlink on the way.
+    fn is_staged_leaf(&self, bundle_path: &[u8]) -> bool {
+        let Some(mut path) = self.dir.clone() else {
+            return false;
+        };
+        let parts: Vec<&[u8]> = bundle_path.split(|&b| b == b'/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if matches!(*part, b"" | b"." | b"..") {
+                return false;
+            }
+            path.push(std::ffi::OsStr::from_bytes(part));
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                return false;
+            };
+            let last = i + 1 == parts.len();
+            let ok = if last { !m.is_dir() } else { m.is_dir() };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Finishes every open directory that `next` is not inside.
+    pub(super) fn close_dirs(&mut self, next: &[u8]) -> Result<(), ReadError> {
+        while let Some((path, meta)) = self.dirs.last() {
+            let inside =
+                next.len() > path.len() && next.starts_with(path) && next[path.len()] == b'/';
+            if inside {
+                break;
+            }
+            let target = self.staged(path);
+            restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e))?;
+            self.dirs.pop();
+        }
+        Ok(())
+    }
+
+    fn create_staging(&mut self) -> Result<(), ReadError> {
+        let staging_root = self.root.staging_dir();
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&staging_root)
+            .map_err(|e| visitor_err(&staging_root, e))?;
+        // Renames into volumes/ must stay on one filesystem.
+        let volumes_dir = self.root.volumes_dir();
+        if let (Ok(a), Ok(b)) = (fs::metadata(&staging_root), fs::metadata(&volumes_dir)) {
+            if a.dev() != b.dev() {
+                return Err(ReadError::Visitor(format!(
+                    "`{}` is on another filesystem than `{}`: volmig stages beside the volumes so that committing is a rename; mount them together",
+                    volumes_dir.display(),
+                    staging_root.display()
+                )));
+            }
+        }
+        // The name is only for people: the import lock, not the name,
+        // tells a live import from a dead one.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = staging_root.join(format!("{}-{nanos}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| visitor_err(&dir, e))?;
+        for sub in ["volumes", "containers", "replaced"] {
+            fs::create_dir(dir.join(sub)).map_err(|e| visitor_err(&dir, e))?;
+        }
+        self.dir = Some(dir);
+        Ok(())
+    }
+
+    /// Checks that the staged tree holds exactly the entries written, each
+    /// with its size: files deleted, added or truncated under staging by
+    /// another process between staging and commit are caught here (the
+    /// digests were checked on the stream, not on the disk).
+    pub(super) fn check_landed(&self) -> Result<(), ReadError> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut found = TreePrint::default();
+        for sub in ["volumes", "containers"] {
+            for entry in walkdir::WalkDir::new(dir.join(sub)).min_depth(1) {
+                let entry = entry.map_err(|e| {
+                    ReadError::Visitor(format!(
+                        "staged tree `{}` cannot be read back: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let meta = entry.metadata().map_err(|e| {
+                    ReadError::Visitor(format!("`{}`: {e}", entry.path().display()))
+                })?;
+                let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+                found.add(rel.as_os_str().as_bytes(), disk_kind(&meta), meta.len());
+            }
+        }
+        if found != self.written {
+            return Err(ReadError::Visitor(format!(
+                "the staged tree `{}` differs from the bundle ({} entries written, {} found): something changed the staging directory during the import; nothing was committed, run the import again",
+                dir.display(),
+                self.written.entries,
+                found.entries
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An order-independent fingerprint of a tree: the entry count and a sum
+/// of per-entry hashes of (path, kind, size). Bounded memory whatever the
+/// bundle holds; a missing, extra or resized entry changes it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TreePrint {
+    entries: u64,
+    sum: u128,
+}
+
+/// Kind codes of the fingerprint: what a bundle entry becomes on disk.
+const PRINT_FILE: u8 = 1;
+
+fn entry_kind(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::File | EntryKind::Hardlink => PRINT_FILE,
+        EntryKind::Dir => 2,
+        EntryKind::Symlink => 3,
+        EntryKind::Fifo => 4,
+        EntryKind::Char => 5,
+        EntryKind::Block => 6,
+    }
+}
+
+fn disk_kind(meta: &fs::Metadata) -> u8 {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    match () {
+        _ if t.is_file() => PRINT_FILE,
+        _ if t.is_dir() => 2,
+        _ if t.is_symlink() => 3,
+        _ if t.is_fifo() => 4,
+        _ if t.is_char_device() => 5,
+        _ if t.is_block_device() => 6,
+        _ => 7,
+    }
+}
+
+impl TreePrint {
+    fn add(&mut self, path: &[u8], kind: u8, size: u64) {
+        let size = if kind == PRINT_FILE { size } else { 0 };
+        let mut h = Sha256::new();
+        h.update([kind]);
+        h.update(size.to_le_bytes());
+        h.update(path);
+        let d = h.finalize();
+        let mut low = [0u8; 16];
+        low.copy_from_slice(&d[..16]);
+        self.entries += 1;
+        self.sum = self.sum.wrapping_add(u128::from_le_bytes(low));
+    }
+}
+
+fn visitor_err(path: &Path, e: io::Error) -> ReadError {
+    ReadError::Visitor(format!("cannot write `{}`: {e}", path.display()))
+}
+
+pub(super) fn restore_attrs(path: &Path, meta: &EntryMeta) -> io::Result<()> {
+    let attrs = FileAttrs {
+        kind: match meta.kind {
+            EntryKind::Dir => FileKind::Dir,
+            EntryKind::Symlink => FileKind::Symlink,
+            EntryKind::Fifo => FileKind::Fifo,
+            EntryKind::Char => FileKind::Char,
+            EntryKind::Block => FileKind::Block,
+            _ => FileKind::File,
+        },
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime: meta.mtime,
+        mtime_nsec: meta.mtime_nsec,
+        size: meta.size,
+        rdev_major: meta.rdev_major,
+        rdev_minor: meta.rdev_minor,
+        nlink: 1,
+        dev: 0,
+        ino: 0,
+        xattrs: meta.xattrs.clone(),
+    };
+    fileattrs::restore(path, &attrs)
+}
+
+impl Visitor for Stager<'_> {
+    fn header(&mut self, header: &BundleHeader) -> Result<(), ReadError> {
+        for v in &header.volumes {
+            // # Security
+            // metadata.db records are keyed by volume name: a record whose
+            // own Name is another volume's would rewrite that volume's
+            // driver and labels on the target.
+            if let Some(record) = v.record.as_ref().filter(|r| r.name != v.name) {
+                return Err(ReadError::Hostile {
+                    entry: crate::bundle::HEADER_PATH.into(),
+                    reason: format!(
+                        "volume `{}` carries the metadata.db record of `{}`: a record must name its own volume",
+                        v.name, record.name
+                    ),
+                });
+            }
+        }
+        let mut refusals = Vec::new();
+        for v in &header.volumes {
+            if self.root.volume_dir(&v.name).symlink_metadata().is_ok() {
+                self.conflicts.push(Conflict {
+                    item: Item::Volume {
+                        name: v.name.clone(),
+                    },
+                    identical: None,
+                });
+            }
+        }
+        for c in &header.containers {
+            let Some(cp) = &c.checkpoint else { continue };
+            if self.root.checkpoint_dir(&c.id, cp).symlink_metadata().is_ok() {
+                self.conflicts.push(Conflict {
+                    item: Item::Checkpoint {
+                        container: c.id.clone(),
+                        name: cp.clone(),
+                    },
+                    identical: None,
+                });
+            }
+        }
+        if self.policy == OnConflict::Fail {
+            for c in &self.conflicts {
+                refusals.push(c.refusal(self.root, self.policy));
+            }
+        }
+        if !refusals.is_empty() && !self.dry_run {
+            return Err(ReadError::Visitor(refusals.join("\n")));
+        }
+        if !self.dry_run {
+            self.create_staging()?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        _header: &BundleHeader,
+        meta: &EntryMeta,
+        place: Place<'_>,
+        data: &mut dyn Read,
+    ) -> Result<(), ReadError> {
+        if let Some(signal) = crate::interrupt::requested() {
+            self.interrupted = Some(signal);
+            return Err(ReadError::Visitor(INTERRUPTED.into()));
+        }
+        self.stage_entry(meta, place, data)?;
+        if !self.dry_run {
+            // A hardlink is whatever it links: a file, a fifo, a symlink.
+            let (kind, size) = match meta.kind {
+                EntryKind::Hardlink => {
+                    let link = meta.link.as_deref().unwrap_or_default();
+                    fs::symlink_metadata(self.staged(link))
+                        .map_or((0, 0), |m| (disk_kind(&m), m.len()))
+                }
+                other => (entry_kind(other), meta.size),
+            };
+            self.written.add(&meta.path, kind, size);
+        }
+        Ok(())
+    }
+}
+
+impl Stager<'_> {
+    fn stage_entry(
+        &mut self,
+        meta: &EntryMeta,
+        place: Place<'_>,
+        data: &mut dyn Read,
+    ) -> Result<(), ReadError> {
+        if meta.kind == EntryKind::File {
+            let written = match &meta.sparse {
+                Some(segments) => segments.iter().map(|s| s.1).sum(),
+                None => meta.size,
+            };
+            self.data_bytes = self.data_bytes.saturating_add(written);
+        }
+        if let Place::VolumeOpts { name } = place {
+            // # Security
+            // An opts.json dockerd cannot decode stops the whole daemon.
+            let mut bytes = Vec::new();
+            data.take(MAX_OPTS_JSON + 1)
+                .read_to_end(&mut bytes)
+                .map_err(ReadError::Io)?;
+            // Whole or not at all: a prefix can decode (`{}` then spaces)
+            // and would be staged in place of the file the digest covers.
+            if bytes.len() as u64 > MAX_OPTS_JSON {
+                return Err(ReadError::Hostile {
+                    entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                    reason: format!("{} bytes is too large for an opts.json", meta.size),
+                });
+            }
+            if let Err(go_error) = VolumeOptions::decode(&bytes) {
+                return Err(ReadError::Hostile {
+                    entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                    reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
+                });
+            }
+            if self.dry_run {
+                return Ok(());
+            }
+            self.tops.entry(name.to_string()).or_default().opts =
+                Some((meta.clone(), bytes.clone()));
+            self.close_dirs(&meta.path)?;
+            let target = self.staged(&meta.path);
+            write_new(&target, &bytes).map_err(|e| visitor_err(&target, e))?;
+            return restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e));
+        }
+        if self.dry_run {
+            return Ok(());
+        }
+        match place {
+            Place::VolumeDir { name } => {
+                self.tops.entry(name.to_string()).or_default().dir = Some(meta.clone())
+            }
+            Place::VolumeData { name, rel: b"" } => {
+                self.tops.entry(name.to_string()).or_default().data = Some(meta.clone())
+            }
+            _ => {}
+        }
+        self.close_dirs(&meta.path)?;
+        let target = self.staged(&meta.path);
+        let fail = |e: io::Error| visitor_err(&target, e);
+        match meta.kind {
+            EntryKind::Dir => {
+                // Created private; mode, owner and mtime once it is complete.
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&target)
+                    .map_err(fail)?;
+                self.dirs.push((meta.path.clone(), meta.clone()));
+                return Ok(());
+            }
+            EntryKind::File => {
+                let mut file = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(fail)?;
+                write_content(&mut file, meta, data).map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => ReadError::Truncated(String::new()),
+                    _ => fail(e),
+                })?;
+            }
+            EntryKind::Symlink => {
+                let link = std::ffi::OsStr::from_bytes(meta.link.as_deref().unwrap_or_default());
+                std::os::unix::fs::symlink(link, &target).map_err(fail)?;
+            }
+            EntryKind::Hardlink => {
+                let link = meta.link.as_deref().unwrap_or_default();
+                // # Security
+                // The reader checked that the target's name sorts before
+                // this entry inside the same volume, not that it was an
+                // entry: `l -> /etc` then a link to `l/passwd` would have
+                // link(2) follow `l` and hardlink a host file into the
+                // volume. Walk the staged path without following anything:
+                // real directories down to a non-directory, which link(2)
+                // (linkat without AT_SYMLINK_FOLLOW) links itself, a
+                // symlink included.
+                if !self.is_staged_leaf(link) {
+                    return Err(ReadError::Hostile {
+                        entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                        reason: format!(
+                            "hardlink to `{}`, which is not a file of this bundle",
+                            String::from_utf8_lossy(link)
+                        ),
+                    });
+                }
+                fs::hard_link(self.staged(link), &target).map_err(fail)?;
+                return Ok(());
+            }
+            EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
+                let kind = match meta.kind {
+                    EntryKind::Fifo => FileKind::Fifo,
+                    EntryKind::Char => FileKind::Char,
+                    _ => FileKind::Block,
+                };
+                fileattrs::make_node(&target, kind, meta.rdev_major, meta.rdev_minor)
+                    .map_err(fail)?;
+            }
+        }
+        restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e))
+    }
+}
+
+pub(super) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::options().write(true).create_new(true).open(path)?;
+    f.write_all(bytes)
+}
+
+/// Writes a file's content; holes of a sparse file stay holes.
+fn write_content(file: &mut File, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
+    let mut buf = vec![0u8; crate::bundle::IO_CHUNK];
+    let whole = [(0, meta.size)];
+    let segments = meta.sparse.as_deref().unwrap_or(&whole);
+    for &(off, len) in segments {
+        if meta.sparse.is_some() {
+            file.seek(SeekFrom::Start(off))?;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let n = data.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "entry ends early",
+                ));
+            }
+            file.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+    }
+    if meta.sparse.is_some() {
+        // Holes at the end exist only as the file's length.
+        file.set_len(meta.size)?;
+    }
+    Ok(())
+}
