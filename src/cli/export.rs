@@ -114,7 +114,9 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     if let Some(signal) = crate::interrupt::requested() {
         return Err(super::Interrupted {
             signal,
-            message: "the export stopped; containers paused or stopped for it were put back as they were".into(),
+            message:
+                "the export stopped; containers paused or stopped for it were put back as they were"
+                    .into(),
         }
         .into());
     }

@@ -13,7 +13,9 @@ use super::daemon::DaemonContext;
 use super::progress::TermProgress;
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::DataRoot;
-use crate::import::{self, Conflict, ImportOptions, ImportReport, Item, MetadataOutcome, OnConflict};
+use crate::import::{
+    self, Conflict, ImportOptions, ImportReport, Item, MetadataOutcome, OnConflict,
+};
 use crate::report::Severity;
 use crate::verify::{self, ContainerReport, VerifyOptions, World};
 
@@ -147,16 +149,18 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
                 .collect()
         }
         Err(e) => {
-            report
-                .pending
-                .push(format!("the import committed, but its result cannot be verified: {e:#}"));
+            report.pending.push(format!(
+                "the import committed, but its result cannot be verified: {e:#}"
+            ));
             Vec::new()
         }
     };
     let verdicts: Vec<ContainerReport> = verdicts;
     let registration_failed = matches!(&report.metadata, Some(MetadataOutcome::Registered { failed, .. }) if !failed.is_empty());
     let ok = verdicts.iter().all(|r| r.ok) && report.pending.is_empty() && !registration_failed;
-    if cli.json {
+    // The volumes are committed: a stdout that cannot be written must not
+    // turn the outcome into exit 2 ("nothing changed").
+    let printed = if cli.json {
         emit_json(&json!({
             "ok": ok,
             "dry_run": false,
@@ -177,9 +181,14 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
             "files": report.trailer.files,
             "containers_from_bundle": report.containers_from_bundle,
             "verify": verdicts,
-        }))?;
+        }))
     } else {
-        emit(&import_text(&root, &report, &verdicts, cli.quiet))?;
+        emit(&import_text(&root, &report, &verdicts, cli.quiet))
+    };
+    if let Err(e) = printed {
+        if !super::is_broken_pipe(&e) {
+            eprintln!("warning: the import committed, but its report cannot be printed: {e:#}");
+        }
     }
     if let Some(signal) = report.interrupted {
         return Err(super::Interrupted {
@@ -247,7 +256,11 @@ fn dry_run_text(
                 )
             })
             .unwrap_or_default();
-        let action = match report.conflicts.iter().find(|c| c.volume() == Some(&v.name)) {
+        let action = match report
+            .conflicts
+            .iter()
+            .find(|c| c.volume() == Some(&v.name))
+        {
             None => "create".to_string(),
             Some(c) => match c.identical {
                 Some(true) => "exists, identical: kept".to_string(),

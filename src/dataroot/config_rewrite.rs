@@ -119,7 +119,10 @@ mod tests {
         fs::write(config.with_extension(TMP_SUFFIX), b"half written").unwrap();
         assert!(point_sources_at(&root, &config, &["v"]).unwrap());
         let text = fs::read_to_string(&config).unwrap();
-        assert!(text.contains(&root.volume_data_dir("v").display().to_string()), "{text}");
+        assert!(
+            text.contains(&root.volume_data_dir("v").display().to_string()),
+            "{text}"
+        );
         assert!(!config.with_extension(TMP_SUFFIX).exists());
         // Idempotent: a second run changes nothing.
         assert!(!point_sources_at(&root, &config, &["v"]).unwrap());

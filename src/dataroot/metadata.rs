@@ -247,7 +247,11 @@ pub fn lock_for_write(
 impl DbWriteLock {
     /// The current values of `names` (`None`: no record), read from a copy
     /// in `work` (bbolt's read lock would wait for our own exclusive one).
-    pub fn read_raw(&self, work: &Path, names: &[String]) -> Result<Vec<RecordChange>, MetadataError> {
+    pub fn read_raw(
+        &self,
+        work: &Path,
+        names: &[String],
+    ) -> Result<Vec<RecordChange>, MetadataError> {
         if !self.path.exists() {
             return Ok(names.iter().map(|n| (n.clone(), None)).collect());
         }
@@ -314,7 +318,11 @@ impl DbWriteLock {
         // Locked before it becomes visible: a dockerd starting right after
         // the rename waits (and times out after 1 s) instead of reading a
         // database whose volumes are still being moved.
-        let file = File::options().read(true).write(true).open(&new).map_err(io_err)?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&new)
+            .map_err(io_err)?;
         let held = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, errno)| io_err(io::Error::from(errno)))?;
         use std::os::unix::fs::PermissionsExt;

@@ -152,7 +152,11 @@ fn forward_move(m: &Move, p: &MovePaths) -> Result<(), StepError> {
             rename_new(&p.staged, &p.aside)
         }
         (At::Staged, At::Aside) => rename_new(&p.staged, &p.target),
-        _ => Err(lost(m, p, "neither the old nor the new directory is where the journal left them")),
+        _ => Err(lost(
+            m,
+            p,
+            "neither the old nor the new directory is where the journal left them",
+        )),
     }
 }
 
@@ -176,7 +180,11 @@ fn backward_move(m: &Move, p: &MovePaths) -> Result<(), StepError> {
         if exchange(old_path, &p.target)? {
             return Ok(());
         }
-        let free = if old_at == At::Staged { &p.aside } else { &p.staged };
+        let free = if old_at == At::Staged {
+            &p.aside
+        } else {
+            &p.staged
+        };
         rename_new(&p.target, free)?;
     }
     rename_new(old_path, &p.target)
@@ -267,14 +275,7 @@ pub fn backward(
 /// this data-root. Returns the configs rewritten, and the failures (the
 /// journal then stays, and `volmig recover` retries them).
 pub fn rewrite_configs(root: &DataRoot, journal: &Journal) -> (Vec<String>, Vec<String>) {
-    let names: Vec<&str> = journal
-        .moves
-        .iter()
-        .filter_map(|m| match &m.item {
-            Item::Volume { name } => Some(name.as_str()),
-            Item::Checkpoint { .. } => None,
-        })
-        .collect();
+    let names: Vec<&str> = journal.volumes.iter().map(String::as_str).collect();
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for id in &journal.rewrite_configs {

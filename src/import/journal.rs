@@ -98,6 +98,8 @@ pub struct Journal {
     pub state: State,
     /// Which bundle: its source and entries digest, for messages.
     pub bundle: BundleId,
+    /// Every volume of the bundle, moved or kept (skip-identical).
+    pub volumes: Vec<String>,
     pub moves: Vec<Move>,
     pub metadata: Option<MetadataPlan>,
     /// Containers whose config.v2.json volume Sources are pointed at this
@@ -128,6 +130,7 @@ impl Journal {
             format: FORMAT.into(),
             state: State::Committing,
             bundle,
+            volumes: Vec::new(),
             moves: Vec::new(),
             metadata: None,
             rewrite_configs: Vec::new(),

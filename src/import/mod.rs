@@ -39,9 +39,9 @@ use crate::interrupt::{self, Critical};
 use crate::progress::{NoProgress, Progress};
 
 pub use commit::{pending, Pending, RecoverError, Recovered, RecoveryOutcome, StepError};
+use journal::{BundleId, Journal, MetadataPlan, Move, Record};
 pub use journal::{Item, State};
 pub use lock::{ImportLock, LockError};
-use journal::{BundleId, Journal, MetadataPlan, Move, Record};
 use stage::{Stager, VolumeTop};
 
 /// What to do when a bundle volume already exists on the target.
@@ -76,6 +76,8 @@ pub enum ImportError {
     Write { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
     /// An earlier, interrupted import could not be finished: nothing of
     /// this bundle was written.
     #[error("{0}; this bundle was not imported")]
@@ -369,7 +371,17 @@ fn plan_commit(
         source_data_root: report.header.source_data_root.clone(),
         entries_sha256: report.trailer.entries_sha256.clone(),
     });
-    let ino = |path: &Path| fs::symlink_metadata(path).map(|m| m.ino()).map_err(werr(path));
+    journal.volumes = report
+        .header
+        .volumes
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    let ino = |path: &Path| {
+        fs::symlink_metadata(path)
+            .map(|m| m.ino())
+            .map_err(werr(path))
+    };
     let mut items: Vec<Item> = report
         .header
         .volumes
@@ -444,7 +456,12 @@ fn bundle_records(header: &BundleHeader) -> Vec<metadata::RecordChange> {
     header
         .volumes
         .iter()
-        .map(|v| (v.name.clone(), Some(metadata::encode_record(&bundle_record(v)))))
+        .map(|v| {
+            (
+                v.name.clone(),
+                Some(metadata::encode_record(&bundle_record(v))),
+            )
+        })
         .collect()
 }
 
@@ -483,9 +500,7 @@ fn commit_staged(
 
     // From the journal on, a signal waits for the commit to end.
     let critical = Critical::enter();
-    journal
-        .save(staging)
-        .map_err(|e| werr(staging)(io::Error::other(e.to_string())))?;
+    journal.save(staging)?;
     if let Err(failed) = commit::forward(root, staging, &journal, db.as_mut()) {
         journal.state = State::RollingBack;
         let _ = journal.save(staging);
@@ -502,9 +517,9 @@ fn commit_staged(
     }
     journal.state = State::Committed;
     if let Err(e) = journal.save(staging) {
-        report
-            .pending
-            .push(format!("{e}: the volumes are in place; run `volmig recover` to finish"));
+        report.pending.push(format!(
+            "{e}: the volumes are in place; run `volmig recover` to finish"
+        ));
     }
     drop(db);
     report_moves(root, &journal, report);
@@ -527,7 +542,9 @@ fn commit_staged(
     match tempfile::tempdir() {
         Ok(keep) => {
             if let Err(e) = collect_verify_slots(root, staging, keep.path(), report) {
-                report.pending.push(format!("the carried containers cannot be verified: {e}"));
+                report
+                    .pending
+                    .push(format!("the carried containers cannot be verified: {e}"));
             }
             report._bundle_configs = Some(keep);
         }
@@ -639,4 +656,3 @@ pub fn volume_digest(root: &DataRoot, name: &str) -> Result<String, ImportError>
         .map(|s| s.digest.clone())
         .unwrap_or_default())
 }
-

@@ -311,7 +311,12 @@ impl Visitor for Stager<'_> {
         }
         for c in &header.containers {
             let Some(cp) = &c.checkpoint else { continue };
-            if self.root.checkpoint_dir(&c.id, cp).symlink_metadata().is_ok() {
+            if self
+                .root
+                .checkpoint_dir(&c.id, cp)
+                .symlink_metadata()
+                .is_ok()
+            {
                 self.conflicts.push(Conflict {
                     item: Item::Checkpoint {
                         container: c.id.clone(),
