@@ -751,3 +751,21 @@ fn a_checkpoint_name_cannot_point_elsewhere() {
         assert!(!troot.join("containers").join(DB_ID).exists());
     }
 }
+
+/// Issue 7, item 7: metadata.db records were keyed by the record's own
+/// `Name`: a bundle volume `vx` whose record said `keep` rewrote the
+/// target's `keep` driver and labels, exit 0, under `--on-conflict fail`.
+#[test]
+fn a_bundle_record_naming_another_volume_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let t = Target::new();
+    let bytes = with_header(&valid, |h| {
+        h["volumes"][0]["record"]["Name"] = "keep".into();
+        h["volumes"][0]["record"]["Driver"] = "evil".into();
+    });
+    t.assert_refused(
+        &bytes,
+        &["carries the metadata.db record of `keep`: a record must name its own volume"],
+    );
+}

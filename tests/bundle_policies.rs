@@ -620,3 +620,59 @@ fn export_to_a_device_writes_into_it_and_keeps_it() {
     );
     assert!(!dir.path().join("pipe.partial").exists());
 }
+
+/// Issue 7, item 8: an existing checkpoint of a target container was
+/// replaced and deleted under the default `--on-conflict fail`, with no
+/// conflict reported. Now it is a conflict: refused under fail (and
+/// skip-identical), replaced under replace, the old one kept until commit.
+#[test]
+fn an_existing_checkpoint_is_a_conflict_not_silently_replaced() {
+    let src = small_source();
+    let cp = src
+        .path()
+        .join("containers")
+        .join(APP_ID)
+        .join("checkpoints/cp1");
+    fs::create_dir_all(&cp).unwrap();
+    write_at(&cp.join("pages-1.img"), &[0x5a; 4096], (1_700_000_000, 5));
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("cp.tar");
+    export_to(&src, &["app"], &["--checkpoint", "cp1"], &bundle);
+
+    let mut t = FakeDataRoot::new();
+    let troot = t.path();
+    t.container(APP_ID, "app", &[volume_mount("appdata", "/data", &troot)]);
+    let theirs = troot
+        .join("containers")
+        .join(APP_ID)
+        .join("checkpoints/cp1");
+    fs::create_dir_all(&theirs).unwrap();
+    fs::write(theirs.join("pages-1.img"), b"the target's own checkpoint").unwrap();
+    let before = snapshot(&troot);
+    for policy in ["fail", "skip-identical"] {
+        let out = t
+            .volmig()
+            .args(["import", "--on-conflict", policy])
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{policy}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("checkpoint `cp1` of container"),
+            "{policy}: {}",
+            stderr(&out)
+        );
+        assert_unchanged(&troot, &before);
+    }
+    let (code, doc) = json_run(
+        t.volmig()
+            .args(["import", "--on-conflict", "replace"])
+            .arg(&bundle),
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(
+        fs::read(theirs.join("pages-1.img")).unwrap(),
+        vec![0x5a; 4096]
+    );
+    assert!(!troot.join("volmig-staging").exists());
+}

@@ -266,7 +266,7 @@ pub fn import(
             "the bundle holds nothing to import".into(),
         ]));
     };
-    let result = commit_staged(root, &staging, &mut report, engine);
+    let result = commit_staged(root, &staging, &stage, &mut report, engine);
     if result.is_err() {
         stage.discard();
     }
@@ -304,7 +304,6 @@ fn stage_bundle(
         if !missing.is_empty() {
             return Err(ReadError::Corrupt(missing.join("; ")).into());
         }
-        stage.check_landed()?;
     }
     // Conflicts: identical or not, decided now that the bundle is verified.
     let mut conflicts = stage.conflicts.clone();
@@ -479,6 +478,7 @@ fn bundle_record(v: &crate::bundle::BundleVolume) -> VolumeRecord {
 fn commit_staged(
     root: &DataRoot,
     staging: &Path,
+    stage: &Stager,
     report: &mut ImportReport,
     engine: Option<&dyn Engine>,
 ) -> Result<(), ImportError> {
@@ -497,6 +497,8 @@ fn commit_staged(
     let dir = File::open(staging).map_err(werr(staging))?;
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
         .map_err(|e| werr(staging)(io::Error::from(e)))?;
+    // What is committed is what landed, checked last before the journal.
+    stage.check_landed()?;
 
     // From the journal on, a signal waits for the commit to end.
     let critical = Critical::enter();
