@@ -30,6 +30,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -849,4 +850,63 @@ fn tree_compare_sees_every_attribute() {
             "{path}: {field} not reported in:\n{diff}"
         );
     }
+}
+
+/// Issue 7: an import killed (SIGKILL) at its second volume rename, then a
+/// real dockerd started right away on the half-committed data-root, as
+/// after a power cut and a reboot. The daemon starts, and every volume it
+/// finds is whole (each carried volume is all there or not there); then,
+/// with the daemon stopped, `volmig recover` finishes the commit and the
+/// target equals the source: every volume on every attribute, the labels
+/// and options through `docker volume inspect`, every container starts.
+#[test]
+fn s7_dockerd_started_right_after_a_killed_commit() {
+    let Some(_lock) = e2e() else { return };
+    let src = source();
+    let bundle = export_all(src, "s7", &[]);
+    drop_volumes(&src.root);
+    let out = Command::new("/usr/bin/strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-einject=renameat2:signal=SIGKILL:when=2",
+        ])
+        .arg(e2e::volmig().get_program())
+        .arg("--data-root")
+        .arg(&src.root)
+        .arg("import")
+        .arg(&bundle)
+        .output()
+        .expect("strace is needed: apt-get install strace (scripts/test does)");
+    assert_eq!(out.status.code(), None, "the import must have been killed");
+    let mut problems = Vec::new();
+    {
+        let mut d = PrivateDaemon::start_on("s7", &src.root);
+        assert!(d.running(), "dockerd did not start after the crash");
+        for v in src.volume_names() {
+            let dir = src.root.join("volumes").join(&v);
+            if !dir.exists() {
+                continue;
+            }
+            let a = tree::snapshot(&src.pristine.join("volumes").join(&v));
+            let b = tree::snapshot(&dir);
+            let diff = tree::diff(&a, &b);
+            if !diff.is_empty() {
+                problems.push(format!("volume {v} is present but not whole:\n{diff}"));
+            }
+        }
+        d.stop();
+    }
+    let (code, out, err) = volmig_run(&src.root, &["recover"]);
+    println!("recover: {out}{err}");
+    assert_eq!(code, 0, "volmig recover: {out}{err}");
+    assert!(out.contains("finished the interrupted import"), "{out}");
+    fs::remove_file(&bundle).unwrap();
+    problems.extend(compare_volumes(src, &src.root, "after recover"));
+    let mut d = PrivateDaemon::start_on("s7-after", &src.root);
+    problems.extend(check_target(&d, src, &src.root, "after recover"));
+    d.stop();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
