@@ -360,3 +360,155 @@ fn errors_are_one_json_document_said_once_and_printable() {
     assert!(!err.contains('\x01') && !err.contains('\x1b'), "{err:?}");
     assert!(err.contains("\\x01"), "{err:?}");
 }
+
+/// A small ext4 filesystem on a loop device, mounted for one test and
+/// removed with it.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn new(mib: u64) -> SmallFs {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let f = fs::File::create(&img).unwrap();
+        f.set_len(mib << 20).unwrap();
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
+        };
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&img));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        fs::create_dir_all(mnt.join("root/volumes")).unwrap();
+        fs::create_dir_all(mnt.join("root/containers")).unwrap();
+        SmallFs { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("mnt/root")
+    }
+
+    /// Fills the filesystem but for `keep` bytes.
+    fn fill(&self, keep: u64) {
+        let stat = nix::sys::statvfs::statvfs(&self.dir.path().join("mnt")).unwrap();
+        let free = stat.blocks_available() * stat.fragment_size();
+        let filler = fs::File::create(self.dir.path().join("mnt/filler")).unwrap();
+        nix::fcntl::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&filler),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            free.saturating_sub(keep) as i64,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(self.dir.path().join("mnt"))
+            .status();
+    }
+}
+
+/// ENOSPC while staging: a bundle larger than the free space fails with
+/// exit 2 naming the cause, and the target is as it was, staging removed.
+#[test]
+fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let (src, _) = bundle(work.path());
+    // A volume bigger than the filesystem.
+    let big: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    fs::write(src.path().join("volumes/appdata/_data/big.bin"), &big).unwrap();
+    let b = work.path().join("big.tar");
+    export_to(&src, &["app", "db"], &[], &b);
+    let small = SmallFs::new(16);
+    small.fill(3 << 20);
+    let root = small.root();
+    let before = bundle_support::snapshot(&root);
+    let out = Command::new(bin())
+        .arg("--data-root")
+        .arg(&root)
+        .arg("import")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    bundle_support::assert_unchanged(&root, &before);
+}
+
+/// ENOSPC at the commit: the staged bundle fits, then the filesystem fills
+/// up (another writer) before metadata.db is copied: the commit fails,
+/// everything is rolled back, exit 2, the target's own metadata.db as it
+/// was.
+#[test]
+fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
+    let work = tempfile::tempdir().unwrap();
+    let (_src, b) = bundle(work.path());
+    let small = SmallFs::new(16);
+    let root = small.root();
+    let mut t = FakeDataRoot::new();
+    t.volume("other", &[("mine", "yes")]).write_db();
+    // The target's own metadata.db, grown so that copying it needs room.
+    let db = t.path().join("volumes/metadata.db");
+    let filler: Vec<volmig::dataroot::metadata::VolumeRecord> = (0..2000)
+        .map(|i| volmig::dataroot::metadata::VolumeRecord {
+            name: format!("filler{i:05}"),
+            driver: "local".into(),
+            labels: Some([("pad".to_string(), "x".repeat(200))].into()),
+            options: None,
+        })
+        .collect();
+    volmig::dataroot::metadata::write_records(&db, &filler).unwrap();
+    fs::copy(&db, root.join("volumes/metadata.db")).unwrap();
+    let db = root.join("volumes/metadata.db");
+    let db_size = fs::metadata(&db).unwrap().len();
+    assert!(db_size > 256 << 10, "metadata.db is {db_size} bytes");
+    let before = bundle_support::snapshot(&root);
+    // Held at the syncfs that ends staging; the filesystem fills meanwhile.
+    let child = Command::new("/usr/bin/strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-einject=syncfs:delay_enter=1500000",
+        ])
+        .arg(bin())
+        .arg("--data-root")
+        .arg(&root)
+        .arg("import")
+        .arg(&b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !root.join("volmig-staging").exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    small.fill(db_size / 4);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("everything was rolled back"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(small.dir.path().join("mnt/filler")).unwrap();
+    bundle_support::assert_unchanged(&root, &before);
+}

@@ -253,6 +253,14 @@ pub fn backward(
     }
     sync_dirs(&journal.moves, root, staging)?;
     if let Some(plan) = &journal.metadata {
+        let now = fs::symlink_metadata(root.metadata_db())
+            .ok()
+            .map(|m| m.ino());
+        if now == plan.orig_ino {
+            // Never replaced (or already put back): nothing to undo, and
+            // nothing to write on a filesystem that may be full.
+            return Ok(());
+        }
         let mut own;
         let db = match db {
             Some(db) => db,

@@ -63,6 +63,9 @@ pub struct Move {
 pub struct MetadataPlan {
     /// Whether metadata.db existed before (a rollback removes it if not).
     pub existed: bool,
+    /// Its inode before: the commit replaces the file, so the same inode
+    /// means the commit never got to it (nothing to undo).
+    pub orig_ino: Option<u64>,
     /// The records to write, keyed by volume name (dockerd's JSON).
     pub new: Vec<Record>,
     /// The target's values of the same keys before the import.
