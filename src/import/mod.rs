@@ -19,29 +19,30 @@
 mod commit;
 mod journal;
 mod lock;
+mod plan;
 mod register;
 mod stage;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::bundle::reader::{self, ReadError};
 use crate::bundle::writer::{BundleWriter, Compression};
 use crate::bundle::{BundleHeader, Trailer};
 use crate::dataroot::containers::{self, ContainerSlot};
-use crate::dataroot::metadata::{self, DbWriteLock, VolumeRecord, WriteAccess};
+use crate::dataroot::metadata::{self, VolumeRecord, WriteAccess};
 use crate::dataroot::DataRoot;
 use crate::engine::Engine;
 use crate::interrupt::{self, Critical};
 use crate::progress::{NoProgress, Progress};
 
 pub use commit::{pending, Pending, RecoverError, Recovered, RecoveryOutcome, StepError};
-use journal::{BundleId, Journal, MetadataPlan, Move, Record};
+use journal::Journal;
 pub use journal::{Item, State};
 pub use lock::{ImportLock, LockError};
+use plan::{bundle_record, plan_commit};
 use stage::{Stager, VolumeTop};
 
 /// What to do when a bundle volume already exists on the target.
@@ -353,128 +354,6 @@ fn stage_bundle(
         verify_slots: Vec::new(),
         _bundle_configs: None,
         tops: std::mem::take(&mut stage.tops),
-    })
-}
-
-/// The journal of a verified staging: every move, metadata.db's old and
-/// new records, the configs to rewrite.
-fn plan_commit(
-    root: &DataRoot,
-    staging: &Path,
-    report: &ImportReport,
-    db: Option<&DbWriteLock>,
-    live: bool,
-) -> Result<Journal, ImportError> {
-    let mut journal = Journal::new(BundleId {
-        source_host: report.header.source_host.clone(),
-        source_data_root: report.header.source_data_root.clone(),
-        entries_sha256: report.trailer.entries_sha256.clone(),
-    });
-    journal.volumes = report
-        .header
-        .volumes
-        .iter()
-        .map(|v| v.name.clone())
-        .collect();
-    let ino = |path: &Path| {
-        fs::symlink_metadata(path)
-            .map(|m| m.ino())
-            .map_err(werr(path))
-    };
-    let mut items: Vec<Item> = report
-        .header
-        .volumes
-        .iter()
-        .map(|v| Item::Volume {
-            name: v.name.clone(),
-        })
-        .collect();
-    for c in &report.header.containers {
-        let Some(cp) = &c.checkpoint else { continue };
-        let item = Item::Checkpoint {
-            container: c.id.clone(),
-            name: cp.clone(),
-        };
-        let staged_here = item_paths(root, staging, &item).staged.is_dir();
-        if staged_here && root.container_dir(&c.id).is_dir() {
-            items.push(item);
-        }
-    }
-    for item in items {
-        let conflict = report.conflicts.iter().find(|c| c.item == item);
-        if conflict.is_some_and(|c| c.identical == Some(true)) {
-            continue;
-        }
-        let paths = item_paths(root, staging, &item);
-        let old_ino = match conflict {
-            Some(_) => Some(ino(&paths.target)?),
-            None => None,
-        };
-        journal.moves.push(Move {
-            new_ino: ino(&paths.staged)?,
-            old_ino,
-            item,
-        });
-    }
-    if let Some(db) = db {
-        let records = bundle_records(&report.header);
-        let names: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
-        let saved = db
-            .read_raw(staging, &names)
-            .map_err(|e| werr(&root.metadata_db())(io::Error::other(e.to_string())))?;
-        let orig_ino = fs::symlink_metadata(root.metadata_db())
-            .ok()
-            .map(|m| m.ino());
-        journal.metadata = Some(MetadataPlan {
-            existed: orig_ino.is_some(),
-            orig_ino,
-            new: records.into_iter().map(Record::from_change).collect(),
-            saved: saved.into_iter().map(Record::from_change).collect(),
-        });
-        // The daemon is stopped: its container configs may be edited.
-        journal.rewrite_configs = report
-            .header
-            .containers
-            .iter()
-            .filter(|c| root.container_config(&c.id).exists())
-            .map(|c| c.id.clone())
-            .collect();
-    }
-    journal.live = live;
-    Ok(journal)
-}
-
-fn item_paths(root: &DataRoot, staging: &Path, item: &Item) -> journal::MovePaths {
-    Move {
-        item: item.clone(),
-        new_ino: 0,
-        old_ino: None,
-    }
-    .paths(root, staging)
-}
-
-/// The records to write, keyed by volume name (the header's reader made
-/// sure each record names its own volume).
-fn bundle_records(header: &BundleHeader) -> Vec<metadata::RecordChange> {
-    header
-        .volumes
-        .iter()
-        .map(|v| {
-            (
-                v.name.clone(),
-                Some(metadata::encode_record(&bundle_record(v))),
-            )
-        })
-        .collect()
-}
-
-/// A volume's record as the bundle has it; a plain local volume without.
-fn bundle_record(v: &crate::bundle::BundleVolume) -> VolumeRecord {
-    v.record.clone().unwrap_or(VolumeRecord {
-        name: v.name.clone(),
-        driver: "local".into(),
-        labels: None,
-        options: None,
     })
 }
 
