@@ -512,3 +512,69 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
     fs::remove_file(small.dir.path().join("mnt/filler")).unwrap();
     bundle_support::assert_unchanged(&root, &before);
 }
+
+/// The pid of the volmig that strace (`parent`) runs: strace forks short
+/// helpers of its own first.
+fn child_of(parent: u32) -> i32 {
+    for _ in 0..500 {
+        let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        for pid in children.split_whitespace() {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.windows(6).any(|w| w == b"import") {
+                return pid.parse().unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("strace started no volmig");
+}
+
+/// Item 11: SIGTERM during the commit exited 143 with no output. Now the
+/// commit finishes, the result is printed, then volmig exits 143 saying so.
+#[test]
+fn sigterm_during_the_commit_lets_it_finish_then_exits_143() {
+    let work = tempfile::tempdir().unwrap();
+    let (_src, b) = bundle(work.path());
+    let t = FakeDataRoot::new();
+    let child = Command::new("/usr/bin/strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-einject=renameat2:delay_enter=1000000:when=2+",
+        ])
+        .arg(bin())
+        .arg("--data-root")
+        .arg(t.path())
+        .arg("import")
+        .arg(&b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let volmig = child_of(child.id());
+    // The first volume arrives, the second rename is held: mid-commit.
+    while !t.path().join("volumes/appdata").exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(volmig),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(stdout(&out).contains("imported into"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("SIGTERM arrived during the commit: the import completed first"),
+        "{}",
+        stderr(&out)
+    );
+    for v in ["appdata", "pgdata", "shared"] {
+        assert!(t.path().join("volumes").join(v).join("_data").is_dir());
+    }
+    assert_eq!(labels(&t.path(), "shared").unwrap()["tier"], "cache");
+    assert!(!t.path().join("volmig-staging").exists());
+}
