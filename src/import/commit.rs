@@ -26,6 +26,7 @@ use super::journal::{Item, Journal, JournalError, Move, MovePaths, State};
 use crate::dataroot::config_rewrite;
 use crate::dataroot::metadata::{self, DbWriteLock, MetadataError, WriteAccess};
 use crate::dataroot::DataRoot;
+use crate::report::{Finding, Severity};
 
 /// A step that failed, with the path it was working on.
 #[derive(Debug, thiserror::Error)]
@@ -461,6 +462,44 @@ pub fn pending(root: &DataRoot) -> Vec<Pending> {
             state: Journal::load(&staging).ok().flatten().map(|j| j.state),
             bytes: tree_bytes(&staging),
             staging,
+        })
+        .collect()
+}
+
+/// What `scan` and `verify` say about interrupted imports and leftover
+/// staging, each with the command that settles it. Read only.
+pub fn pending_findings(root: &DataRoot) -> Vec<Finding> {
+    let running = super::lock::is_held(&root.import_lock());
+    pending(root)
+        .into_iter()
+        .map(|p| {
+            let at = p.staging.display();
+            match (p.state, running) {
+                (_, true) => Finding::new(
+                    Severity::Info,
+                    "import-running",
+                    format!("an import into this data-root is running (staging `{at}`)"),
+                    "wait for it to finish before starting dockerd",
+                ),
+                (Some(State::Committing | State::RollingBack), false) => Finding::new(
+                    Severity::Error,
+                    "import-interrupted",
+                    format!("an import was interrupted in its commit (journal in `{at}`): some of its volumes or labels may not be in place yet"),
+                    "run `volmig recover` before starting dockerd: it finishes (or undoes) the commit",
+                ),
+                (Some(State::Committed), false) => Finding::new(
+                    Severity::Warning,
+                    "import-unfinished",
+                    format!("an import committed but did not finish rewriting container configs or removing staging (`{at}`, {} bytes)", p.bytes),
+                    "run `volmig recover`: it finishes the import",
+                ),
+                (None, false) => Finding::new(
+                    Severity::Warning,
+                    "staging-leftover",
+                    format!("`{at}` holds {} bytes of an import that died before its commit (copies of a bundle only)", p.bytes),
+                    "run `volmig recover` to remove it",
+                ),
+            }
         })
         .collect()
 }

@@ -81,6 +81,22 @@ impl ImportLock {
     }
 }
 
+/// Whether an import holds the lock now (read only: a missing lock file
+/// is not created).
+pub fn is_held(path: &Path) -> bool {
+    let Ok(file) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
 /// Writes who holds the lock into it, for the message a second import
 /// prints.
 fn describe_holder(file: &mut File) -> io::Result<()> {

@@ -38,7 +38,9 @@ use crate::engine::Engine;
 use crate::interrupt::{self, Critical};
 use crate::progress::{NoProgress, Progress};
 
-pub use commit::{pending, Pending, RecoverError, Recovered, RecoveryOutcome, StepError};
+pub use commit::{
+    pending, pending_findings, Pending, RecoverError, Recovered, RecoveryOutcome, StepError,
+};
 use journal::Journal;
 pub use journal::{Item, State};
 pub use lock::{ImportLock, LockError};
