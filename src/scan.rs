@@ -80,6 +80,12 @@ impl Scan {
         self.findings.iter().any(|f| f.severity == Severity::Fatal)
     }
 
+    /// Whether the data-root is broken: dockerd will not start, or an
+    /// import was interrupted mid-commit (exit 1).
+    pub fn broken(&self) -> bool {
+        crate::report::any_failure(&self.findings)
+    }
+
     pub fn volume(&self, name: &str) -> Option<&ScannedVolume> {
         self.volumes.get(name)
     }
@@ -161,6 +167,10 @@ pub fn scan(root: &DataRoot, mounts: &MountTable, version: DaemonVersion) -> Sca
     }
 
     read_metadata(root, version, &mut result);
+    // Not dockerd's own, but what decides whether starting it now is safe.
+    result
+        .findings
+        .extend(crate::import::pending_findings(root));
     result
 }
 

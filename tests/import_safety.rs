@@ -578,3 +578,35 @@ fn sigterm_during_the_commit_lets_it_finish_then_exits_143() {
     assert_eq!(labels(&t.path(), "shared").unwrap()["tier"], "cache");
     assert!(!t.path().join("volmig-staging").exists());
 }
+
+/// Leftover staging of an import that died before its commit is reported
+/// by scan with its size (a warning: dockerd ignores it), and removed by
+/// the next import or `volmig recover`.
+#[test]
+fn leftover_staging_is_reported_by_scan_with_its_size() {
+    let t = FakeDataRoot::new();
+    let dead = t.path().join("volmig-staging/4242-1/volumes/v/_data");
+    fs::create_dir_all(&dead).unwrap();
+    fs::write(dead.join("f"), vec![7u8; 100_000]).unwrap();
+    let (code, doc) = json_run(t.volmig().arg("scan"));
+    assert_eq!(code, 0, "{doc:#}");
+    let finding = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "staging-leftover")
+        .unwrap_or_else(|| panic!("{doc:#}"))
+        .clone();
+    assert!(
+        finding["message"].as_str().unwrap().contains("4242-1"),
+        "{finding}"
+    );
+    assert!(
+        finding["message"].as_str().unwrap().contains("bytes"),
+        "{finding}"
+    );
+    let out = t.volmig().arg("recover").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
+    assert!(!t.path().join("volmig-staging").exists());
+}

@@ -30,7 +30,7 @@ pub fn run(cli: &Cli, _args: &ScanArgs) -> anyhow::Result<Outcome> {
     let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
     let daemon = DaemonContext::probe(cli, &root);
     let scan = scan::scan(&root, &mounts, daemon.version);
-    let ok = !scan.daemon_fatal();
+    let ok = !scan.broken();
     if cli.json {
         emit_json(&ScanDocument {
             ok,

@@ -95,7 +95,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
             .filter(|f| f.severity == Severity::Warning)
             .count(),
     };
-    let ok = summary.failing_containers == 0 && !scan.daemon_fatal();
+    let ok = summary.failing_containers == 0 && !scan.broken();
     if cli.json {
         emit_json(&VerifyDocument {
             ok,
