@@ -91,8 +91,15 @@ fn a_replaced_volume_killed_mid_commit_survives_the_next_corrupt_import() {
             .arg(&corrupt)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        // Exit 1, not 2: the data-root changed (the dead import was
+        // finished first), though this bundle was refused.
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("interrupted import(s) of this data-root were settled"),
+            "{}",
+            stderr(&out)
+        );
         // The interrupted import was finished first, not thrown away.
         for v in ["appdata", "pgdata", "shared"] {
             let data = t.path().join("volumes").join(v).join("_data");
@@ -143,21 +150,71 @@ fn a_fresh_import_killed_at_a_rename_is_finished_by_the_next_command() {
     );
 }
 
-/// Item 3: ENOSPC while metadata.db grew rolled the volumes back but left
-/// the bundle's labels over the target's own (or a 0-byte metadata.db).
+/// The 1-based index, among the calls of `syscall` in one successful
+/// import of `bundle` into a fresh `target()`, of the first on a file
+/// whose path contains `fragment` (strace -y shows each descriptor's path).
+fn nth_call_on(
+    target: impl Fn() -> FakeDataRoot,
+    bundle: &Path,
+    policy: &str,
+    syscall: &str,
+    fragment: &str,
+) -> usize {
+    let t = target();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("/usr/bin/strace")
+        .args(["-f", "-qq", "-y", "-o"])
+        .arg(log.path())
+        .arg(format!("-etrace={syscall}"))
+        .arg(bin())
+        .arg("--data-root")
+        .arg(t.path())
+        .args(["import", "--on-conflict", policy])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = fs::read_to_string(log.path()).unwrap();
+    let calls: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("{syscall}(")))
+        .collect();
+    calls
+        .iter()
+        .position(|l| l.contains(fragment))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no {syscall} on {fragment}: {calls:#?}"))
+}
+
+/// Item 3: an I/O error while writing metadata.db rolled the volumes back
+/// but left the bundle's labels over the target's own (or a 0-byte
+/// metadata.db). Every write and fsync of the new database is failed in
+/// turn: each time, exit 2 and the target's own records, byte for byte.
 #[test]
 fn a_failed_metadata_db_write_leaves_the_targets_own_records() {
     let work = tempfile::tempdir().unwrap();
     let (_src, b) = bundle(work.path());
-    let t = replace_target();
-    let db = t.path().join("volumes/metadata.db");
-    let before = fs::read(&db).unwrap();
-    let code = import_with_fault(&t.path(), &b, "replace", "ftruncate:error=ENOSPC:when=1");
-    assert_eq!(code, Some(2));
-    assert_eq!(fs::read(&db).unwrap(), before, "metadata.db changed");
-    assert_eq!(labels(&t.path(), "appdata").unwrap()["owner"], "target");
-    assert!(t.path().join("volumes/appdata/_data/old.txt").exists());
-    assert!(!t.path().join("volmig-staging").exists());
+    for (syscall, error) in [("fsync", "EIO"), ("write", "ENOSPC")] {
+        let k = nth_call_on(replace_target, &b, "replace", syscall, "metadata.db.new");
+        let t = replace_target();
+        let db = t.path().join("volumes/metadata.db");
+        let before = fs::read(&db).unwrap();
+        let code = import_with_fault(
+            &t.path(),
+            &b,
+            "replace",
+            &format!("{syscall}:error={error}:when={k}"),
+        );
+        assert_eq!(code, Some(2), "{syscall} {k}");
+        assert_eq!(
+            fs::read(&db).unwrap(),
+            before,
+            "metadata.db changed ({syscall} {k})"
+        );
+        assert_eq!(labels(&t.path(), "appdata").unwrap()["owner"], "target");
+        assert!(t.path().join("volumes/appdata/_data/old.txt").exists());
+        assert!(!t.path().join("volmig-staging").exists());
+    }
 }
 
 /// Item 4: files deleted from staging between staging and commit (by a
@@ -609,4 +666,42 @@ fn leftover_staging_is_reported_by_scan_with_its_size() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
     assert!(!t.path().join("volmig-staging").exists());
+}
+
+/// Review finding: a data-root without `volumes/` (a fresh host whose
+/// dockerd never started) failed at the commit: metadata.db went into a
+/// directory that did not exist yet.
+#[test]
+fn an_import_into_a_data_root_without_volumes_dir_creates_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (_src, b) = bundle(work.path());
+    let t = FakeDataRoot::new();
+    fs::remove_dir(t.path().join("volumes")).unwrap();
+    let (code, doc) = json_run(t.volmig().arg("import").arg(&b));
+    assert_eq!(code, 0, "{doc:#}");
+    let mode = fs::metadata(t.path().join("volumes")).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777, 0o701);
+    assert_eq!(labels(&t.path(), "shared").unwrap()["tier"], "cache");
+}
+
+/// Review finding: a file where a volume would go was taken for a volume
+/// to replace; moving it failed after metadata.db was replaced, and the
+/// rollback lost the volumes already moved. Now it is refused up front.
+#[test]
+fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let (_src, b) = bundle(work.path());
+    let t = replace_target();
+    fs::remove_dir_all(t.path().join("volumes/shared")).unwrap();
+    fs::write(t.path().join("volumes/shared"), b"a stray file").unwrap();
+    let before = bundle_support::snapshot(&t.path());
+    let out = t
+        .volmig()
+        .args(["import", "--on-conflict", "replace"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exists and is not a directory"), "{}", stderr(&out));
+    bundle_support::assert_unchanged(&t.path(), &before);
 }

@@ -156,7 +156,9 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         }
     };
     let verdicts: Vec<ContainerReport> = verdicts;
-    let registration_failed = matches!(&report.metadata, Some(MetadataOutcome::Registered { failed, .. }) if !failed.is_empty());
+    // Not registered (or no labels) means dockerd does not know the volumes.
+    let registration_failed = matches!(&report.metadata, Some(MetadataOutcome::Registered { failed, .. }) if !failed.is_empty())
+        || matches!(report.metadata, Some(MetadataOutcome::DaemonRunning));
     let ok = verdicts.iter().all(|r| r.ok) && report.pending.is_empty() && !registration_failed;
     // The volumes are committed: a stdout that cannot be written must not
     // turn the outcome into exit 2 ("nothing changed").

@@ -167,7 +167,15 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(i) = e.downcast_ref::<Interrupted>() {
         return crate::interrupt::exit_status(i.signal);
     }
-    if let Some(i) = e.downcast_ref::<crate::import::ImportError>() {
+    if let Some(mut i) = e.downcast_ref::<crate::import::ImportError>() {
+        if let crate::import::ImportError::AfterRecovery { source, .. } = i {
+            if i.changed_target()
+                && !matches!(**source, crate::import::ImportError::Interrupted { .. })
+            {
+                return 1;
+            }
+            i = source;
+        }
         if let crate::import::ImportError::Interrupted { signal } = i {
             return crate::interrupt::exit_status(*signal);
         }

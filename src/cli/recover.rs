@@ -20,28 +20,36 @@ pub struct RecoverArgs {
 pub fn run(cli: &Cli, args: &RecoverArgs) -> anyhow::Result<Outcome> {
     let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
     super::signals::poll(
-        "volmig recover stops after the step under way",
+        "recovery finishes first, then volmig stops",
         "an interrupted import may be left: run `volmig recover` again",
     );
     let done = import::recover(&root, args.wait)?;
+    let ok = done.iter().all(|r| match &r.outcome {
+        RecoveryOutcome::Finished { pending, .. } => pending.is_empty(),
+        _ => true,
+    });
     if cli.json {
         emit_json(&json!({
-            "ok": true,
+            "ok": ok,
             "data_root": root.path(),
             "recovered": done.iter().map(recovered_json).collect::<Vec<_>>(),
         }))?;
-    } else if !cli.quiet {
+    } else if !cli.quiet || !ok {
         emit(&recovered_text(&root, &done))?;
     }
-    Ok(Outcome::Good)
+    Ok(if ok { Outcome::Good } else { Outcome::Broken })
 }
 
 pub fn recovered_json(r: &Recovered) -> serde_json::Value {
     match &r.outcome {
-        RecoveryOutcome::Finished { journal, rewritten } => json!({
+        RecoveryOutcome::Finished {
+            journal,
+            rewritten,
+            pending,
+        } => json!({
             "staging": r.staging, "outcome": "finished",
             "bundle": journal.bundle.entries_sha256, "source_host": journal.bundle.source_host,
-            "moves": journal.moves.len(), "rewritten_sources": rewritten,
+            "moves": journal.moves.len(), "rewritten_sources": rewritten, "pending": pending,
         }),
         RecoveryOutcome::RolledBack { journal } => json!({
             "staging": r.staging, "outcome": "rolled-back",
@@ -58,12 +66,18 @@ pub fn recovered_json(r: &Recovered) -> serde_json::Value {
 pub fn recovered_lines(out: &mut String, done: &[Recovered]) {
     for r in done {
         let _ = match &r.outcome {
-            RecoveryOutcome::Finished { journal, .. } => writeln!(
+            RecoveryOutcome::Finished {
+                journal, pending, ..
+            } => writeln!(
                 out,
-                "recovered: finished the interrupted import of a bundle from {}:{} ({} moved into place)",
+                "recovered: finished the interrupted import of a bundle from {}:{} ({} moved into place){}",
                 journal.bundle.source_host,
                 journal.bundle.source_data_root,
-                render::count(journal.moves.len(), "directory", "directories")
+                render::count(journal.moves.len(), "directory", "directories"),
+                pending
+                    .iter()
+                    .map(|p| format!("\n  warning: {p}"))
+                    .collect::<String>()
             ),
             RecoveryOutcome::RolledBack { journal } => writeln!(
                 out,

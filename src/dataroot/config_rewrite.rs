@@ -8,8 +8,8 @@
 //! atomically (temp file, fsync, rename, fsync of the directory), keeping
 //! its mode; the rewrite is idempotent, so a recovery may run it again.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -22,7 +22,7 @@ pub const MAX_CONFIG: u64 = 16 << 20;
 /// The temp file beside the config. dockerd never writes this name, and
 /// the caller holds volmig's import lock: one that exists is a leftover of
 /// a killed rewrite, and is replaced.
-const TMP_SUFFIX: &str = "json.volmig-tmp";
+const TMP_NAME: &str = "config.v2.json.volmig-tmp";
 
 /// Rewrites the Source of each local volume mount named in `volumes` to
 /// `<R>/volumes/<name>/_data`. `Ok(false)` when nothing needed changing or
@@ -73,38 +73,14 @@ pub fn point_sources_at(root: &DataRoot, path: &Path, volumes: &[&str]) -> io::R
         return Ok(false);
     }
     let json = serde_json::to_vec(&config).map_err(io::Error::other)?;
-    replace_file(path, &json, meta.permissions().mode())?;
+    crate::atomic_file::replace(path, TMP_NAME, &json, meta.permissions().mode())?;
     Ok(true)
-}
-
-fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = path.with_extension(TMP_SUFFIX);
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let write = || -> io::Result<()> {
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o7777)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        match path.parent() {
-            Some(dir) => File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
-    };
-    write().inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn a_leftover_temp_file_of_a_killed_rewrite_is_replaced() {
@@ -116,14 +92,14 @@ mod tests {
             br#"{"MountPoints":{"/d":{"Name":"v","Driver":"local","Source":"/old/volumes/v/_data"}}}"#,
         )
         .unwrap();
-        fs::write(config.with_extension(TMP_SUFFIX), b"half written").unwrap();
+        fs::write(config.with_file_name(TMP_NAME), b"half written").unwrap();
         assert!(point_sources_at(&root, &config, &["v"]).unwrap());
         let text = fs::read_to_string(&config).unwrap();
         assert!(
             text.contains(&root.volume_data_dir("v").display().to_string()),
             "{text}"
         );
-        assert!(!config.with_extension(TMP_SUFFIX).exists());
+        assert!(!config.with_file_name(TMP_NAME).exists());
         // Idempotent: a second run changes nothing.
         assert!(!point_sources_at(&root, &config, &["v"]).unwrap());
     }

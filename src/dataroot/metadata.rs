@@ -329,24 +329,23 @@ impl DbWriteLock {
         held.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(io_err)?;
         held.sync_all().map_err(io_err)?;
-        std::fs::rename(&new, &self.path).map_err(io_err)?;
+        if self.held.is_empty() {
+            // There was no database when volmig took it: one that appeared
+            // since is a dockerd's that started meanwhile, never replaced.
+            nix::fcntl::renameat2(
+                None,
+                &new,
+                None,
+                &self.path,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(|e| io_err(io::Error::from(e)))?;
+        } else {
+            std::fs::rename(&new, &self.path).map_err(io_err)?;
+        }
         sync_parent(&self.path).map_err(io_err)?;
         self.held.push(held);
         Ok(())
-    }
-
-    /// Removes the database (a rollback of an import that created it).
-    pub fn remove(&mut self) -> Result<(), MetadataError> {
-        match std::fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(MetadataError::Io {
-                path: self.path.clone(),
-                source: e,
-            }),
-            _ => sync_parent(&self.path).map_err(|source| MetadataError::Io {
-                path: self.path.clone(),
-                source,
-            }),
-        }
     }
 }
 

@@ -233,29 +233,10 @@ impl DataRoot {
         self.effective.join("volmig-staging")
     }
 
-    /// volmig's own lock: one import (or recovery) at a time per data-root.
-    ///
-    /// It lives in `/run/volmig/`, named after the data-root's device and
-    /// inode (so every path to the same directory, bind mounts included,
-    /// names one lock), because an import refused for bad input must leave
-    /// the data-root exactly as it was: a lock file there would be a
-    /// change. Never deleted (deleting a lock file lets two processes lock
-    /// two different inodes); `/run` is emptied at boot. Where `/run` cannot
-    /// be written, the lock falls back to `<R>/volmig.lock`.
+    /// What volmig's import lock is taken on: the data-root directory
+    /// itself (see `import::lock`).
     pub fn import_lock(&self) -> PathBuf {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let run = Path::new("/run/volmig");
-        let made = fs::DirBuilder::new()
-            .mode(0o700)
-            .create(run)
-            .or_else(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists if run.is_dir() => Ok(()),
-                _ => Err(e),
-            });
-        match (made, fs::metadata(&self.effective)) {
-            (Ok(()), Ok(m)) => run.join(format!("{:x}-{:x}.lock", m.dev(), m.ino())),
-            _ => self.effective.join("volmig.lock"),
-        }
+        self.effective.clone()
     }
 }
 

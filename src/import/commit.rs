@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{renameat2, RenameFlags};
 
-use super::journal::{Item, Journal, JournalError, Move, MovePaths, State};
+use super::journal::{FileId, Item, Journal, JournalError, Move, MovePaths, State};
 use crate::dataroot::config_rewrite;
 use crate::dataroot::metadata::{self, DbWriteLock, MetadataError, WriteAccess};
 use crate::dataroot::DataRoot;
@@ -80,13 +80,20 @@ fn locate(ino: u64, p: &MovePaths) -> At {
     }
 }
 
+/// renameat2 flags the filesystem (EINVAL), kernel (ENOSYS) or a seccomp
+/// filter (EOPNOTSUPP, EPERM-free) do not support.
+fn unsupported(e: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(e, Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
+}
+
 /// A rename that never replaces: a name that appeared meanwhile fails it.
 fn rename_new(from: &Path, to: &Path) -> Result<(), StepError> {
     match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
         // Filesystems without renameat2 flags: check, then rename (we hold
         // volmig's lock, and dockerd is stopped or never writes there).
-        Err(nix::errno::Errno::EINVAL) if to.symlink_metadata().is_err() => {
+        Err(e) if unsupported(e) && to.symlink_metadata().is_err() => {
             fs::rename(from, to).map_err(io_at(to))
         }
         Err(e) => Err(io_at(to)(io::Error::from(e))),
@@ -98,18 +105,25 @@ fn rename_new(from: &Path, to: &Path) -> Result<(), StepError> {
 fn exchange(a: &Path, b: &Path) -> Result<bool, StepError> {
     match renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => Ok(true),
-        Err(nix::errno::Errno::EINVAL) => Ok(false),
+        Err(e) if unsupported(e) => Ok(false),
         Err(e) => Err(io_at(b)(io::Error::from(e))),
     }
 }
 
+/// Creates the directory `target` goes into (dockerd's mode), durably.
 fn ensure_parent(target: &Path, mode: u32) -> Result<(), StepError> {
     let Some(parent) = target.parent() else {
         return Ok(());
     };
     match fs::DirBuilder::new().mode(mode).create(parent) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(io_at(parent)(e)),
-        _ => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_at(parent)(e)),
+        Ok(()) => match parent.parent() {
+            Some(above) => File::open(above)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at(above)),
+            None => Ok(()),
+        },
     }
 }
 
@@ -212,8 +226,9 @@ fn sync_dirs(moves: &[Move], root: &DataRoot, staging: &Path) -> Result<(), Step
     Ok(())
 }
 
-/// metadata.db for a commit step: ours, or a running daemon's.
-fn take_db(root: &DataRoot) -> Result<DbWriteLock, StepError> {
+/// metadata.db for a commit: ours for the whole of it, or refused while a
+/// running daemon holds it (nothing is moved then).
+pub fn take_db(root: &DataRoot) -> Result<DbWriteLock, StepError> {
     let path = root.metadata_db();
     match metadata::lock_for_write(&path, metadata::READER_PATIENCE)? {
         WriteAccess::Free(lock) => Ok(lock),
@@ -221,20 +236,19 @@ fn take_db(root: &DataRoot) -> Result<DbWriteLock, StepError> {
     }
 }
 
-/// Carries the journal's commit forward to the end. `db` is metadata.db
-/// when the caller already holds it (a live import's own commit).
-pub fn forward(
+/// Carries the journal's commit forward to the end. `db` is metadata.db,
+/// held by the caller for the whole commit when the journal writes it.
+fn forward(
     root: &DataRoot,
     staging: &Path,
     journal: &Journal,
     db: Option<&mut DbWriteLock>,
 ) -> Result<(), StepError> {
-    if let Some(plan) = &journal.metadata {
+    if let (Some(plan), Some(db)) = (&journal.metadata, db) {
+        // `volumes/` first: the database lives in it.
+        ensure_parent(&root.metadata_db(), 0o701)?;
         let changes: Vec<_> = plan.new.iter().map(|r| r.to_change()).collect();
-        match db {
-            Some(db) => db.apply(staging, &changes)?,
-            None => take_db(root)?.apply(staging, &changes)?,
-        }
+        db.apply(staging, &changes)?;
     }
     for m in &journal.moves {
         forward_move(m, &m.paths(root, staging))?;
@@ -242,47 +256,121 @@ pub fn forward(
     sync_dirs(&journal.moves, root, staging)
 }
 
-/// Undoes the journal's commit, whatever part of it was done.
-pub fn backward(
+/// Undoes the journal's commit, whatever part of it was done: every move
+/// is tried (the first failure is returned after the others), then the
+/// records.
+fn backward(
     root: &DataRoot,
     staging: &Path,
     journal: &Journal,
     db: Option<&mut DbWriteLock>,
 ) -> Result<(), StepError> {
+    let mut first = None;
     for m in journal.moves.iter().rev() {
-        backward_move(m, &m.paths(root, staging))?;
+        if let Err(e) = backward_move(m, &m.paths(root, staging)) {
+            first.get_or_insert(e);
+        }
     }
-    sync_dirs(&journal.moves, root, staging)?;
-    if let Some(plan) = &journal.metadata {
+    if let Err(e) = sync_dirs(&journal.moves, root, staging) {
+        first.get_or_insert(e);
+    }
+    if let (Some(plan), Some(db)) = (&journal.metadata, db) {
         let now = fs::symlink_metadata(root.metadata_db())
             .ok()
-            .map(|m| m.ino());
-        if now == plan.orig_ino {
-            // Never replaced (or already put back): nothing to undo, and
-            // nothing to write on a filesystem that may be full.
-            return Ok(());
-        }
-        let mut own;
-        let db = match db {
-            Some(db) => db,
-            None => {
-                own = take_db(root)?;
-                &mut own
-            }
-        };
-        if plan.existed {
+            .map(|m| FileId::of(&m));
+        // Never replaced (same file, unchanged since the plan): nothing to
+        // undo, and nothing to write on a filesystem that may be full.
+        if now != plan.orig {
             let changes: Vec<_> = plan.saved.iter().map(|r| r.to_change()).collect();
-            db.apply(staging, &changes)?;
-        } else {
-            db.remove()?;
+            if let Err(e) = db.apply(staging, &changes) {
+                first.get_or_insert(e.into());
+            }
         }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
+}
+
+/// How `settle` left a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Every move and record is in place; the journal says `committed`.
+    Committed,
+    /// Everything was undone; the journal is removed.
+    RolledBack,
+}
+
+/// Why `settle` could not finish either way; the journal stays.
+#[derive(Debug)]
+pub struct Unsettled {
+    /// The forward step that failed (none when only rolling back).
+    pub forward: Option<Box<StepError>>,
+    /// The backward step that failed (none when not rolling back).
+    pub backward: Option<Box<StepError>>,
+}
+
+/// Carries a journal to its end in the direction its state says. A
+/// forward failure rolls back when `undo_on_failure` (the commit's own
+/// process: it knows what failed); a recovery stops instead and keeps the
+/// journal (the staged volumes may be the only copy of the new data, and
+/// the cause, a full disk or a reader holding metadata.db, may pass).
+pub fn settle(
+    root: &DataRoot,
+    staging: &Path,
+    journal: &mut Journal,
+    mut db: Option<&mut DbWriteLock>,
+    undo_on_failure: bool,
+) -> Result<Settled, Unsettled> {
+    let journal_err = |e: JournalError| Unsettled {
+        forward: None,
+        backward: Some(Box::new(e.into())),
+    };
+    if journal.state == State::Committing {
+        match forward(root, staging, journal, db.as_deref_mut()) {
+            Ok(()) => {
+                journal.state = State::Committed;
+                // Every step is done. A journal that still says
+                // `committing` on disk costs only a second forward pass of
+                // no-ops, and keeps its staging from being removed.
+                let _ = journal.save(staging);
+                return Ok(Settled::Committed);
+            }
+            Err(failed) if !undo_on_failure => {
+                return Err(Unsettled {
+                    forward: Some(Box::new(failed)),
+                    backward: None,
+                })
+            }
+            Err(failed) => {
+                journal.state = State::RollingBack;
+                let _ = journal.save(staging);
+                if let Err(undo) = backward(root, staging, journal, db) {
+                    return Err(Unsettled {
+                        forward: Some(Box::new(failed)),
+                        backward: Some(Box::new(undo)),
+                    });
+                }
+                Journal::remove(staging).map_err(journal_err)?;
+                return Err(Unsettled {
+                    forward: Some(Box::new(failed)),
+                    backward: None,
+                });
+            }
+        }
+    }
+    if journal.state == State::RollingBack {
+        backward(root, staging, journal, db).map_err(|undo| Unsettled {
+            forward: None,
+            backward: Some(Box::new(undo)),
+        })?;
+        Journal::remove(staging).map_err(journal_err)?;
+        return Ok(Settled::RolledBack);
+    }
+    Ok(Settled::Committed)
 }
 
 /// After `committed`: points the carried containers' volume Sources at
-/// this data-root. Returns the configs rewritten, and the failures (the
-/// journal then stays, and `volmig recover` retries them).
+/// this data-root. Returns the configs rewritten, and the failures (each
+/// with its path: the volumes are in place, the config is not edited).
 pub fn rewrite_configs(root: &DataRoot, journal: &Journal) -> (Vec<String>, Vec<String>) {
     let names: Vec<&str> = journal.volumes.iter().map(String::as_str).collect();
     let mut done = Vec::new();
@@ -302,6 +390,19 @@ pub fn rewrite_configs(root: &DataRoot, journal: &Journal) -> (Vec<String>, Vec<
 /// leaves a staging directory without a journal, which holds nothing but
 /// copies (and, after `committed`, replaced volumes no longer wanted).
 pub fn remove_staging(staging: &Path) -> Result<(), StepError> {
+    // # Safety of data
+    // A journal still committing or rolling back means the staging holds
+    // what the commit needs: the new volumes, or replaced ones.
+    if let Some(j) = Journal::load(staging)? {
+        if j.state != State::Committed {
+            return Err(StepError::Io {
+                path: staging.to_path_buf(),
+                source: io::Error::other(
+                    "holds an unfinished commit's journal: kept; run `volmig recover`",
+                ),
+            });
+        }
+    }
     for sub in ["replaced", "volumes", "containers"] {
         let dir = staging.join(sub);
         match fs::remove_dir_all(&dir) {
@@ -335,6 +436,8 @@ pub enum RecoveryOutcome {
     Finished {
         journal: Box<Journal>,
         rewritten: Vec<String>,
+        /// What is left to do by hand, each with how.
+        pending: Vec<String>,
     },
     /// A failed commit was undone: the target is as before that import.
     RolledBack { journal: Box<Journal> },
@@ -349,7 +452,7 @@ pub struct RecoverError {
     pub staging: PathBuf,
     #[source]
     pub source: StepError,
-    /// What the recoveries before this one did.
+    /// What the recoveries of the other staging directories did.
     pub done: Vec<Recovered>,
 }
 
@@ -380,21 +483,27 @@ pub fn tree_bytes(dir: &Path) -> u64 {
 /// Finishes or rolls back every interrupted import of the data-root, and
 /// removes the staging of imports that died before committing. The caller
 /// holds the import lock, so every staging directory is a dead import's.
+/// One directory that cannot be recovered does not keep the others from
+/// it; its error comes after all were tried.
 pub fn recover_all(root: &DataRoot) -> Result<Vec<Recovered>, RecoverError> {
     let mut done = Vec::new();
+    let mut failed = None;
     for staging in staging_dirs(root) {
         match recover_one(root, &staging) {
             Ok(outcome) => done.push(Recovered { staging, outcome }),
             Err(source) => {
-                return Err(RecoverError {
-                    staging,
-                    source,
-                    done,
-                })
+                failed.get_or_insert((staging, source));
             }
         }
     }
-    Ok(done)
+    match failed {
+        None => Ok(done),
+        Some((staging, source)) => Err(RecoverError {
+            staging,
+            source,
+            done,
+        }),
+    }
 }
 
 fn recover_one(root: &DataRoot, staging: &Path) -> Result<RecoveryOutcome, StepError> {
@@ -403,45 +512,45 @@ fn recover_one(root: &DataRoot, staging: &Path) -> Result<RecoveryOutcome, StepE
         remove_staging(staging)?;
         return Ok(RecoveryOutcome::RemovedLeftover { bytes });
     };
-    let rolled_back = match journal.state {
-        State::Committing => match forward(root, staging, &journal, None) {
-            Ok(()) => false,
-            // The daemon came back: change nothing, say what to do.
-            Err(e @ StepError::DaemonRunning { .. }) => return Err(e),
-            Err(_) => {
-                journal.state = State::RollingBack;
-                journal.save(staging)?;
-                backward(root, staging, &journal, None)?;
-                true
-            }
-        },
-        State::RollingBack => {
-            backward(root, staging, &journal, None)?;
-            true
-        }
-        State::Committed => false,
+    // The import wrote metadata.db and edits configs: dockerd must stay
+    // stopped for all of it, so the database is held throughout.
+    let mut db = match &journal.metadata {
+        Some(_) => Some(take_db(root)?),
+        None => None,
     };
-    if rolled_back {
-        remove_staging(staging)?;
-        return Ok(RecoveryOutcome::RolledBack {
-            journal: Box::new(journal),
-        });
+    match settle(root, staging, &mut journal, db.as_mut(), false) {
+        Ok(Settled::Committed) => {}
+        Ok(Settled::RolledBack) => {
+            drop(db);
+            remove_staging(staging)?;
+            return Ok(RecoveryOutcome::RolledBack {
+                journal: Box::new(journal),
+            });
+        }
+        Err(Unsettled { forward, backward }) => {
+            return Err(forward.or(backward).map_or(
+                StepError::Lost {
+                    what: "the commit".into(),
+                    target: staging.to_path_buf(),
+                    why: "it could not be settled",
+                },
+                |e| *e,
+            ))
+        }
     }
-    if journal.state != State::Committed {
-        journal.state = State::Committed;
-        journal.save(staging)?;
-    }
-    let (rewritten, failed) = rewrite_configs(root, &journal);
-    if let Some(first) = failed.into_iter().next() {
-        return Err(StepError::Io {
-            path: staging.to_path_buf(),
-            source: io::Error::other(first),
-        });
+    let (rewritten, mut pending) = rewrite_configs(root, &journal);
+    drop(db);
+    if journal.live {
+        pending.push(format!(
+            "the volumes were moved into `{}` while dockerd ran: it does not know them until it restarts (systemctl restart docker)",
+            root.volumes_dir().display()
+        ));
     }
     remove_staging(staging)?;
     Ok(RecoveryOutcome::Finished {
         journal: Box::new(journal),
         rewritten,
+        pending,
     })
 }
 

@@ -17,7 +17,7 @@
 //!   volumes kept there).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -61,15 +61,35 @@ pub struct Move {
 /// metadata.db's part of the transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataPlan {
-    /// Whether metadata.db existed before (a rollback removes it if not).
-    pub existed: bool,
-    /// Its inode before: the commit replaces the file, so the same inode
-    /// means the commit never got to it (nothing to undo).
-    pub orig_ino: Option<u64>,
+    /// metadata.db as it was (`None`: absent). The commit replaces the
+    /// file, so the same file, unchanged, means the commit never got to
+    /// it and a rollback has nothing to undo.
+    pub orig: Option<FileId>,
     /// The records to write, keyed by volume name (dockerd's JSON).
     pub new: Vec<Record>,
     /// The target's values of the same keys before the import.
     pub saved: Vec<Record>,
+}
+
+/// Which file a path names, and whether it changed: the inode alone can
+/// be reused by a file created after the original was removed, the inode
+/// with its ctime cannot (any write or rename bumps it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub ino: u64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl FileId {
+    pub fn of(meta: &fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            ino: meta.ino(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,23 +165,26 @@ impl Journal {
     /// rename, fsync of the directory. Replaces an earlier state.
     pub fn save(&self, staging: &Path) -> Result<(), JournalError> {
         let path = staging.join(JOURNAL_FILE);
-        let tmp = staging.join(".journal.json.tmp");
         let fail = |source| JournalError::Write {
             path: path.clone(),
             source,
         };
         let text = serde_json::to_vec_pretty(self).map_err(|e| fail(io::Error::other(e)))?;
-        let _ = fs::remove_file(&tmp);
-        let mut f = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(fail)?;
-        f.write_all(&text).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(fail)?;
+        crate::atomic_file::replace(&path, ".journal.json.tmp", &text, 0o600).map_err(fail)
+    }
+
+    /// Removes the journal durably: the staging directory then holds
+    /// nothing anyone needs (a finished rollback).
+    pub fn remove(staging: &Path) -> Result<(), JournalError> {
+        let path = staging.join(JOURNAL_FILE);
+        let fail = |source| JournalError::Write {
+            path: path.clone(),
+            source,
+        };
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
         File::open(staging).and_then(|d| d.sync_all()).map_err(fail)
     }
 

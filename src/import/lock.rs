@@ -1,76 +1,74 @@
 //! One import (or recovery) at a time per data-root: an exclusive flock on
-//! `<R>/volmig.lock`, held from before the bundle is read until the import
-//! has committed and cleaned up.
+//! the data-root directory itself, held from before the bundle is read
+//! until the import has committed and cleaned up.
 //!
 //! It is volmig's own lock, independent of metadata.db's (which dockerd
 //! holds while it runs): two imports must never stage, judge conflicts or
 //! commit at the same time, and whoever holds this lock knows that every
 //! other staging directory belongs to a dead process (no PID guesswork:
 //! `kill(pid, 0)` is wrong across PID namespaces and after PID reuse).
-//! The kernel drops the lock when its holder dies, SIGKILL included.
+//! The directory is the same inode from every mount namespace and every
+//! path to it (bind mounts, symlinked roots), nothing is written to take
+//! it (an import refused for bad input leaves the data-root exactly as it
+//! was), and the kernel drops it when its holder dies, SIGKILL included.
+//! dockerd does not flock its data-root.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-/// Largest holder description read back from the lock file.
-const MAX_HOLDER: u64 = 4096;
+/// Largest /proc/locks read to name a holder.
+const MAX_PROC_LOCKS: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another volmig import is running on this data-root ({holder}; lock `{path}`): wait for it to finish, or re-run with --wait")]
+    #[error("another volmig import is running on this data-root ({holder}; it holds a lock on `{path}`): wait for it to finish, or re-run with --wait")]
     Held { path: PathBuf, holder: String },
     #[error("cannot lock `{path}`: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("interrupted while waiting for `{path}`")]
+    #[error("interrupted while waiting for the import running on `{path}`")]
     Interrupted { path: PathBuf },
 }
 
 /// The held lock; released when dropped (or when the process dies).
 pub struct ImportLock {
-    _file: Flock<File>,
+    _dir: Flock<File>,
+}
+
+fn open_dir(path: &Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
 }
 
 impl ImportLock {
-    /// Takes the lock. With `wait`, polls until the holder releases it (a
-    /// signal ends the wait); otherwise fails at once, naming the holder.
-    pub fn acquire(path: &Path, wait: bool) -> Result<ImportLock, LockError> {
+    /// Takes the lock on the data-root `dir`. With `wait`, polls until the
+    /// holder releases it (a signal ends the wait); otherwise fails at
+    /// once, naming the holder.
+    pub fn acquire(dir: &Path, wait: bool) -> Result<ImportLock, LockError> {
         let io_err = |source| LockError::Io {
-            path: path.to_path_buf(),
+            path: dir.to_path_buf(),
             source,
         };
         loop {
-            // # Security
-            // O_NOFOLLOW: a symlink planted as the lock file must not make
-            // us truncate whatever it points at.
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(path)
-                .map_err(io_err)?;
+            let file = open_dir(dir).map_err(io_err)?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(mut locked) => {
-                    describe_holder(&mut locked).map_err(io_err)?;
-                    return Ok(ImportLock { _file: locked });
-                }
-                Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                Ok(locked) => return Ok(ImportLock { _dir: locked }),
+                Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
                     if !wait {
                         return Err(LockError::Held {
-                            path: path.to_path_buf(),
-                            holder: read_holder(&mut file),
+                            path: dir.to_path_buf(),
+                            holder: holder(&file),
                         });
                     }
                     if crate::interrupt::requested().is_some() {
                         return Err(LockError::Interrupted {
-                            path: path.to_path_buf(),
+                            path: dir.to_path_buf(),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -81,14 +79,9 @@ impl ImportLock {
     }
 }
 
-/// Whether an import holds the lock now (read only: a missing lock file
-/// is not created).
-pub fn is_held(path: &Path) -> bool {
-    let Ok(file) = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-    else {
+/// Whether an import holds the lock on the data-root `dir` now.
+pub fn is_held(dir: &Path) -> bool {
+    let Ok(file) = open_dir(dir) else {
         return false;
     };
     matches!(
@@ -97,33 +90,48 @@ pub fn is_held(path: &Path) -> bool {
     )
 }
 
-/// Writes who holds the lock into it, for the message a second import
-/// prints.
-fn describe_holder(file: &mut File) -> io::Result<()> {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let text = format!(
-        "pid {} on {host}, started at unix time {since}\n",
-        std::process::id()
+/// Who holds a flock on `file`, from /proc/locks (`pid N: volmig import
+/// ...`), for the message a second import prints.
+fn holder(file: &File) -> String {
+    use std::io::Read;
+    let Ok(meta) = file.metadata() else {
+        return "holder unknown".into();
+    };
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
     );
-    file.set_len(0)?;
-    file.seek(SeekFrom::Start(0))?;
-    file.write_all(text.as_bytes())
-}
-
-fn read_holder(file: &mut File) -> String {
     let mut text = String::new();
-    let _ = file.take(MAX_HOLDER).read_to_string(&mut text);
-    let text = text.trim();
-    if text.is_empty() {
-        "holder unknown".into()
-    } else {
-        text.chars().filter(|c| !c.is_control()).collect()
+    if let Ok(f) = File::open("/proc/locks") {
+        let _ = f.take(MAX_PROC_LOCKS).read_to_string(&mut text);
+    }
+    // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"
+    let pid = text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let is_ours = fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&want.as_str());
+        is_ours
+            .then(|| fields.get(4).map(|p| p.to_string()))
+            .flatten()
+    });
+    let Some(pid) = pid else {
+        return "holder unknown".into();
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let command: String = String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    match command.is_empty() {
+        true => format!("pid {pid}"),
+        false => format!("pid {pid}: {command}"),
     }
 }
 
@@ -134,9 +142,9 @@ mod tests {
     #[test]
     fn a_second_lock_names_the_first_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("volmig.lock");
-        let _first = ImportLock::acquire(&path, false).unwrap();
-        let err = match ImportLock::acquire(&path, false) {
+        let _first = ImportLock::acquire(dir.path(), false).unwrap();
+        assert!(is_held(dir.path()));
+        let err = match ImportLock::acquire(dir.path(), false) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("a second lock must fail"),
         };
@@ -148,21 +156,11 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_is_free_again_once_dropped() {
+    fn the_lock_is_free_again_once_dropped_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("volmig.lock");
-        drop(ImportLock::acquire(&path, false).unwrap());
-        assert!(ImportLock::acquire(&path, false).is_ok());
-    }
-
-    #[test]
-    fn a_symlink_as_lock_file_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, b"precious").unwrap();
-        let path = dir.path().join("volmig.lock");
-        std::os::unix::fs::symlink(&victim, &path).unwrap();
-        assert!(ImportLock::acquire(&path, false).is_err());
-        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        drop(ImportLock::acquire(dir.path(), false).unwrap());
+        assert!(!is_held(dir.path()));
+        assert!(ImportLock::acquire(dir.path(), false).is_ok());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

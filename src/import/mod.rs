@@ -41,6 +41,7 @@ use crate::progress::{NoProgress, Progress};
 pub use commit::{
     pending, pending_findings, Pending, RecoverError, Recovered, RecoveryOutcome, StepError,
 };
+use commit::{Settled, Unsettled};
 use journal::Journal;
 pub use journal::{Item, State};
 pub use lock::{ImportLock, LockError};
@@ -87,6 +88,13 @@ pub enum ImportError {
     Recover(#[source] Box<RecoverError>),
     #[error("interrupted by {}: the staging directory was removed and nothing was written to the data-root", interrupt::signal_name(*signal))]
     Interrupted { signal: i32 },
+    /// This import failed, after it had settled earlier interrupted ones:
+    /// the data-root did change (exit 1, not 2).
+    #[error("{source} (before it, {} interrupted import(s) of this data-root were settled: `volmig scan` shows the result)", recovered.len())]
+    AfterRecovery {
+        recovered: Vec<Recovered>,
+        source: Box<ImportError>,
+    },
     #[error("commit failed at {source}; everything was rolled back and the target is as it was")]
     Commit { source: Box<StepError> },
     #[error("commit failed at {commit}, and undoing it failed at {rollback}: the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`", staging.display())]
@@ -102,7 +110,9 @@ impl ImportError {
     pub fn changed_target(&self) -> bool {
         matches!(
             self,
-            ImportError::Recover(_) | ImportError::CommitIncomplete { .. }
+            ImportError::Recover(_)
+                | ImportError::CommitIncomplete { .. }
+                | ImportError::AfterRecovery { .. }
         )
     }
 }
@@ -224,6 +234,8 @@ pub struct ImportReport {
 /// import lock (`volmig recover`).
 pub fn recover(root: &DataRoot, wait: bool) -> Result<Vec<Recovered>, ImportError> {
     let _lock = ImportLock::acquire(&root.import_lock(), wait)?;
+    // Short, and every step of it matters: a signal waits for its end.
+    let _critical = Critical::enter();
     commit::recover_all(root).map_err(|e| ImportError::Recover(Box::new(e)))
 }
 
@@ -245,6 +257,29 @@ pub fn import(
         Some(_) => commit::recover_all(root).map_err(|e| ImportError::Recover(Box::new(e)))?,
         None => Vec::new(),
     };
+    let result = import_locked(root, input, opts, engine, progress);
+    drop(lock);
+    match result {
+        Ok(mut report) => {
+            report.recovered = recovered;
+            Ok(report)
+        }
+        Err(source) if !recovered.is_empty() => Err(ImportError::AfterRecovery {
+            recovered,
+            source: Box::new(source),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The import proper, under the lock, once earlier imports are settled.
+fn import_locked(
+    root: &DataRoot,
+    input: Box<dyn Read>,
+    opts: &ImportOptions,
+    engine: Option<&dyn Engine>,
+    progress: &dyn Progress,
+) -> Result<ImportReport, ImportError> {
     let mut stage = Stager::new(root, opts.policy, opts.dry_run);
     let mut report = match stage_bundle(root, input, opts, &mut stage, progress) {
         Ok(report) => report,
@@ -256,7 +291,6 @@ pub fn import(
             });
         }
     };
-    report.recovered = recovered;
     if opts.dry_run {
         return Ok(report);
     }
@@ -271,9 +305,9 @@ pub fn import(
     };
     let result = commit_staged(root, &staging, &stage, &mut report, engine);
     if result.is_err() {
+        // Refused by remove_staging while a journal there is unsettled.
         stage.discard();
     }
-    drop(lock);
     result.map(|()| report)
 }
 
@@ -386,27 +420,36 @@ fn commit_staged(
     stage.check_landed()?;
 
     // From the journal on, a signal waits for the commit to end.
+    if let Some(signal) = interrupt::requested() {
+        return Err(ImportError::Interrupted { signal });
+    }
     let critical = Critical::enter();
     journal.save(staging)?;
-    if let Err(failed) = commit::forward(root, staging, &journal, db.as_mut()) {
-        journal.state = State::RollingBack;
-        let _ = journal.save(staging);
-        return match commit::backward(root, staging, &journal, db.as_mut()) {
-            Ok(()) => Err(ImportError::Commit {
-                source: Box::new(failed),
-            }),
-            Err(rollback) => Err(ImportError::CommitIncomplete {
-                commit: Box::new(failed),
-                rollback: Box::new(rollback),
+    match commit::settle(root, staging, &mut journal, db.as_mut(), true) {
+        Ok(Settled::Committed) => {}
+        Ok(Settled::RolledBack) | Err(Unsettled { forward: None, .. }) => {
+            return Err(ImportError::Commit {
+                source: Box::new(StepError::Lost {
+                    what: "the commit".into(),
+                    target: staging.to_path_buf(),
+                    why: "it was rolled back",
+                }),
+            })
+        }
+        Err(Unsettled {
+            forward: Some(failed),
+            backward: None,
+        }) => return Err(ImportError::Commit { source: failed }),
+        Err(Unsettled {
+            forward: Some(commit),
+            backward: Some(rollback),
+        }) => {
+            return Err(ImportError::CommitIncomplete {
+                commit,
+                rollback,
                 staging: staging.to_path_buf(),
-            }),
-        };
-    }
-    journal.state = State::Committed;
-    if let Err(e) = journal.save(staging) {
-        report.pending.push(format!(
-            "{e}: the volumes are in place; run `volmig recover` to finish"
-        ));
+            })
+        }
     }
     drop(db);
     report_moves(root, &journal, report);

@@ -80,12 +80,10 @@ pub(super) fn plan_commit(
         let saved = db
             .read_raw(staging, &names)
             .map_err(|e| werr(&root.metadata_db())(io::Error::other(e.to_string())))?;
-        let orig_ino = fs::symlink_metadata(root.metadata_db())
-            .ok()
-            .map(|m| m.ino());
         journal.metadata = Some(MetadataPlan {
-            existed: orig_ino.is_some(),
-            orig_ino,
+            orig: fs::symlink_metadata(root.metadata_db())
+                .ok()
+                .map(|m| journal::FileId::of(&m)),
             new: records.into_iter().map(Record::from_change).collect(),
             saved: saved.into_iter().map(Record::from_change).collect(),
         });

@@ -298,6 +298,32 @@ impl Visitor for Stager<'_> {
                 });
             }
         }
+        // A file or symlink where a volume or checkpoint would go is not a
+        // volume to replace: moving it aside and back is not what anyone
+        // asked for, and it cannot be exchanged like a directory.
+        let mut places: Vec<PathBuf> = header
+            .volumes
+            .iter()
+            .map(|v| self.root.volume_dir(&v.name))
+            .collect();
+        for c in &header.containers {
+            if let Some(cp) = &c.checkpoint {
+                places.push(self.root.checkpoint_dir(&c.id, cp));
+            }
+        }
+        let odd: Vec<String> = places
+            .iter()
+            .filter(|p| p.symlink_metadata().is_ok_and(|m| !m.is_dir()))
+            .map(|p| {
+                format!(
+                    "`{}` exists and is not a directory (a file or a symlink, which dockerd ignores): move it away, then import again",
+                    p.display()
+                )
+            })
+            .collect();
+        if !odd.is_empty() {
+            return Err(ReadError::Visitor(odd.join("\n")));
+        }
         let mut refusals = Vec::new();
         for v in &header.volumes {
             if self.root.volume_dir(&v.name).symlink_metadata().is_ok() {
@@ -383,35 +409,7 @@ impl Stager<'_> {
             self.data_bytes = self.data_bytes.saturating_add(written);
         }
         if let Place::VolumeOpts { name } = place {
-            // # Security
-            // An opts.json dockerd cannot decode stops the whole daemon.
-            let mut bytes = Vec::new();
-            data.take(MAX_OPTS_JSON + 1)
-                .read_to_end(&mut bytes)
-                .map_err(ReadError::Io)?;
-            // Whole or not at all: a prefix can decode (`{}` then spaces)
-            // and would be staged in place of the file the digest covers.
-            if bytes.len() as u64 > MAX_OPTS_JSON {
-                return Err(ReadError::Hostile {
-                    entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                    reason: format!("{} bytes is too large for an opts.json", meta.size),
-                });
-            }
-            if let Err(go_error) = VolumeOptions::decode(&bytes) {
-                return Err(ReadError::Hostile {
-                    entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                    reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
-                });
-            }
-            if self.dry_run {
-                return Ok(());
-            }
-            self.tops.entry(name.to_string()).or_default().opts =
-                Some((meta.clone(), bytes.clone()));
-            self.close_dirs(&meta.path)?;
-            let target = self.staged(&meta.path);
-            write_new(&target, &bytes).map_err(|e| visitor_err(&target, e))?;
-            return restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e));
+            return self.stage_opts(meta, name, data);
         }
         if self.dry_run {
             return Ok(());
@@ -426,6 +424,50 @@ impl Stager<'_> {
             _ => {}
         }
         self.close_dirs(&meta.path)?;
+        self.make_entry(meta, data)
+    }
+
+    /// `volumes/<name>/opts.json`: read whole (it is small and must decode
+    /// as dockerd decodes it), then staged.
+    fn stage_opts(
+        &mut self,
+        meta: &EntryMeta,
+        name: &str,
+        data: &mut dyn Read,
+    ) -> Result<(), ReadError> {
+        // # Security
+        // An opts.json dockerd cannot decode stops the whole daemon.
+        let mut bytes = Vec::new();
+        data.take(MAX_OPTS_JSON + 1)
+            .read_to_end(&mut bytes)
+            .map_err(ReadError::Io)?;
+        // Whole or not at all: a prefix can decode (`{}` then spaces)
+        // and would be staged in place of the file the digest covers.
+        if bytes.len() as u64 > MAX_OPTS_JSON {
+            return Err(ReadError::Hostile {
+                entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                reason: format!("{} bytes is too large for an opts.json", meta.size),
+            });
+        }
+        if let Err(go_error) = VolumeOptions::decode(&bytes) {
+            return Err(ReadError::Hostile {
+                entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
+            });
+        }
+        if self.dry_run {
+            return Ok(());
+        }
+        self.tops.entry(name.to_string()).or_default().opts = Some((meta.clone(), bytes.clone()));
+        self.close_dirs(&meta.path)?;
+        let target = self.staged(&meta.path);
+        write_new(&target, &bytes).map_err(|e| visitor_err(&target, e))?;
+        restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e))
+    }
+
+    /// Creates one staged entry of any kind, with its attributes (a
+    /// directory's once it is complete).
+    fn make_entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> Result<(), ReadError> {
         let target = self.staged(&meta.path);
         let fail = |e: io::Error| visitor_err(&target, e);
         match meta.kind {
