@@ -184,3 +184,277 @@ fn verify_all_does_not_panic_on_a_container_directory_named_a_alpha_x() {
     let m = verify_all(&root);
     assert!(m.stdout.contains("aααααααx"), "{}", m.stdout);
 }
+
+// ---------------------------------------------------------------------
+// Hostile bundles: each is refused (import: exit 2, target unchanged;
+// inspect --check: exit 1) in bounded memory and time.
+
+mod bundle_support;
+
+use bundle_support::{
+    empty_target, export_to, parse_entries, position, reseal, small_source, snapshot,
+    write_entries, RawEntry, APP_ID,
+};
+
+/// A real bundle of `small_source()`, made by the binary.
+fn valid_bundle(dir: &Path) -> Vec<u8> {
+    let src = small_source();
+    let out = dir.join("valid.volmig");
+    export_to(&src, &["app", "db"], &[], &out);
+    fs::read(out).unwrap()
+}
+
+/// The raw tar of the entries before `path` (no end-of-archive blocks).
+fn tar_before(valid: &[u8], path: &[u8]) -> Vec<u8> {
+    let entries = parse_entries(valid);
+    let at = position(&entries, path);
+    let mut tar = write_entries(&entries[..at]);
+    tar.truncate(tar.len() - 1024);
+    tar
+}
+
+fn raw_header(kind: tar::EntryType, name: &[u8], size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// Writes `prefix` then `logical` bytes in all, the rest a hole (zeros
+/// that cost no disk).
+fn write_sparse(path: &Path, prefix: &[u8], logical: u64) {
+    fs::write(path, prefix).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(logical)
+        .unwrap();
+}
+
+/// Imports `bundle` into an empty target and inspects it with --check:
+/// both refuse it naming `expected`, within the limits, changing nothing.
+fn refused_everywhere(bundle: &Path, expected: &str) -> (Measured, Measured) {
+    let target = empty_target();
+    let before = snapshot(&target.path());
+    let mut cmd = volmig(&target.path());
+    cmd.arg("import").arg(bundle);
+    let import = run(cmd, Duration::from_secs(30));
+    import.assert_sane("import");
+    assert_eq!(import.code, Some(2), "import: {}", import.stderr);
+    assert!(
+        import.stderr.contains(expected),
+        "import: {}",
+        import.stderr
+    );
+    bundle_support::assert_unchanged(&target.path(), &before);
+
+    let mut cmd = volmig(&target.path());
+    cmd.args(["inspect", "--check"]).arg(bundle);
+    let inspect = run(cmd, Duration::from_secs(30));
+    inspect.assert_sane("inspect --check");
+    assert!(
+        matches!(inspect.code, Some(1 | 2)),
+        "inspect: {:?}",
+        inspect.code
+    );
+    let said = format!("{}{}", inspect.stdout, inspect.stderr);
+    assert!(said.contains(expected), "inspect: {said}");
+    eprintln!(
+        "{}: import {} KiB {:?}, inspect --check {} KiB {:?}",
+        bundle.display(),
+        import.max_rss_kib,
+        import.elapsed,
+        inspect.max_rss_kib,
+        inspect.elapsed
+    );
+    (import, inspect)
+}
+
+#[test]
+fn a_1_gib_pax_record_is_refused_in_bounded_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let mut tar = tar_before(&valid, b"volumes/appdata");
+    tar.extend_from_slice(&raw_header(tar::EntryType::XHeader, b"PaxHeader", 1 << 30));
+    let bundle = work.path().join("pax.volmig");
+    write_sparse(&bundle, &tar, tar.len() as u64 + (1 << 30) + 1024);
+    refused_everywhere(&bundle, "a PAX extended header of 1073741824 bytes");
+}
+
+#[test]
+fn a_1_gib_gnu_long_name_is_refused_in_bounded_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    for kind in [tar::EntryType::GNULongName, tar::EntryType::GNULongLink] {
+        let mut tar = tar_before(&valid, b"volumes/appdata");
+        tar.extend_from_slice(&raw_header(kind, b"././@LongLink", 1 << 30));
+        let bundle = work.path().join("long.volmig");
+        write_sparse(&bundle, &tar, tar.len() as u64 + (1 << 30) + 1024);
+        refused_everywhere(&bundle, "1073741824 bytes, more than the 1048576 bytes");
+    }
+}
+
+/// A zstd frame by hand: `data` in raw blocks, then `zeros` zero bytes in
+/// RLE blocks (4 bytes per 128 KiB), with the window `2^window_log`.
+fn zstd_frame(data: &[u8], zeros: u64, window_log: u8) -> Vec<u8> {
+    const BLOCK: usize = 128 << 10;
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, (window_log - 10) << 3];
+    let mut blocks: Vec<(u8, usize, Option<&[u8]>)> = data
+        .chunks(BLOCK)
+        .map(|c| (0u8, c.len(), Some(c)))
+        .collect();
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(BLOCK as u64) as usize;
+        blocks.push((1, n, None));
+        left -= n as u64;
+    }
+    let last = blocks.len() - 1;
+    for (i, (kind, size, bytes)) in blocks.into_iter().enumerate() {
+        let word = ((size as u32) << 3) | ((kind as u32) << 1) | u32::from(i == last);
+        out.extend_from_slice(&word.to_le_bytes()[..3]);
+        match bytes {
+            Some(b) => out.extend_from_slice(b),
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_99_kb_zstd_bomb_is_refused_in_bounded_memory() {
+    // 1 GiB of PAX record inflating from a few dozen KiB: the same header
+    // guard stops it after decompression; nothing is buffered on the way.
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let mut tar = tar_before(&valid, b"volumes/appdata");
+    tar.extend_from_slice(&raw_header(tar::EntryType::XHeader, b"PaxHeader", 1 << 30));
+    let bomb = zstd_frame(&tar, (1 << 30) + 1024, 20);
+    assert!(bomb.len() < 100 << 10, "{} bytes", bomb.len());
+    let bundle = work.path().join("bomb.volmig.zst");
+    fs::write(&bundle, bomb).unwrap();
+    refused_everywhere(&bundle, "a PAX extended header of 1073741824 bytes");
+}
+
+#[test]
+fn a_zstd_frame_asking_for_a_128_mib_window_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let bundle = work.path().join("window.volmig.zst");
+    fs::write(&bundle, zstd_frame(&valid, 0, 27)).unwrap();
+    refused_everywhere(&bundle, "zstd frames need a window over 16 MiB");
+    // The same frame with a small window is a good bundle.
+    fs::write(&bundle, zstd_frame(&valid, 0, 20)).unwrap();
+    let mut cmd = volmig(work.path());
+    cmd.args(["inspect", "--check"]).arg(&bundle);
+    let m = run(cmd, Duration::from_secs(30));
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+}
+
+#[test]
+fn a_1_gib_config_v2_json_in_a_bundle_is_refused_before_reading() {
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let path = format!("containers/{APP_ID}/config.v2.json");
+    let mut tar = tar_before(&valid, path.as_bytes());
+    let mut h = tar::Header::new_ustar();
+    h.set_path(&path).unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o600);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(1 << 30);
+    h.set_cksum();
+    tar.extend_from_slice(h.as_bytes());
+    let bundle = work.path().join("config.volmig");
+    write_sparse(&bundle, &tar, tar.len() as u64 + (1 << 30) + 1024);
+    refused_everywhere(
+        &bundle,
+        "1073741824 bytes is too large for a config.v2.json",
+    );
+}
+
+/// `volumes/appdata/_data/a.txt` ("alpha\n") turned into a GNU sparse 1.0
+/// file whose data sits after a hole of `hole` bytes.
+fn with_hole(valid: &[u8], hole: u64) -> Vec<u8> {
+    let mut entries = parse_entries(valid);
+    let at = position(&entries, b"volumes/appdata/_data/a.txt");
+    let e: &mut RawEntry = &mut entries[at];
+    let data = e.data.clone();
+    let mut map = format!("1\n{hole}\n{}\n", data.len()).into_bytes();
+    map.resize(512, 0);
+    map.extend_from_slice(&data);
+    e.data = map;
+    let real = (hole + data.len() as u64).to_string().into_bytes();
+    e.pax.extend([
+        ("GNU.sparse.major".to_string(), b"1".to_vec()),
+        ("GNU.sparse.minor".to_string(), b"0".to_vec()),
+        ("GNU.sparse.name".to_string(), e.path.clone()),
+        ("GNU.sparse.realsize".to_string(), real),
+    ]);
+    write_entries(&entries)
+}
+
+#[test]
+fn a_1_eib_sparse_hole_is_refused_instead_of_hashed_forever() {
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let bundle = work.path().join("hole.volmig");
+    fs::write(&bundle, with_hole(&valid, 1 << 60)).unwrap();
+    let (import, _) = refused_everywhere(&bundle, "bytes of holes up to here, more than");
+    assert!(
+        import.elapsed < Duration::from_secs(10),
+        "{:?}",
+        import.elapsed
+    );
+}
+
+#[test]
+fn a_2_gib_sparse_hole_is_hashed_in_bounded_memory() {
+    // Under the limit: the zeros are hashed (from a static buffer) and the
+    // digest of the altered file fails as it should.
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let bundle = work.path().join("hole.volmig");
+    fs::write(&bundle, with_hole(&valid, 2 << 30)).unwrap();
+    refused_everywhere(&bundle, "does not match its digest");
+}
+
+#[test]
+fn inspect_check_verifies_the_headers_data_claims_against_the_entry() {
+    // The header says pgdata's _data is root's 0755; the entry (and so the
+    // import) says 999:999 0700. Resealed: every digest matches.
+    let work = tempfile::tempdir().unwrap();
+    let valid = valid_bundle(work.path());
+    let mut entries = parse_entries(&valid);
+    let mut header: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    for v in header["volumes"].as_array_mut().unwrap() {
+        if v["name"] == "pgdata" {
+            v["data"]["uid"] = 0.into();
+            v["data"]["gid"] = 0.into();
+            v["data"]["mode"] = "0755".into();
+        }
+    }
+    entries[0].data = serde_json::to_vec_pretty(&header).unwrap();
+    reseal(&mut entries);
+    let bundle = work.path().join("claims.volmig");
+    fs::write(&bundle, write_entries(&entries)).unwrap();
+    let (_, inspect) = refused_everywhere(
+        &bundle,
+        "owner 0:0 in the header, 999:999 in the entry; mode 0755 in the header, 0700 in the entry",
+    );
+    assert_eq!(inspect.code, Some(1), "a mismatch is a failed check");
+    assert!(
+        inspect.stdout.contains("volumes/pgdata/_data"),
+        "{}",
+        inspect.stdout
+    );
+}

@@ -55,10 +55,36 @@ pub fn volmig(data_root: &Path) -> Command {
     cmd
 }
 
+/// GNU time, when installed: it forks the child from its own small
+/// process. A child spawned straight from the test inherits the test
+/// process's peak RSS across exec (Linux keeps `maxrss` over execve), and
+/// a test binary that has printed a backtrace is 150 MB; then `wait4`'s
+/// figure is only an upper bound.
+const GNU_TIME: &str = "/usr/bin/time";
+
 /// Runs `cmd` with no stdin, killing it after `timeout`.
-pub fn run(mut cmd: Command, timeout: Duration) -> Measured {
+pub fn run(cmd: Command, timeout: Duration) -> Measured {
     let out = tempfile::tempdir().unwrap();
-    let (o, e) = (out.path().join("out"), out.path().join("err"));
+    let (o, e, rss_file) = (
+        out.path().join("out"),
+        out.path().join("err"),
+        out.path().join("rss"),
+    );
+    let mut cmd = if Path::new(GNU_TIME).exists() {
+        let mut timed = Command::new(GNU_TIME);
+        timed.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+        timed.arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => timed.env(k, v),
+                None => timed.env_remove(k),
+            };
+        }
+        timed
+    } else {
+        cmd
+    };
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.stdin(Stdio::null())
         .stdout(File::create(&o).unwrap())
         .stderr(File::create(&e).unwrap());
@@ -78,8 +104,9 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Measured {
     let (r, status, rss) = match rx.recv_timeout(timeout) {
         Ok(done) => done,
         Err(_) => {
-            // SAFETY: kill of our own, not yet reaped, child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: kills the process group of our own, not yet
+            // reaped, child (GNU time and volmig under it).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = rx.recv();
             panic!("{cmd:?} did not finish within {timeout:?} (a hang)");
         }
@@ -91,7 +118,10 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Measured {
         code,
         stdout: fs::read_to_string(&o).unwrap_or_default(),
         stderr: fs::read_to_string(&e).unwrap_or_default(),
-        max_rss_kib: rss,
+        max_rss_kib: fs::read_to_string(&rss_file)
+            .ok()
+            .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or(rss),
         elapsed: start.elapsed(),
     }
 }
