@@ -402,7 +402,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
             result.findings.push(Finding::new(
                 Severity::Warning,
                 "metadata-db-unchecked",
-                format!("{e}: dockerd opens it, but its labels and records were not checked"),
+                format!("{e}: its labels and records were not checked (dockerd opens it if it is a valid bolt database)"),
                 "check the labels with `docker volume inspect` once dockerd runs",
             ));
             return;

@@ -266,14 +266,6 @@ fn refused_everywhere(bundle: &Path, expected: &str) -> (Measured, Measured) {
     );
     let said = format!("{}{}", inspect.stdout, inspect.stderr);
     assert!(said.contains(expected), "inspect: {said}");
-    eprintln!(
-        "{}: import {} KiB {:?}, inspect --check {} KiB {:?}",
-        bundle.display(),
-        import.max_rss_kib,
-        import.elapsed,
-        inspect.max_rss_kib,
-        inspect.elapsed
-    );
     (import, inspect)
 }
 
@@ -404,11 +396,12 @@ fn with_hole(valid: &[u8], hole: u64) -> Vec<u8> {
 }
 
 #[test]
-fn a_1_eib_sparse_hole_is_refused_instead_of_hashed_forever() {
+fn a_1_tib_sparse_hole_is_refused_instead_of_hashed_for_minutes() {
+    // Before: import and inspect --check hashed 1 TiB of zeros (12 min).
     let work = tempfile::tempdir().unwrap();
     let valid = valid_bundle(work.path());
     let bundle = work.path().join("hole.volmig");
-    fs::write(&bundle, with_hole(&valid, 1 << 60)).unwrap();
+    fs::write(&bundle, with_hole(&valid, 1 << 40)).unwrap();
     let (import, _) = refused_everywhere(&bundle, "bytes of holes up to here, more than");
     assert!(
         import.elapsed < Duration::from_secs(10),
@@ -457,4 +450,110 @@ fn inspect_check_verifies_the_headers_data_claims_against_the_entry() {
         "{}",
         inspect.stdout
     );
+}
+
+/// A bundle of `n` empty volumes (a directory and its `_data` each), with
+/// a compact header and a matching trailer.
+fn many_volumes(n: usize) -> Vec<u8> {
+    use volmig::bundle::{
+        hex, BundleHeader, BundleVolume, DataAttrs, EntryKind, EntryMeta, RunningDigest, Trailer,
+        VolumeSummary, FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH,
+    };
+    let names: Vec<String> = (0..n).map(|i| format!("v{i:06}")).collect();
+    let header = BundleHeader {
+        format: FORMAT.into(),
+        tool: "hostile_limits".into(),
+        source_host: "h".into(),
+        source_data_root: "/var/lib/docker".into(),
+        containers: vec![],
+        volumes: names
+            .iter()
+            .map(|name| BundleVolume {
+                name: name.clone(),
+                anonymous: false,
+                record: None,
+                opts_json: false,
+                data: DataAttrs {
+                    uid: 0,
+                    gid: 0,
+                    mode: "0755".into(),
+                    mtime: 0,
+                    mtime_nsec: 0,
+                    xattrs: Default::default(),
+                },
+            })
+            .collect(),
+    };
+    let header_json = serde_json::to_vec(&header).unwrap();
+    let dir = |path: &str| EntryMeta {
+        path: path.as_bytes().to_vec(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        size: 0,
+        link: None,
+        rdev_major: 0,
+        rdev_minor: 0,
+        xattrs: vec![],
+        sparse: None,
+    };
+    let mut entries = vec![RawEntry::file(HEADER_PATH.as_bytes(), &header_json)];
+    let mut all = RunningDigest::default();
+    let mut volumes = std::collections::BTreeMap::new();
+    for name in &names {
+        let mut digest = RunningDigest::default();
+        for (path, rel) in [
+            (format!("volumes/{name}"), ""),
+            (format!("volumes/{name}/_data"), "_data"),
+        ] {
+            let meta = dir(&path);
+            all.update(&meta.describe(&meta.path, None));
+            digest.update(&meta.describe(rel.as_bytes(), None));
+            entries.push(RawEntry::dir(path.as_bytes()));
+        }
+        volumes.insert(
+            name.clone(),
+            VolumeSummary {
+                entries: 2,
+                files: 0,
+                bytes: 0,
+                digest: digest.hex(),
+            },
+        );
+    }
+    let sha = |b: &[u8]| hex(&<sha2::Sha256 as sha2::Digest>::digest(b));
+    let trailer = Trailer {
+        format: FORMAT.into(),
+        entries: 2 * n as u64,
+        files: 0,
+        bytes: 0,
+        header_sha256: sha(&header_json),
+        sums_sha256: sha(b""),
+        entries_sha256: all.hex(),
+        volumes,
+    };
+    entries.push(RawEntry::file(SUMS_PATH.as_bytes(), b""));
+    entries.push(RawEntry::file(
+        TRAILER_PATH.as_bytes(),
+        &serde_json::to_vec(&trailer).unwrap(),
+    ));
+    write_entries(&entries)
+}
+
+#[test]
+fn inspect_check_is_linear_in_the_header_volume_count() {
+    // Before: each entry was classified by a scan of the header's volumes:
+    // 80,000 volumes took 57 s, 40,000 take 17 s (release builds); now
+    // 40,000 take 3.6 s in a debug build (12 s on a loaded machine).
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("many.volmig");
+    fs::write(&bundle, many_volumes(40_000)).unwrap();
+    let mut cmd = volmig(work.path());
+    cmd.args(["inspect", "--check", "-q"]).arg(&bundle);
+    let m = run(cmd, Duration::from_secs(60));
+    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    assert!(m.elapsed < Duration::from_secs(30), "{:?}", m.elapsed);
 }

@@ -42,9 +42,13 @@ impl Measured {
     }
 }
 
-/// The binary under test.
+/// The binary under test; `VOLMIG_BIN` measures another build (e.g. the
+/// one before a fix) with the same inputs.
 pub fn volmig(data_root: &Path) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("volmig"));
+    let bin = std::env::var_os("VOLMIG_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| assert_cmd::cargo::cargo_bin("volmig"));
+    let mut cmd = Command::new(bin);
     cmd.env_remove("VOLMIG_DATA_ROOT")
         .env_remove("DOCKER_HOST")
         // No daemon answers on this socket: the tests stay offline.
@@ -108,13 +112,15 @@ pub fn run(cmd: Command, timeout: Duration) -> Measured {
             // reaped, child (GNU time and volmig under it).
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             let _ = rx.recv();
+            let args: Vec<_> = cmd.get_args().collect();
+            eprintln!("measured: {args:?}: killed after {timeout:?}");
             panic!("{cmd:?} did not finish within {timeout:?} (a hang)");
         }
     };
     drop(child);
     assert_eq!(r, pid, "wait4 failed");
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Measured {
+    let measured = Measured {
         code,
         stdout: fs::read_to_string(&o).unwrap_or_default(),
         stderr: fs::read_to_string(&e).unwrap_or_default(),
@@ -123,5 +129,21 @@ pub fn run(cmd: Command, timeout: Duration) -> Measured {
             .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
             .unwrap_or(rss),
         elapsed: start.elapsed(),
-    }
+    };
+    // One line per run, for `cargo test -- --nocapture` (the figures of
+    // the README's limits and of a before/after comparison).
+    let args: Vec<_> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .skip_while(|a| !a.starts_with("--data-root"))
+        .skip(2)
+        .collect();
+    eprintln!(
+        "measured: {}: exit {:?}, peak RSS {} KiB, {:.2?}",
+        args.join(" "),
+        measured.code,
+        measured.max_rss_kib,
+        measured.elapsed
+    );
+    measured
 }
