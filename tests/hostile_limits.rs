@@ -557,3 +557,40 @@ fn inspect_check_is_linear_in_the_header_volume_count() {
     assert_eq!(m.code, Some(0), "{}", m.stderr);
     assert!(m.elapsed < Duration::from_secs(30), "{:?}", m.elapsed);
 }
+
+#[test]
+fn a_header_just_under_the_json_limit_is_read_in_bounded_memory() {
+    // As many volumes as the largest header holds (before the 8 MiB limit:
+    // a 16 MiB header of 100,000 volumes took 93 MB), and then the end of
+    // the stream: what the header alone costs.
+    let work = tempfile::tempdir().unwrap();
+    let full = many_volumes(56_000);
+    let header = parse_entries_prefix(&full, 1);
+    let json = header.len() as u64 - 512 - 1024;
+    assert!(
+        json > volmig::bundle::limits::MAX_JSON - (1 << 20)
+            && json < volmig::bundle::limits::MAX_JSON,
+        "{json}"
+    );
+    let bundle = work.path().join("header.volmig");
+    fs::write(&bundle, header).unwrap();
+    let mut cmd = volmig(work.path());
+    cmd.args(["inspect", "--check"]).arg(&bundle);
+    let m = run(cmd, Duration::from_secs(60));
+    m.assert_sane("inspect --check");
+    assert!(m.stdout.contains("truncated"), "{}", m.stdout);
+}
+
+/// The first `n` entries of a raw tar, then the end-of-archive blocks.
+fn parse_entries_prefix(bytes: &[u8], n: usize) -> Vec<u8> {
+    let mut archive = tar::Archive::new(bytes);
+    let end = archive
+        .entries()
+        .unwrap()
+        .nth(n)
+        .map(|e| e.unwrap().raw_header_position() as usize)
+        .unwrap_or(bytes.len());
+    let mut out = bytes[..end].to_vec();
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}

@@ -314,10 +314,11 @@ struct Walk<'h> {
 
 impl<'h> Walk<'h> {
     fn new(header: &'h BundleHeader, check: Check, limits: ReadLimits) -> Result<Self, ReadError> {
-        let mut tally = Tally::default();
-        for v in &header.volumes {
-            tally.volumes.insert(v.name.clone(), Default::default());
-        }
+        // Volumes enter the tally with their first entry, not from the
+        // header: a header listing 100,000 volumes and nothing else must
+        // not cost their digests' memory (every listed volume must still
+        // carry its `_data`, see `finish`).
+        let tally = Tally::default();
         Ok(Walk {
             index: HeaderIndex::new(header),
             check,
@@ -514,9 +515,9 @@ impl<'h> Walk<'h> {
             | Place::VolumeDir { name } => Some(*name),
             _ => None,
         };
-        if let Some((vd, vs)) = volume.and_then(|name| tally.volumes.get_mut(name)) {
-            let name_len = volume.map_or(0, str::len);
-            let rel_start = "volumes/".len() + name_len + 1;
+        if let Some(name) = volume {
+            let (vd, vs) = tally.volumes.entry(name.to_string()).or_default();
+            let rel_start = "volumes/".len() + name.len() + 1;
             vd.update(&meta.describe(
                 &meta.path[rel_start.min(meta.path.len())..],
                 digest.as_ref(),
