@@ -247,6 +247,18 @@ fn load_entry(
             ));
             None
         }
+        OptsFile::Blocking(reason) => {
+            daemon_findings.push(Finding::new(
+                Severity::Fatal,
+                "opts-blocking",
+                format!("`{}/opts.json` {reason}: dockerd's volume scan blocks reading it or reads it without end, so the daemon never finishes starting", entry.path.display()),
+                format!(
+                    "remove `{}/opts.json` (a plain volume needs none) or put the volume's real opts.json back",
+                    entry.path.display()
+                ),
+            ));
+            None
+        }
         OptsFile::Invalid(go_error) => {
             daemon_findings.push(Finding::new(
                 Severity::Fatal,
@@ -396,6 +408,15 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
             ));
             return;
         }
+        Err(e @ MetadataError::TooLarge { .. }) => {
+            result.findings.push(Finding::new(
+                Severity::Warning,
+                "metadata-db-unchecked",
+                format!("{e}: its labels and records were not checked (dockerd opens it if it is a valid bolt database)"),
+                "check the labels with `docker volume inspect` once dockerd runs",
+            ));
+            return;
+        }
         Err(e) => {
             let reason = e.daemon_reason();
             result.findings.push(Finding::new(
@@ -411,6 +432,14 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
         }
     };
 
+    if store.uninitialized {
+        result.findings.push(Finding::new(
+            Severity::Info,
+            "metadata-db-empty",
+            format!("`{}` is 0 bytes: dockerd initializes it as an empty store at start, so no volume has labels", path.display()),
+            "carry volumes/metadata.db with the volumes if they had labels (volmig export/import does)",
+        ));
+    }
     for (name, reason) in &store.undecodable {
         result.findings.push(Finding::new(
             Severity::Warning,

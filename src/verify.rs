@@ -676,7 +676,15 @@ fn plugin_present(root: &DataRoot, driver: &str) -> bool {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| fs::read(e.path().join("config.json")).ok())
+        // # Security
+        // A FIFO or /dev/zero here must not hang or exhaust `verify`.
+        .filter_map(|e| {
+            crate::dataroot::regular_file::read(
+                &e.path().join("config.json"),
+                crate::dataroot::containers::MAX_CONTAINER_FILE,
+            )
+            .ok()
+        })
         .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .any(|v| {
             let name = v.get("Name").and_then(|n| n.as_str()).unwrap_or("");

@@ -10,22 +10,26 @@
 
 use std::cell::Cell;
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::rc::Rc;
-use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
+use super::hashing::{BackgroundHasher, Digester, HashingReader, BACKGROUND_HASH_MIN};
+use super::limits::{ReadLimits, Refusal, TarGuard, MAX_JSON, ZSTD_WINDOW_LOG_MAX};
+use super::tally::{check_sums, check_trailer, Tally};
+use super::tar_entry::entry_meta;
 use super::{
-    classify, hex, sums_line, BundleHeader, EntryKind, EntryMeta, Place, RunningDigest, Trailer,
-    VolumeSummary,
+    classify_in, hex, sums_line, BundleHeader, BundleVolume, EntryKind, EntryMeta, HeaderIndex,
+    Place, Trailer,
 };
-use super::{hash_zeros, parse_pax_time, FORMAT, HEADER_PATH};
+use super::{FORMAT, HEADER_PATH};
+use crate::dataroot::containers::MAX_CONTAINER_FILE;
+use crate::dataroot::opts::MAX_OPTS_JSON;
 use crate::progress::Progress;
 
-/// Largest header or trailer accepted: bounds memory on hostile input.
-const MAX_JSON: u64 = 64 << 20;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 #[derive(Debug, thiserror::Error)]
@@ -47,18 +51,18 @@ pub enum ReadError {
     Visitor(String),
 }
 
-fn show(path: &[u8]) -> String {
+pub(super) fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-fn hostile(path: &[u8], reason: impl Into<String>) -> ReadError {
+pub(super) fn hostile(path: &[u8], reason: impl Into<String>) -> ReadError {
     ReadError::Hostile {
         entry: show(path),
         reason: reason.into(),
     }
 }
 
-fn io_error(e: io::Error) -> ReadError {
+pub(super) fn io_error(e: io::Error) -> ReadError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         ReadError::Truncated(String::new())
     } else if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other {
@@ -100,22 +104,39 @@ pub fn open(mut input: Box<dyn Read>) -> Result<Box<dyn Read>, ReadError> {
     }
     let rest = io::Cursor::new(magic[..got].to_vec()).chain(input);
     if got == 4 && magic == ZSTD_MAGIC {
-        let decoder = zstd::stream::read::Decoder::new(rest).map_err(ReadError::Io)?;
-        Ok(Box::new(decoder))
+        let mut decoder = zstd::stream::read::Decoder::new(rest).map_err(ReadError::Io)?;
+        // # Security
+        // Memory exhaustion: a frame header may ask for a 2 GiB window,
+        // which the decoder allocates before the first byte.
+        decoder
+            .window_log_max(ZSTD_WINDOW_LOG_MAX)
+            .map_err(ReadError::Io)?;
+        Ok(Box::new(ZstdErrors(decoder)))
     } else {
         Ok(Box::new(rest))
     }
 }
 
-/// Counts and digests of what was read, to compare with the trailer.
-#[derive(Default)]
-struct Tally {
-    entries: u64,
-    files: u64,
-    bytes: u64,
-    entries_digest: RunningDigest,
-    sums_digest: Sha256,
-    volumes: std::collections::BTreeMap<String, (RunningDigest, VolumeSummary)>,
+/// Says what to do about a frame whose window is over the limit (zstd's
+/// own text, "Frame requires too much memory for decoding", does not).
+struct ZstdErrors<R: Read>(R);
+
+impl<R: Read> Read for ZstdErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.to_string().contains("too much memory") {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "its zstd frames need a window over {} MiB ({e}): decompress it (`zstd -d`) or recompress without --long/--ultra",
+                        (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
 }
 
 /// Compares bundle paths component by component: the order the writer's
@@ -145,13 +166,31 @@ pub fn read(
     progress: &dyn Progress,
     check: Check,
 ) -> Result<(BundleHeader, Trailer), ReadError> {
+    read_with_limits(input, visitor, progress, check, ReadLimits::default())
+}
+
+/// `read` with limits other than the defaults.
+pub fn read_with_limits(
+    input: Box<dyn Read>,
+    visitor: &mut dyn Visitor,
+    progress: &dyn Progress,
+    check: Check,
+    limits: ReadLimits,
+) -> Result<(BundleHeader, Trailer), ReadError> {
     let ended = Rc::new(Cell::new(false));
+    let refusal = Refusal::default();
     let mut trailer_read = false;
-    let input = Box::new(EofWatch {
+    let input = EofWatch {
         inner: input,
         ended: Rc::clone(&ended),
-    });
-    read_all(input, visitor, progress, check, &mut trailer_read).map_err(|e| match e {
+    };
+    let input = Box::new(TarGuard::new(input, Rc::clone(&refusal)));
+    let result = read_all(input, visitor, progress, check, limits, &mut trailer_read);
+    if let (Err(_), Some((entry, reason))) = (&result, refusal.borrow_mut().take()) {
+        // The guard's reason, whatever error tar-rs made of it.
+        return Err(hostile(&entry, reason));
+    }
+    result.map_err(|e| match e {
         // A stream that ended before its trailer is truncated, whatever
         // the layer that noticed first said: tar-rs "failed to read entire
         // block" mid-header, zstd "incomplete frame", a short JSON entry.
@@ -191,12 +230,36 @@ fn read_all(
     visitor: &mut dyn Visitor,
     progress: &dyn Progress,
     check: Check,
+    limits: ReadLimits,
     trailer_read: &mut bool,
 ) -> Result<(BundleHeader, Trailer), ReadError> {
     let mut archive = tar::Archive::new(input);
     let mut entries = archive.entries().map_err(io_error)?;
+    let (header, header_sha256) = read_header(&mut entries)?;
+    check_header(&header)?;
+    visitor.header(&header)?;
 
-    // 1. The header.
+    let trailer = {
+        let mut walk = Walk::new(&header, check, limits)?;
+        for entry in entries {
+            if progress.cancelled() {
+                return Err(ReadError::Visitor(
+                    "interrupted: nothing was written".into(),
+                ));
+            }
+            let mut entry = entry.map_err(io_error)?;
+            walk.step(&mut entry, visitor, progress)?;
+            *trailer_read = walk.trailer.is_some();
+        }
+        walk.finish(&header_sha256)?
+    };
+    Ok((header, trailer))
+}
+
+/// The first entry: the header, parsed, with the SHA-256 of its bytes.
+fn read_header<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+) -> Result<(BundleHeader, String), ReadError> {
     let mut first = match entries.next() {
         None => return Err(ReadError::NotABundle("it holds no tar entries".into())),
         Some(e) => e.map_err(|e| ReadError::NotABundle(format!("not a tar archive ({e})")))?,
@@ -210,77 +273,156 @@ fn read_all(
     let header_bytes = read_json_entry(&mut first)?;
     drop(first);
     let header_sha256 = hex(&Sha256::digest(&header_bytes));
-    let probe: serde_json::Value = serde_json::from_slice(&header_bytes)
+    /// Only the format, to name it before anything else fails to parse;
+    /// the other fields are skipped without being built.
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        format: serde_json::Value,
+    }
+    let probe: Probe = serde_json::from_slice(&header_bytes)
         .map_err(|e| ReadError::Corrupt(format!("header is not JSON: {e}")))?;
-    let format = probe.get("format").and_then(|f| f.as_str()).unwrap_or("");
+    let format = probe.format.as_str().unwrap_or("");
     if format != FORMAT {
         return Err(ReadError::Format(format.to_string()));
     }
     let header: BundleHeader = serde_json::from_slice(&header_bytes)
         .map_err(|e| ReadError::Corrupt(format!("header does not match {FORMAT}: {e}")))?;
-    check_header(&header)?;
-    visitor.header(&header)?;
+    Ok((header, header_sha256))
+}
 
-    // 2. Content entries, then SHA256SUMS and the trailer.
-    let mut tally = Tally::default();
-    for v in &header.volumes {
-        tally.volumes.insert(v.name.clone(), Default::default());
+/// The walk over the entries after the header: order, places, limits,
+/// digests, and what to compare with the trailer.
+struct Walk<'h> {
+    index: HeaderIndex<'h>,
+    check: Check,
+    limits: ReadLimits,
+    tally: Tally,
+    spool: io::BufWriter<File>,
+    previous: Option<Vec<u8>>,
+    last_leaf: Option<Vec<u8>>,
+    sums_checked: bool,
+    trailer: Option<Trailer>,
+    scratch: Vec<u8>,
+    background: Option<BackgroundHasher>,
+    /// Bytes of holes in the sparse files so far.
+    holes: u64,
+    /// Volumes whose `_data` entry was read (and checked against the
+    /// header's claims).
+    data_seen: HashSet<&'h str>,
+}
+
+impl<'h> Walk<'h> {
+    fn new(header: &'h BundleHeader, check: Check, limits: ReadLimits) -> Result<Self, ReadError> {
+        // Volumes enter the tally with their first entry, not from the
+        // header: a header listing 100,000 volumes and nothing else must
+        // not cost their digests' memory (every listed volume must still
+        // carry its `_data`, see `finish`).
+        let tally = Tally::default();
+        Ok(Walk {
+            index: HeaderIndex::new(header),
+            check,
+            limits,
+            tally,
+            spool: io::BufWriter::new(tempfile::tempfile().map_err(ReadError::Io)?),
+            previous: None,
+            last_leaf: None,
+            sums_checked: false,
+            trailer: None,
+            scratch: vec![0u8; super::IO_CHUNK],
+            background: None,
+            holes: 0,
+            data_seen: HashSet::new(),
+        })
     }
-    let mut spool = io::BufWriter::new(tempfile::tempfile().map_err(ReadError::Io)?);
-    let mut previous: Option<Vec<u8>> = None;
-    let mut last_leaf: Option<Vec<u8>> = None;
-    let mut sums_checked = false;
-    let mut trailer: Option<Trailer> = None;
-    let mut scratch = vec![0u8; super::IO_CHUNK];
-    let mut background: Option<BackgroundHasher> = None;
 
-    for entry in entries {
-        if progress.cancelled() {
-            return Err(ReadError::Visitor(
-                "interrupted: nothing was written".into(),
-            ));
-        }
-        let mut entry = entry.map_err(io_error)?;
-        if trailer.is_some() {
+    fn step<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        visitor: &mut dyn Visitor,
+        progress: &dyn Progress,
+    ) -> Result<(), ReadError> {
+        if self.trailer.is_some() {
             return Err(hostile(&entry.path_bytes(), "entry after the trailer"));
         }
-        let meta = entry_meta(&mut entry)?;
+        let meta = entry_meta(entry)?;
         let place =
-            classify(&meta.path, &header).map_err(|e| hostile(&meta.path, e.to_string()))?;
+            classify_in(&meta.path, &self.index).map_err(|e| hostile(&meta.path, e.to_string()))?;
         match place {
             Place::Header => return Err(hostile(&meta.path, "a second header")),
-            Place::Sums => {
-                if sums_checked {
-                    return Err(hostile(&meta.path, "a second SHA256SUMS"));
-                }
-                if check == Check::Structure {
-                    sums_checked = true;
-                    continue;
-                }
-                let spooled = spool
-                    .into_inner()
-                    .map_err(|e| ReadError::Io(e.into_error()))?;
-                check_sums(&mut entry, spooled, &mut tally)?;
-                spool = io::BufWriter::new(tempfile::tempfile().map_err(ReadError::Io)?);
-                sums_checked = true;
-                continue;
+            Place::Sums => return self.sums(entry, &meta),
+            Place::Trailer => return self.read_trailer(entry, &meta),
+            _ if self.sums_checked => {
+                return Err(hostile(&meta.path, "content entry after SHA256SUMS"))
             }
-            Place::Trailer => {
-                if !sums_checked {
-                    return Err(hostile(&meta.path, "trailer before SHA256SUMS"));
-                }
-                let bytes = read_json_entry(&mut entry)?;
-                let t: Trailer = serde_json::from_slice(&bytes)
-                    .map_err(|e| ReadError::Corrupt(format!("trailer is not valid: {e}")))?;
-                trailer = Some(t);
-                *trailer_read = true;
-                continue;
-            }
-            _ if sums_checked => return Err(hostile(&meta.path, "content entry after SHA256SUMS")),
             _ => {}
         }
+        self.check_position(&meta)?;
+        check_entry(&meta, &place)?;
+        self.check_limits(&meta, &place)?;
+        if let Place::VolumeData { name, rel: b"" } = place {
+            if let Some(volume) = self.index.volume(name) {
+                check_data_claims(&meta, volume)?;
+                self.data_seen.insert(volume.name.as_str());
+            }
+        }
+
+        let digest = {
+            let digester = match self.check {
+                Check::Structure => Digester::Off,
+                Check::Content if meta.size >= BACKGROUND_HASH_MIN => {
+                    Digester::Background(self.background.get_or_insert_with(BackgroundHasher::new))
+                }
+                Check::Content => Digester::Inline(Sha256::new()),
+            };
+            let mut hashing = HashingReader::new(entry, &meta, digester);
+            visitor.entry(self.index.header(), &meta, place.clone(), &mut hashing)?;
+            hashing.finish(&mut self.scratch)?
+        };
+        progress.advance(meta.size);
+        self.count(&meta, &place, digest)?;
+        self.previous = Some(meta.path);
+        Ok(())
+    }
+
+    fn sums<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        meta: &EntryMeta,
+    ) -> Result<(), ReadError> {
+        if self.sums_checked {
+            return Err(hostile(&meta.path, "a second SHA256SUMS"));
+        }
+        self.sums_checked = true;
+        if self.check == Check::Structure {
+            return Ok(());
+        }
+        let fresh = io::BufWriter::new(tempfile::tempfile().map_err(ReadError::Io)?);
+        let spooled = std::mem::replace(&mut self.spool, fresh)
+            .into_inner()
+            .map_err(|e| ReadError::Io(e.into_error()))?;
+        check_sums(entry, spooled, &mut self.tally)
+    }
+
+    fn read_trailer<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        meta: &EntryMeta,
+    ) -> Result<(), ReadError> {
+        if !self.sums_checked {
+            return Err(hostile(&meta.path, "trailer before SHA256SUMS"));
+        }
+        let bytes = read_json_entry(entry)?;
+        let t: Trailer = serde_json::from_slice(&bytes)
+            .map_err(|e| ReadError::Corrupt(format!("trailer is not valid: {e}")))?;
+        self.trailer = Some(t);
+        Ok(())
+    }
+
+    /// Order and nesting against the entries before.
+    fn check_position(&mut self, meta: &EntryMeta) -> Result<(), ReadError> {
         // Order: strictly increasing, so no duplicates and no re-visits.
-        if let Some(prev) = &previous {
+        if let Some(prev) = &self.previous {
             if path_order(&meta.path, prev) != Ordering::Greater {
                 return Err(hostile(
                     &meta.path,
@@ -291,7 +433,7 @@ fn read_all(
         // # Security
         // Symlink write-through (CVE-2018-20482 class): nothing may be
         // written below a symlink, or below any other non-directory.
-        if let Some(leaf) = &last_leaf {
+        if let Some(leaf) = &self.last_leaf {
             if is_below(&meta.path, leaf) {
                 return Err(hostile(
                     &meta.path,
@@ -299,24 +441,61 @@ fn read_all(
                 ));
             }
         }
-        last_leaf = (meta.kind != EntryKind::Dir).then(|| meta.path.clone());
-        check_entry(&meta, &place)?;
+        self.last_leaf = (meta.kind != EntryKind::Dir).then(|| meta.path.clone());
+        Ok(())
+    }
 
-        let digest = {
-            let digester = match check {
-                Check::Structure => Digester::Off,
-                Check::Content if meta.size >= BACKGROUND_HASH_MIN => {
-                    Digester::Background(background.get_or_insert_with(BackgroundHasher::new))
-                }
-                Check::Content => Digester::Inline(Sha256::new()),
-            };
-            let mut hashing = HashingReader::new(&mut entry, &meta, digester);
-            visitor.entry(&header, &meta, place.clone(), &mut hashing)?;
-            hashing.finish(&mut scratch)?
+    /// Sizes that cost memory or time, refused before any byte is read.
+    fn check_limits(&mut self, meta: &EntryMeta, place: &Place<'_>) -> Result<(), ReadError> {
+        // # Security
+        // Memory exhaustion: import reads these whole into memory (a 1 GiB
+        // config.v2.json was read whole).
+        let whole = match place {
+            Place::Container {
+                rel: rel @ (b"config.v2.json" | b"hostconfig.json"),
+                ..
+            } => Some((format!("a {}", show(rel)), MAX_CONTAINER_FILE)),
+            Place::VolumeOpts { .. } => Some(("an opts.json".to_string(), MAX_OPTS_JSON)),
+            _ => None,
         };
-        progress.advance(meta.size);
+        if let Some((file, limit)) = whole.filter(|(_, limit)| meta.size > *limit) {
+            return Err(hostile(
+                &meta.path,
+                format!(
+                    "{} bytes is too large for {file} (volmig reads at most {limit} bytes of it)",
+                    meta.size
+                ),
+            ));
+        }
+        // # Security
+        // Hashing without end: a few bytes of sparse map can declare holes
+        // of any size, each hashed as zeros (see MAX_SPARSE_HOLES).
+        if let Some(map) = &meta.sparse {
+            let data: u64 = map.iter().map(|s| s.1).sum();
+            self.holes = self.holes.saturating_add(meta.size.saturating_sub(data));
+            if self.holes > self.limits.sparse_holes {
+                return Err(hostile(
+                    &meta.path,
+                    format!(
+                        "the bundle's sparse files hold {} bytes of holes up to here, more than the {} bytes volmig hashes (SHA-256 over zeros at about 1 GB/s): carry such a file outside the bundle, e.g. with `tar --sparse`",
+                        self.holes, self.limits.sparse_holes
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a read entry to the counts and digests.
+    fn count(
+        &mut self,
+        meta: &EntryMeta,
+        place: &Place<'_>,
+        digest: Option<[u8; 32]>,
+    ) -> Result<(), ReadError> {
+        let tally = &mut self.tally;
         tally.entries += 1;
-        if meta.kind == EntryKind::File && check == Check::Structure {
+        if meta.kind == EntryKind::File && self.check == Check::Structure {
             tally.files += 1;
             tally.bytes += meta.size;
         }
@@ -326,53 +505,123 @@ fn read_all(
         if let Some(d) = &digest {
             tally.files += 1;
             tally.bytes += meta.size;
-            spool
+            self.spool
                 .write_all(&sums_line(d, &meta.path))
                 .map_err(ReadError::Io)?;
         }
-        let volume = match &place {
+        let volume = match place {
             Place::VolumeOpts { name }
             | Place::VolumeData { name, .. }
             | Place::VolumeDir { name } => Some(*name),
             _ => None,
         };
         if let Some(name) = volume {
-            if let Some((vd, vs)) = tally.volumes.get_mut(name) {
-                let rel_start = "volumes/".len() + name.len() + 1;
-                vd.update(&meta.describe(
-                    &meta.path[rel_start.min(meta.path.len())..],
-                    digest.as_ref(),
-                ));
-                vs.entries += 1;
-                if digest.is_some() {
-                    vs.files += 1;
-                    vs.bytes += meta.size;
-                }
+            let (vd, vs) = tally.volumes.entry(name.to_string()).or_default();
+            let rel_start = "volumes/".len() + name.len() + 1;
+            vd.update(&meta.describe(
+                &meta.path[rel_start.min(meta.path.len())..],
+                digest.as_ref(),
+            ));
+            vs.entries += 1;
+            if digest.is_some() {
+                vs.files += 1;
+                vs.bytes += meta.size;
             }
         }
-        previous = Some(meta.path);
+        Ok(())
     }
-    let Some(trailer) = trailer else {
-        return Err(ReadError::Truncated(": it ends before its trailer".into()));
-    };
-    if check == Check::Content {
-        check_trailer(&trailer, tally, &header_sha256)?;
-    } else if trailer.entries != tally.entries
-        || trailer.files != tally.files
-        || trailer.bytes != tally.bytes
-    {
-        return Err(ReadError::Corrupt(
-            "the entry counts do not match the trailer".into(),
+
+    /// After the last entry: the trailer must be there and match.
+    fn finish(self, header_sha256: &str) -> Result<Trailer, ReadError> {
+        let Some(trailer) = self.trailer else {
+            return Err(ReadError::Truncated(": it ends before its trailer".into()));
+        };
+        if let Some(missing) = self
+            .index
+            .header()
+            .volumes
+            .iter()
+            .find(|v| !self.data_seen.contains(v.name.as_str()))
+        {
+            return Err(ReadError::Corrupt(format!(
+                "volume `{}` is described by the header but not carried in the bundle",
+                missing.name
+            )));
+        }
+        let tally = self.tally;
+        if self.check == Check::Content {
+            check_trailer(&trailer, tally, header_sha256)?;
+        } else if trailer.entries != tally.entries
+            || trailer.files != tally.files
+            || trailer.bytes != tally.bytes
+        {
+            return Err(ReadError::Corrupt(
+                "the entry counts do not match the trailer".into(),
+            ));
+        }
+        Ok(trailer)
+    }
+}
+
+/// # Security
+/// The header's claims about `_data` (owner, mode, mtime, xattrs) are what
+/// import gives the volume directory and what `inspect` prints; the
+/// entries digest covers only the `_data` entry. Both must agree, or a
+/// bundle could show one owner and install another.
+fn check_data_claims(meta: &EntryMeta, volume: &BundleVolume) -> Result<(), ReadError> {
+    let claimed = &volume.data;
+    let mut differs = Vec::new();
+    if (claimed.uid, claimed.gid) != (meta.uid, meta.gid) {
+        differs.push(format!(
+            "owner {}:{} in the header, {}:{} in the entry",
+            claimed.uid, claimed.gid, meta.uid, meta.gid
         ));
     }
-    Ok((header, trailer))
+    if u32::from_str_radix(&claimed.mode, 8)
+        .ok()
+        .map(|m| m & 0o7777)
+        != Some(meta.mode)
+    {
+        differs.push(format!(
+            "mode {} in the header, {:04o} in the entry",
+            claimed.mode, meta.mode
+        ));
+    }
+    if (claimed.mtime, claimed.mtime_nsec) != (meta.mtime, meta.mtime_nsec) {
+        differs.push(format!(
+            "mtime {} in the header, {} in the entry",
+            super::pax_time(claimed.mtime, claimed.mtime_nsec),
+            super::pax_time(meta.mtime, meta.mtime_nsec)
+        ));
+    }
+    let xattrs: BTreeMap<String, String> = meta
+        .xattrs
+        .iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+        .collect();
+    if claimed.xattrs != xattrs {
+        differs.push("different xattrs".into());
+    }
+    if differs.is_empty() {
+        return Ok(());
+    }
+    Err(hostile(
+        &meta.path,
+        format!(
+            "the header's claims about it do not match the entry ({}): the bundle was altered",
+            differs.join("; ")
+        ),
+    ))
 }
 
 fn read_json_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<u8>, ReadError> {
     if entry.size() > MAX_JSON {
         return Err(hostile(
             &entry.path_bytes(),
-            format!("{} bytes is too large for a JSON entry", entry.size()),
+            format!(
+                "{} bytes is too large for a JSON entry (volmig reads at most {MAX_JSON})",
+                entry.size()
+            ),
         ));
     }
     let mut bytes = Vec::with_capacity(entry.size() as usize);
@@ -477,470 +726,6 @@ fn check_entry(meta: &EntryMeta, place: &Place<'_>) -> Result<(), ReadError> {
                 ),
             ));
         }
-    }
-    Ok(())
-}
-
-/// Builds the entry's metadata from its ustar header and PAX records.
-fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<EntryMeta, ReadError> {
-    let header = entry.header().clone();
-    let raw_path = entry.path_bytes().into_owned();
-    let kind = EntryKind::from_tar_type(header.entry_type()).ok_or_else(|| {
-        hostile(
-            &raw_path,
-            format!("tar entry type {:?} is not allowed", header.entry_type()),
-        )
-    })?;
-    let mut path = raw_path.clone();
-    let mut xattrs = Vec::new();
-    let mut mtime_nsec = 0u32;
-    let mut mtime = header
-        .mtime()
-        .map_err(|e| ReadError::Corrupt(e.to_string()))? as i64;
-    let mut sparse_size: Option<u64> = None;
-    let mut sparse_major = None;
-    if let Some(pax) = entry.pax_extensions().map_err(io_error)? {
-        for ext in pax {
-            let ext = ext.map_err(|e| ReadError::Corrupt(format!("bad PAX record: {e}")))?;
-            let key = ext.key_bytes();
-            let value = ext.value_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                xattrs.push((name.to_vec(), value.to_vec()));
-            } else if key == b"mtime" {
-                (mtime, mtime_nsec) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(parse_pax_time)
-                    .ok_or_else(|| hostile(&raw_path, "bad PAX mtime"))?;
-            } else if key == b"GNU.sparse.name" {
-                path = value.to_vec();
-            } else if key == b"GNU.sparse.realsize" || key == b"GNU.sparse.size" {
-                let text = std::str::from_utf8(value).unwrap_or("");
-                sparse_size = Some(
-                    text.parse()
-                        .map_err(|_| hostile(&raw_path, "bad GNU.sparse.realsize"))?,
-                );
-            } else if key == b"GNU.sparse.major" {
-                sparse_major = Some(value.to_vec());
-            }
-        }
-    }
-    xattrs.sort();
-    if path.len() > 1 && path.last() == Some(&b'/') {
-        path.pop();
-    }
-    let link = entry.link_name_bytes().map(|l| l.into_owned());
-    if matches!(kind, EntryKind::Symlink | EntryKind::Hardlink)
-        && link.as_deref().is_none_or(|l| l.is_empty())
-    {
-        return Err(hostile(&path, "link without a target"));
-    }
-    let mut meta = EntryMeta {
-        path,
-        kind,
-        mode: header
-            .mode()
-            .map_err(|e| ReadError::Corrupt(e.to_string()))?
-            & 0o7777,
-        uid: u32::try_from(
-            header
-                .uid()
-                .map_err(|e| ReadError::Corrupt(e.to_string()))?,
-        )
-        .map_err(|_| hostile(&raw_path, "uid out of range"))?,
-        gid: u32::try_from(
-            header
-                .gid()
-                .map_err(|e| ReadError::Corrupt(e.to_string()))?,
-        )
-        .map_err(|_| hostile(&raw_path, "gid out of range"))?,
-        mtime,
-        mtime_nsec,
-        size: if kind == EntryKind::File {
-            entry.size()
-        } else {
-            0
-        },
-        link,
-        rdev_major: header.device_major().ok().flatten().unwrap_or(0),
-        rdev_minor: header.device_minor().ok().flatten().unwrap_or(0),
-        xattrs,
-        sparse: None,
-    };
-    if sparse_major.is_some() {
-        if sparse_major.as_deref() != Some(b"1") || kind != EntryKind::File {
-            return Err(hostile(&meta.path, "unsupported sparse format"));
-        }
-        let real =
-            sparse_size.ok_or_else(|| hostile(&meta.path, "sparse file without its real size"))?;
-        let (segments, map_len) = read_sparse_map(entry, &meta.path)?;
-        let data: u64 = segments.iter().map(|s| s.1).sum();
-        if map_len + data != entry.size() {
-            return Err(hostile(
-                &meta.path,
-                "sparse map does not match the entry size",
-            ));
-        }
-        let mut end = 0u64;
-        for &(off, len) in &segments {
-            if off < end || off.checked_add(len).is_none_or(|e| e > real) {
-                return Err(hostile(
-                    &meta.path,
-                    "sparse map segments overlap or exceed the file",
-                ));
-            }
-            end = off + len;
-        }
-        meta.size = real;
-        meta.sparse = Some(segments);
-    }
-    Ok(meta)
-}
-
-/// GNU sparse 1.0 map: decimal lines (count, then offset/length pairs),
-/// padded to 512 bytes. Returns the segments and the map's padded length.
-fn read_sparse_map<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    path: &[u8],
-) -> Result<(Vec<(u64, u64)>, u64), ReadError> {
-    let mut consumed = 0u64;
-    let mut line = Vec::new();
-    let mut next_number =
-        |entry: &mut tar::Entry<'_, R>, consumed: &mut u64| -> Result<u64, ReadError> {
-            line.clear();
-            loop {
-                let mut b = [0u8; 1];
-                entry.read_exact(&mut b).map_err(io_error)?;
-                *consumed += 1;
-                if b[0] == b'\n' {
-                    break;
-                }
-                if line.len() > 20 {
-                    return Err(hostile(path, "bad sparse map"));
-                }
-                line.push(b[0]);
-            }
-            std::str::from_utf8(&line)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| hostile(path, "bad sparse map"))
-        };
-    let count = next_number(entry, &mut consumed)?;
-    if count > 1 << 20 {
-        return Err(hostile(path, "sparse map too large"));
-    }
-    let mut segments = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let off = next_number(entry, &mut consumed)?;
-        let len = next_number(entry, &mut consumed)?;
-        segments.push((off, len));
-    }
-    let padded = consumed.div_ceil(512) * 512;
-    let mut skip = vec![0u8; (padded - consumed) as usize];
-    entry.read_exact(&mut skip).map_err(io_error)?;
-    Ok((segments, padded))
-}
-
-/// Files from this size on are hashed on the background thread.
-const BACKGROUND_HASH_MIN: u64 = 1 << 20;
-
-/// Hashes large files on a second thread while the reading thread copies
-/// them into place: hashing then costs no wall time over the copy (on two
-/// cores). Data is handed over in a few recycled buffers, so memory stays
-/// constant and the reader waits when the hasher falls behind.
-struct BackgroundHasher {
-    work: Option<mpsc::SyncSender<HashWork>>,
-    free: mpsc::Receiver<Vec<u8>>,
-    digests: mpsc::Receiver<[u8; 32]>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-enum HashWork {
-    Data(Vec<u8>, usize),
-    Zeros(u64),
-    Finish,
-}
-
-impl BackgroundHasher {
-    const BUFFERS: usize = 4;
-
-    fn new() -> BackgroundHasher {
-        let (work_tx, work_rx) = mpsc::sync_channel::<HashWork>(Self::BUFFERS);
-        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-        let (digest_tx, digest_rx) = mpsc::channel();
-        for _ in 0..Self::BUFFERS {
-            let _ = free_tx.send(vec![0u8; super::IO_CHUNK]);
-        }
-        let thread = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            for work in work_rx {
-                match work {
-                    HashWork::Data(buf, n) => {
-                        h.update(&buf[..n]);
-                        if free_tx.send(buf).is_err() {
-                            return;
-                        }
-                    }
-                    HashWork::Zeros(n) => hash_zeros(&mut h, n),
-                    HashWork::Finish => {
-                        if digest_tx.send(h.finalize_reset().into()).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        BackgroundHasher {
-            work: Some(work_tx),
-            free: free_rx,
-            digests: digest_rx,
-            thread: Some(thread),
-        }
-    }
-
-    fn send(&self, work: HashWork) -> io::Result<()> {
-        let stopped = || io::Error::other("the hashing thread stopped");
-        self.work
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(work)
-            .map_err(|_| stopped())
-    }
-
-    fn update(&self, data: &[u8]) -> io::Result<()> {
-        for piece in data.chunks(super::IO_CHUNK) {
-            let mut buf = self
-                .free
-                .recv()
-                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
-            buf[..piece.len()].copy_from_slice(piece);
-            self.send(HashWork::Data(buf, piece.len()))?;
-        }
-        Ok(())
-    }
-
-    fn finish(&self) -> io::Result<[u8; 32]> {
-        self.send(HashWork::Finish)?;
-        self.digests
-            .recv()
-            .map_err(|_| io::Error::other("the hashing thread stopped"))
-    }
-}
-
-impl Drop for BackgroundHasher {
-    fn drop(&mut self) {
-        self.work.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Where a file's bytes are hashed.
-enum Digester<'h> {
-    /// Structure-only reads: nothing.
-    Off,
-    Inline(Sha256),
-    Background(&'h BackgroundHasher),
-}
-
-/// Hashes a file's logical content as the visitor reads it.
-struct HashingReader<'a, 'h, R: Read> {
-    inner: &'a mut R,
-    digester: Digester<'h>,
-    segments: Vec<(u64, u64)>,
-    /// Index of the segment being read, and bytes read of it.
-    seg: usize,
-    seg_done: u64,
-    /// Logical position hashed so far (holes included).
-    logical: u64,
-    size: u64,
-    data_left: u64,
-}
-
-impl<'a, 'h, R: Read> HashingReader<'a, 'h, R> {
-    fn new(inner: &'a mut R, meta: &EntryMeta, digester: Digester<'h>) -> Self {
-        let is_file = meta.kind == EntryKind::File;
-        let segments = meta.sparse.clone().unwrap_or_else(|| vec![(0, meta.size)]);
-        let data_left = segments.iter().map(|s| s.1).sum();
-        HashingReader {
-            inner,
-            digester: if is_file { digester } else { Digester::Off },
-            segments,
-            seg: 0,
-            seg_done: 0,
-            logical: 0,
-            size: meta.size,
-            data_left: if is_file { data_left } else { 0 },
-        }
-    }
-
-    fn hash_to(&mut self, logical: u64) -> io::Result<()> {
-        let gap = logical.saturating_sub(self.logical);
-        match &mut self.digester {
-            Digester::Off => {}
-            Digester::Inline(h) => hash_zeros(h, gap),
-            Digester::Background(b) if gap > 0 => b.send(HashWork::Zeros(gap))?,
-            Digester::Background(_) => {}
-        }
-        self.logical = self.logical.max(logical);
-        Ok(())
-    }
-
-    /// Drains what the visitor left, and returns the digest of a file.
-    fn finish(mut self, scratch: &mut [u8]) -> Result<Option<[u8; 32]>, ReadError> {
-        loop {
-            let n = self.read(scratch).map_err(io_error)?;
-            if n == 0 {
-                break;
-            }
-        }
-        if self.data_left != 0 {
-            return Err(ReadError::Truncated(String::new()));
-        }
-        let size = self.size;
-        self.hash_to(size).map_err(ReadError::Io)?;
-        match self.digester {
-            Digester::Inline(h) => Ok(Some(h.finalize().into())),
-            Digester::Background(b) => b.finish().map(Some).map_err(ReadError::Io),
-            // Unhashed files still count as files.
-            Digester::Off => Ok(None),
-        }
-    }
-}
-
-impl<R: Read> Read for HashingReader<'_, '_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.seg < self.segments.len() && self.seg_done == self.segments[self.seg].1 {
-            self.seg += 1;
-            self.seg_done = 0;
-        }
-        if self.data_left == 0 || self.seg >= self.segments.len() {
-            return Ok(0);
-        }
-        let (off, len) = self.segments[self.seg];
-        if self.seg_done == 0 {
-            self.hash_to(off)?;
-        }
-        let want = ((len - self.seg_done) as usize).min(buf.len());
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "entry data ends early",
-            ));
-        }
-        match &mut self.digester {
-            Digester::Off => {}
-            Digester::Inline(h) => h.update(&buf[..n]),
-            Digester::Background(b) => b.update(&buf[..n])?,
-        }
-        self.seg_done += n as u64;
-        self.logical = off + self.seg_done;
-        self.data_left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Compares the SHA256SUMS entry with the lines computed while reading,
-/// naming the first file whose digest differs.
-fn check_sums<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    mut spooled: File,
-    tally: &mut Tally,
-) -> Result<(), ReadError> {
-    spooled.seek(SeekFrom::Start(0)).map_err(ReadError::Io)?;
-    let mut ours = BufReader::new(spooled);
-    let mut theirs = BufReader::new(entry);
-    let mut a = Vec::new();
-    let mut b = Vec::new();
-    loop {
-        a.clear();
-        b.clear();
-        let na = ours.read_until(b'\n', &mut a).map_err(ReadError::Io)?;
-        let nb = theirs.read_until(b'\n', &mut b).map_err(io_error)?;
-        tally.sums_digest.update(&b);
-        if na == 0 && nb == 0 {
-            return Ok(());
-        }
-        if a != b {
-            let name = |l: &[u8]| {
-                l.get(66..)
-                    .map(|p| show(p).trim_end().to_string())
-                    .unwrap_or_default()
-            };
-            let what = match (na, nb) {
-                (0, _) => format!(
-                    "SHA256SUMS lists `{}`, which the bundle does not hold",
-                    name(&b)
-                ),
-                (_, 0) => format!("`{}` is not in SHA256SUMS", name(&a)),
-                _ if name(&a) == name(&b) => format!(
-                    "content of `{}` does not match its digest (SHA-256 {} in the bundle, {} read)",
-                    name(&a),
-                    show(b.get(..64).unwrap_or_default()),
-                    show(a.get(..64).unwrap_or_default())
-                ),
-                _ => format!(
-                    "SHA256SUMS lists `{}` where the bundle holds `{}`",
-                    name(&b),
-                    name(&a)
-                ),
-            };
-            return Err(ReadError::Corrupt(what));
-        }
-    }
-}
-
-fn check_trailer(trailer: &Trailer, tally: Tally, header_sha256: &str) -> Result<(), ReadError> {
-    let mismatch = |what: &str, want: String, got: String| {
-        ReadError::Corrupt(format!("{what} is {got} but the trailer says {want}"))
-    };
-    if trailer.format != FORMAT {
-        return Err(ReadError::Format(trailer.format.clone()));
-    }
-    if trailer.header_sha256 != header_sha256 {
-        return Err(ReadError::Corrupt(
-            "the header was altered (its digest does not match the trailer)".into(),
-        ));
-    }
-    if trailer.entries != tally.entries {
-        return Err(mismatch(
-            "the entry count",
-            trailer.entries.to_string(),
-            tally.entries.to_string(),
-        ));
-    }
-    if trailer.files != tally.files || trailer.bytes != tally.bytes {
-        return Err(mismatch(
-            "the file count and bytes",
-            format!("{} files, {} bytes", trailer.files, trailer.bytes),
-            format!("{} files, {} bytes", tally.files, tally.bytes),
-        ));
-    }
-    let sums = hex(&tally.sums_digest.finalize());
-    if trailer.sums_sha256 != sums {
-        return Err(ReadError::Corrupt(
-            "SHA256SUMS does not match the trailer".into(),
-        ));
-    }
-    if trailer.entries_sha256 != tally.entries_digest.hex() {
-        return Err(ReadError::Corrupt(
-            "entry metadata (modes, owners, times, links or xattrs) does not match the trailer"
-                .into(),
-        ));
-    }
-    let got: std::collections::BTreeMap<String, VolumeSummary> = tally
-        .volumes
-        .into_iter()
-        .map(|(name, (d, mut s))| {
-            s.digest = d.hex();
-            (name, s)
-        })
-        .collect();
-    if got != trailer.volumes {
-        return Err(ReadError::Corrupt(
-            "per-volume summaries do not match the trailer".into(),
-        ));
     }
     Ok(())
 }

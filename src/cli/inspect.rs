@@ -99,7 +99,7 @@ fn text(header: &BundleHeader, trailer: &Trailer, checked: bool) -> String {
             out,
             "container {} {}{cp}",
             c.name,
-            &c.id[..c.id.len().min(12)]
+            crate::dataroot::containers::short_id(&c.id)
         );
         for m in &c.mounts {
             let what = if m.kind == "volume" {

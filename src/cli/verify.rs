@@ -191,7 +191,7 @@ fn select<'a>(
 }
 
 fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
+    crate::dataroot::containers::short_id(id)
 }
 
 fn text(

@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::regular_file::{self, RegularFileError};
 use super::DataRoot;
+
+/// Largest `config.v2.json` or `hostconfig.json` read (here and in a
+/// bundle): both are read whole into memory. dockerd writes a few KiB; 16
+/// MiB leaves room for huge labels and environments while bounding memory
+/// on a hostile file.
+pub const MAX_CONTAINER_FILE: u64 = 16 << 20;
 
 /// A mount point from config.v2.json `MountPoints` (a map keyed by
 /// destination). Field names are dockerd's; all optional, because 17.06
@@ -320,8 +327,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(id: &str, path: &Path) -> Result<Opti
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = match fs::read(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match regular_file::read(path, MAX_CONTAINER_FILE) {
+        Err(RegularFileError::NotFound) => return Ok(None),
+        Err(e @ RegularFileError::NotRegular { .. }) if e.blocks_a_plain_read() => {
+            return Err(fail(format!(
+                "{e}: dockerd would block or run out of memory reading it; replace it with the container's real file"
+            )))
+        }
         Err(e) => return Err(fail(e.to_string())),
         Ok(b) => b,
     };
@@ -358,6 +370,16 @@ pub fn load_container(id: &str, dir: &Path) -> Result<Container, LoadError> {
         config,
         host_config,
     })
+}
+
+/// The first 12 characters of an ID, as docker shows it. A directory
+/// under `containers/` may have any name: cutting 12 bytes panicked inside
+/// a multi-byte character (`verify --all` on a directory `aααααααx`).
+pub fn short_id(id: &str) -> &str {
+    match id.char_indices().nth(12) {
+        Some((end, _)) => &id[..end],
+        None => id,
+    }
 }
 
 /// Why a container reference did not resolve.
@@ -443,6 +465,14 @@ mod tests {
             "No such container: zzz"
         );
         assert!(find(&slots, "").is_err());
+    }
+
+    #[test]
+    fn short_ids_cut_at_a_character_boundary() {
+        assert_eq!(short_id(&"ab".repeat(32)), "abababababab");
+        assert_eq!(short_id("aααααααx"), "aααααααx");
+        assert_eq!(short_id("aααααααααααααα"), "aααααααααααα");
+        assert_eq!(short_id(""), "");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use bbolt_rs::{BucketApi, BucketRwApi, DbApi, DbRwAPI, TxApi, TxRwRefApi};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use super::regular_file::{self, RegularFileError};
+
 /// The bucket dockerd keeps volume records in.
 const BUCKET: &[u8] = b"volumes";
 
@@ -39,7 +41,16 @@ pub struct VolumeStore {
     pub records: BTreeMap<String, VolumeRecord>,
     /// Keys whose value is not valid JSON: dockerd logs and skips them.
     pub undecodable: Vec<(String, String)>,
+    /// The file is 0 bytes: bbolt initializes it as an empty store when
+    /// dockerd opens it (seen on 20.10.24: the daemon starts, no labels).
+    pub uninitialized: bool,
 }
+
+/// Largest metadata.db read. bbolt maps the whole file and every record is
+/// copied out, so memory follows the file's size. dockerd's records are
+/// about 200 bytes: 64 MiB holds hundreds of thousands of volumes, while a
+/// hostile (or sparse 1 TiB) file is refused before it is mapped.
+pub const MAX_METADATA_DB: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -51,6 +62,17 @@ pub enum MetadataError {
     /// bbolt could not open or read it: dockerd will not start either.
     #[error("`{path}` is not a readable bolt database: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// A FIFO, device, directory or symlink: never opened for reading (a
+    /// FIFO would block bbolt's open, `/dev/zero` would be read forever).
+    #[error("`{path}` {reason}")]
+    NotRegular { path: PathBuf, reason: String },
+    /// Larger than volmig reads; dockerd itself opens it.
+    #[error("`{path}` is {size} bytes, more than the {limit} bytes volmig reads")]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
 }
 
 impl MetadataError {
@@ -59,7 +81,10 @@ impl MetadataError {
         match self {
             MetadataError::Locked { .. } => "timeout".into(),
             MetadataError::Io { source, .. } => source.to_string(),
-            MetadataError::Corrupt { reason, .. } => reason.clone(),
+            MetadataError::Corrupt { reason, .. } | MetadataError::NotRegular { reason, .. } => {
+                reason.clone()
+            }
+            MetadataError::TooLarge { size, .. } => format!("{size} bytes"),
         }
     }
 }
@@ -111,22 +136,63 @@ fn guarded<T>(path: &Path, work: impl FnOnce() -> Result<T, String>) -> Result<T
     }
 }
 
-/// Reads every record. `Ok(None)` when the file does not exist (dockerd
-/// creates an empty one at start).
-pub fn read_store(path: &Path) -> Result<Option<VolumeStore>, MetadataError> {
-    match path.symlink_metadata() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+/// Opens `path` for reading only when it is a regular file within
+/// `MAX_METADATA_DB`, and takes a shared lock without blocking; the guard
+/// holds the lock until dropped. `Ok(None)` when there is no file.
+fn open_for_reading(path: &Path) -> Result<Option<(Flock<File>, u64)>, MetadataError> {
+    let (file, size) = match regular_file::open(path, MAX_METADATA_DB) {
+        Ok(opened) => opened,
+        Err(RegularFileError::NotFound) => return Ok(None),
+        Err(RegularFileError::TooLarge { size, limit }) => {
+            return Err(MetadataError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+                limit,
+            })
+        }
+        Err(e @ RegularFileError::NotRegular { .. }) => {
+            return Err(MetadataError::NotRegular {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+        Err(RegularFileError::Io(source)) => {
             return Err(MetadataError::Io {
                 path: path.to_path_buf(),
                 source,
             })
         }
-        Ok(_) => {}
-    }
+    };
+    let guard =
+        Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => MetadataError::Locked {
+                path: path.to_path_buf(),
+            },
+            other => MetadataError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::from(other),
+            },
+        })?;
+    Ok(Some((guard, size)))
+}
+
+/// Reads every record. `Ok(None)` when the file does not exist (dockerd
+/// creates an empty one at start).
+pub fn read_store(path: &Path) -> Result<Option<VolumeStore>, MetadataError> {
     // Keep the shared lock while bbolt opens: a daemon starting meanwhile
     // then waits for us instead of racing.
-    let _guard = probe_lock(path, false)?;
+    let Some((_guard, size)) = open_for_reading(path)? else {
+        return Ok(None);
+    };
+    if size == 0 {
+        // bbolt (and bbolt-rs, read-only) refuses a 0-byte file, but
+        // dockerd opens it read-write and bbolt initializes it: the daemon
+        // starts with an empty store (seen on 20.10.24).
+        return Ok(Some(VolumeStore {
+            uninitialized: true,
+            ..VolumeStore::default()
+        }));
+    }
     guarded(path, || {
         let db = bbolt_rs::Bolt::open_ro(path).map_err(|e| e.to_string())?;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -455,8 +521,45 @@ mod tests {
         std::fs::write(&db, vec![0xAB; 70000]).unwrap();
         let err = read_store(&db).unwrap_err();
         assert!(matches!(err, MetadataError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_0_byte_metadata_db_reads_as_an_empty_store_like_dockerd() {
+        // dockerd 20.10.24 starts on it and bbolt initializes it; the old
+        // assertion here (an error) predicted a daemon that would not start.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
         std::fs::write(&db, b"").unwrap();
-        assert!(read_store(&db).is_err());
+        let store = read_store(&db).unwrap().unwrap();
+        assert!(store.uninitialized);
+        assert!(store.records.is_empty());
+        assert_eq!(
+            std::fs::metadata(&db).unwrap().len(),
+            0,
+            "reading must not write"
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_device_metadata_db_is_refused_without_opening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("metadata.db");
+        nix::unistd::mkfifo(&db, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read_store(&db).unwrap_err();
+        assert!(matches!(err, MetadataError::NotRegular { .. }), "{err}");
+        assert!(err.to_string().contains("fifo"), "{err}");
+        std::fs::remove_file(&db).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &db).unwrap();
+        assert!(matches!(
+            read_store(&db).unwrap_err(),
+            MetadataError::NotRegular { .. }
+        ));
+        std::fs::remove_file(&db).unwrap();
+        File::create(&db).unwrap().set_len(1 << 40).unwrap();
+        assert!(matches!(
+            read_store(&db).unwrap_err(),
+            MetadataError::TooLarge { .. }
+        ));
     }
 
     #[test]

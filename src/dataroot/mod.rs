@@ -11,6 +11,7 @@ pub mod containers;
 pub mod metadata;
 pub mod mountinfo;
 pub mod opts;
+pub mod regular_file;
 pub mod volumes;
 
 use std::fmt;

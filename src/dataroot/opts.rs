@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Largest opts.json read (here and in a bundle). dockerd writes under 200
+/// bytes; one larger than 1 MiB is reported unreadable instead of being
+/// read whole into memory.
+pub const MAX_OPTS_JSON: u64 = 1 << 20;
+
 /// The decoded options: `{"MountType","MountOpts","MountDevice","Quota":{"Size"}}`.
 /// All-zero means a plain directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +52,26 @@ impl VolumeOptions {
 
     /// Decodes an opts.json exactly as dockerd does; the error is Go's text.
     pub fn decode(bytes: &[u8]) -> Result<VolumeOptions, String> {
+        // The scanner recurses once per open `[` or `{`, at most
+        // MAX_NESTING_DEPTH deep, and so do decoding and dropping the
+        // value: more than a 2 MiB thread stack holds. Deeply nested input
+        // (only ever hostile) is decoded on a thread whose stack fits the
+        // deepest recursion allowed.
+        let opens = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
+        if opens <= SHALLOW {
+            return Self::decode_here(bytes);
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(DEEP_STACK)
+                .spawn_scoped(scope, || Self::decode_here(bytes))
+                .map_err(|e| format!("cannot start the JSON decoder: {e}"))?
+                .join()
+                .map_err(|_| "the JSON decoder failed".to_string())?
+        })
+    }
+
+    fn decode_here(bytes: &[u8]) -> Result<VolumeOptions, String> {
         let value = GoJson::parse(bytes)?;
         let mut opts = VolumeOptions::default();
         decode_opts(&value, &mut opts)?;
@@ -92,7 +117,11 @@ impl GoJson {
     }
 
     fn parse(bytes: &[u8]) -> Result<GoJson, String> {
-        let mut scanner = Scanner { bytes, pos: 0 };
+        let mut scanner = Scanner {
+            bytes,
+            pos: 0,
+            depth: 0,
+        };
         scanner.skip_space();
         let value = scanner.value()?;
         scanner.skip_space();
@@ -222,7 +251,25 @@ fn invalid(c: u8, context: &str) -> String {
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Open objects and arrays around `pos`.
+    depth: usize,
 }
+
+/// Go's `maxNestingDepth`: the scanner refuses the 10001st nested `[` or
+/// `{` with "exceeded max depth".
+///
+/// # Security
+/// Without it a 1 MiB opts.json of `[` recursed a million frames deep and
+/// overflowed the stack (a crash, not an error).
+const MAX_NESTING_DEPTH: usize = 10_000;
+
+/// Nesting that any thread's stack holds.
+const SHALLOW: usize = 256;
+
+/// A stack for MAX_NESTING_DEPTH levels, with room to spare (measured: a
+/// debug build needs 8-16 MiB for nested objects; only touched pages cost
+/// memory).
+const DEEP_STACK: usize = 64 << 20;
 
 impl Scanner<'_> {
     fn peek(&self) -> Option<u8> {
@@ -244,13 +291,19 @@ impl Scanner<'_> {
     fn value(&mut self) -> Result<GoJson, String> {
         let c = self.peek().ok_or_else(|| UNEXPECTED_END.to_string())?;
         match c {
-            b'{' => {
+            b'{' | b'[' => {
+                self.depth += 1;
+                if self.depth > MAX_NESTING_DEPTH {
+                    return Err(invalid(c, "exceeded max depth"));
+                }
                 self.pos += 1;
-                self.object()
-            }
-            b'[' => {
-                self.pos += 1;
-                self.array()
+                let value = if c == b'{' {
+                    self.object()
+                } else {
+                    self.array()
+                };
+                self.depth -= 1;
+                value
             }
             b'"' => {
                 self.pos += 1;
@@ -521,6 +574,30 @@ mod tests {
             err(r#"{"MountOpts":true,"Quota":5}"#),
             "json: cannot unmarshal bool into Go struct field optsConfig.MountOpts of type string"
         );
+    }
+
+    #[test]
+    fn deep_nesting_fails_like_go_instead_of_overflowing_the_stack() {
+        // Run on a thread with the default 2 MiB test stack, like cargo test.
+        let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
+        let ok = std::thread::spawn(move || VolumeOptions::decode(&deep(MAX_NESTING_DEPTH)))
+            .join()
+            .unwrap();
+        // The deepest nesting Go accepts gets past the scanner.
+        assert!(!format!("{ok:?}").contains("exceeded max depth"), "{ok:?}");
+        let objects = |n: usize| [b"{\"a\":".repeat(n), b"1".to_vec(), b"}".repeat(n)].concat();
+        let ok = std::thread::spawn(move || VolumeOptions::decode(&objects(MAX_NESTING_DEPTH)))
+            .join()
+            .unwrap();
+        assert!(ok.is_ok(), "{ok:?}");
+        let too_deep = [vec![b'['; 1 << 20], vec![b']'; 1 << 20]].concat();
+        let err = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || VolumeOptions::decode(&too_deep))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(err, Err("invalid character '[' exceeded max depth".into()));
     }
 
     #[test]

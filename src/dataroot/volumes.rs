@@ -6,7 +6,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use super::opts::VolumeOptions;
+use super::opts::{VolumeOptions, MAX_OPTS_JSON};
+use super::regular_file::{self, RegularFileError};
 use super::DataRoot;
 
 /// A volume name dockerd accepts at create: `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`.
@@ -66,6 +67,9 @@ pub enum OptsFile {
     Unreadable(String),
     /// Read but does not decode: dockerd does not start. Go's error text.
     Invalid(String),
+    /// A FIFO or device: dockerd's plain read blocks forever or never
+    /// ends, so the daemon never finishes starting.
+    Blocking(String),
 }
 
 /// What kind of entry sits directly under `volumes/`.
@@ -151,8 +155,9 @@ fn read_data_dir(volume_dir: &std::path::Path) -> Option<DataDir> {
 }
 
 fn read_opts(volume_dir: &std::path::Path) -> OptsFile {
-    match fs::read(volume_dir.join("opts.json")) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => OptsFile::Absent,
+    match regular_file::read(&volume_dir.join("opts.json"), MAX_OPTS_JSON) {
+        Err(RegularFileError::NotFound) => OptsFile::Absent,
+        Err(e) if e.blocks_a_plain_read() => OptsFile::Blocking(e.to_string()),
         Err(e) => OptsFile::Unreadable(e.to_string()),
         Ok(bytes) => match VolumeOptions::decode(&bytes) {
             Ok(opts) => OptsFile::Options(opts),
