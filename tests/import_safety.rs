@@ -679,8 +679,13 @@ fn an_import_into_a_data_root_without_volumes_dir_creates_it() {
     fs::remove_dir(t.path().join("volumes")).unwrap();
     let (code, doc) = json_run(t.volmig().arg("import").arg(&b));
     assert_eq!(code, 0, "{doc:#}");
-    let mode = fs::metadata(t.path().join("volumes")).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777, 0o701);
+    let mode = fs::metadata(t.path().join("volumes"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o7777,
+        0o701
+    );
     assert_eq!(labels(&t.path(), "shared").unwrap()["tier"], "cache");
 }
 
@@ -702,6 +707,10 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("exists and is not a directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exists and is not a directory"),
+        "{}",
+        stderr(&out)
+    );
     bundle_support::assert_unchanged(&t.path(), &before);
 }

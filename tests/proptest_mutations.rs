@@ -30,7 +30,7 @@ use volmig::bundle::{BundleHeader, EntryMeta, Place};
 use volmig::daemon_version::DaemonVersion;
 use volmig::dataroot::mountinfo::MountTable;
 use volmig::dataroot::{containers, DataRoot};
-use volmig::import::{import, OnConflict};
+use volmig::import::{import, ImportOptions, OnConflict};
 use volmig::progress::NoProgress;
 use volmig::verify::{verify_container, VerifyOptions, World};
 
@@ -92,8 +92,11 @@ fn import_in_process(bytes: Vec<u8>) -> bool {
         import(
             &root,
             Box::new(Cursor::new(bytes)),
-            OnConflict::Fail,
-            false,
+            &ImportOptions {
+                policy: OnConflict::Fail,
+                dry_run: false,
+                wait: false,
+            },
             None,
             &NoProgress,
         )
