@@ -5,6 +5,7 @@
 //! only place that talks to a terminal. Everything that knows a path under a
 //! data-root lives in `dataroot`; `verify` is the model of dockerd itself.
 
+pub mod beneath;
 pub mod bundle;
 pub mod cli;
 pub mod daemon_version;
