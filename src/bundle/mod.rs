@@ -23,6 +23,8 @@
 //! entries digest) all fail before anything is committed.
 
 pub mod reader;
+mod ustar;
+mod walk;
 pub mod writer;
 
 use std::collections::BTreeMap;
