@@ -84,7 +84,13 @@ impl FileAttrs {
         )?;
         let mut via_proc = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
         via_proc.extend_from_slice(name.to_bytes());
-        let xattrs = read_xattrs(Path::new(std::ffi::OsStr::from_bytes(&via_proc)))?;
+        let xattrs = read_xattrs(Path::new(std::ffi::OsStr::from_bytes(&via_proc))).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/self/fd").is_dir() {
+                io::Error::other("its xattrs are read through /proc/self/fd, and /proc is not mounted: mount it (mount -t proc proc /proc)")
+            } else {
+                e
+            }
+        })?;
         Ok(FileAttrs::from_stat(&st, xattrs))
     }
 
