@@ -11,9 +11,14 @@
 //! by its one name in its parent's descriptor. Whatever a container does to
 //! its volume meanwhile, every byte read is the volume's.
 //!
-//! Never opens for reading what is not a regular file: a fifo could block
-//! and a device node could wake a driver. Those, symlinks and sockets are
-//! read with `fstatat` and `readlinkat` relative to the parent.
+//! Never reads what is not a regular file: a fifo could block and a device
+//! node could wake a driver. Those, symlinks and sockets are read with
+//! `fstatat` and `readlinkat` relative to the parent, never opened. A name
+//! the listing called a regular file is opened (`O_NONBLOCK | O_NOCTTY`)
+//! and then fstat'ed: one swapped for a fifo or device in between is
+//! carried from that fstat, unread; its driver's open is the one side
+//! effect left (closing it would take an `O_PATH` open and a reopen
+//! through /proc per file).
 
 use std::ffi::{CStr, CString};
 use std::fs::File;

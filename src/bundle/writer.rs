@@ -461,6 +461,10 @@ impl<'p> BundleWriter<'p> {
     /// buffer by a helper thread, hashed there, and that same buffer is
     /// written here: equal by construction. The helper reads and hashes
     /// ahead while this thread writes (at most `CHUNKS_AHEAD` chunks).
+    /// Measured (2 GiB in 8 files into `| cat`, 2 shared cores, medians of
+    /// 5): 2.23-2.42 s against 1.95-2.61 s with sendfile in the same
+    /// rounds: the price is the copy into the pipe that sendfile skipped,
+    /// and one core hashing a file where the pool used both.
     ///
     /// The file's stamp from when its size was taken is checked after the
     /// last byte: a file that changed meanwhile is already partly in the
