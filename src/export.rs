@@ -61,15 +61,9 @@ impl ExportPlan {
     /// Bytes of file content to carry, as the writer counts them (a walk of
     /// everything `write` adds; for the progress bar's total).
     pub fn content_bytes(&self, root: &DataRoot) -> u64 {
-        let files_under = |dir: PathBuf| -> u64 {
-            walkdir::WalkDir::new(dir)
-                .into_iter()
-                .flatten()
-                .filter(|e| e.file_type().is_file())
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        };
+        // By descriptors, as the writer walks: a directory a container
+        // swaps for a symlink meanwhile is not followed even to count.
+        let files_under = |dir: PathBuf| -> u64 { crate::bundle::writer::file_bytes(&dir) };
         let containers: u64 = self
             .containers
             .iter()

@@ -5,11 +5,13 @@
 //! sparse files.
 //!
 //! Never follows a symlink: every call here works on the link itself
-//! (lstat, llistxattr, lchown, utimensat with AT_SYMLINK_NOFOLLOW).
+//! (lstat, llistxattr, lchown, utimensat with AT_SYMLINK_NOFOLLOW). Export
+//! reads through descriptors only (`read_open`, `read_at`): see
+//! `crate::beneath` for why a path is never resolved inside a volume.
 //! Restoring order matters: chown clears setuid bits and
 //! security.capability, so owner first, then mode, then xattrs, then times.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -58,12 +60,69 @@ impl FileAttrs {
     }
 
     /// Reads the attributes of an open file (fstat and flistxattr: no
-    /// path lookup), with its allocated 512-byte blocks.
-    pub fn read_open(file: &File) -> io::Result<(FileAttrs, u64)> {
+    /// path lookup), with the fstat they came from (for its allocated
+    /// blocks and its `Stamp`).
+    pub fn read_open(file: &File) -> io::Result<(FileAttrs, fs::Metadata)> {
         let meta = file.metadata()?;
         let xattrs = read_xattrs_fd(file)?;
-        let blocks = meta.blocks();
-        Ok((FileAttrs::from_metadata(&meta, xattrs), blocks))
+        Ok((FileAttrs::from_metadata(&meta, xattrs), meta))
+    }
+
+    /// Reads the attributes of `name` in the open directory `dir`, never
+    /// following it: for what export does not open (symlinks, fifos,
+    /// devices, sockets: opening a fifo or a device could block or wake a
+    /// driver). `fstatat(AT_SYMLINK_NOFOLLOW)`, and the xattrs through
+    /// `/proc/self/fd/<dir>/<name>` with `llistxattr`: the one way to read
+    /// a symlink's own xattrs (`trusted.*`, `security.*`) relative to a
+    /// descriptor (an `O_PATH` descriptor takes no `fgetxattr`). The magic
+    /// link resolves to `dir` itself, so no path is resolved outside it.
+    pub fn read_at(dir: &File, name: &CStr) -> io::Result<FileAttrs> {
+        let st = nix::sys::stat::fstatat(
+            Some(dir.as_raw_fd()),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        let mut via_proc = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        via_proc.extend_from_slice(name.to_bytes());
+        let xattrs = read_xattrs(Path::new(std::ffi::OsStr::from_bytes(&via_proc))).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/self/fd").is_dir() {
+                io::Error::other("its xattrs are read through /proc/self/fd, and /proc is not mounted: mount it (mount -t proc proc /proc)")
+            } else {
+                e
+            }
+        })?;
+        Ok(FileAttrs::from_stat(&st, xattrs))
+    }
+
+    fn from_stat(st: &libc::stat, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> FileAttrs {
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFCHR => FileKind::Char,
+            libc::S_IFBLK => FileKind::Block,
+            _ => FileKind::Socket,
+        };
+        FileAttrs {
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            size: if kind == FileKind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+            rdev_major: libc::major(st.st_rdev),
+            rdev_minor: libc::minor(st.st_rdev),
+            nlink: st.st_nlink,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            xattrs,
+        }
     }
 
     fn from_metadata(meta: &fs::Metadata, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> FileAttrs {
@@ -102,6 +161,49 @@ impl FileAttrs {
             dev: meta.dev(),
             ino: meta.ino(),
             xattrs,
+        }
+    }
+}
+
+/// What changes when a file's content changes: size, mtime and ctime to
+/// the nanosecond. Every write moves mtime and ctime, but to the kernel's
+/// clock tick unless the filesystem has multigrain timestamps (Linux
+/// 6.13+: ext4, xfs, btrfs, tmpfs): on older kernels a write in the same
+/// tick as the one before it can leave the stamp as it was. So a stamp
+/// that moved proves a change; one that did not is the best evidence
+/// there is (no change counter reaches user space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of an open file now (one fstat).
+    pub fn now(file: &File) -> io::Result<Stamp> {
+        Ok(Stamp::of(&file.metadata()?))
+    }
+
+    /// What moved, for a message (`None`: nothing did).
+    pub fn change_since(&self, before: &Stamp) -> Option<String> {
+        if self.size != before.size {
+            Some(format!(
+                "size went from {} to {} bytes",
+                before.size, self.size
+            ))
+        } else if self.mtime != before.mtime || self.ctime != before.ctime {
+            Some("it was modified while it was read".into())
+        } else {
+            None
         }
     }
 }

@@ -6,6 +6,7 @@
 //! data-root lives in `dataroot`; `verify` is the model of dockerd itself.
 
 pub mod atomic_file;
+pub mod beneath;
 pub mod bundle;
 pub mod cli;
 pub mod daemon_version;

@@ -27,6 +27,8 @@ pub mod limits;
 pub mod reader;
 mod tally;
 mod tar_entry;
+mod ustar;
+mod walk;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
