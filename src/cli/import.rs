@@ -95,35 +95,48 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
     };
     let report = import::import(&root, input, &opts, engine, progress.as_ref())?;
     drop(progress);
-
     if report.dry_run {
-        let refuse = &report.refusals;
-        if cli.json {
-            emit_json(&json!({
-                "ok": refuse.is_empty(),
-                "dry_run": true,
-                "create": report.create,
-                "conflicts": report.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
-                "bytes": report.trailer.bytes,
-                "needed_bytes": report.needed_bytes,
-                "files": report.trailer.files,
-                "free_bytes": report.free_bytes,
-                "refusals": refuse,
-            }))?;
-        } else {
-            emit(&dry_run_text(&root, &report, refuse, cli.quiet))?;
-        }
-        return Ok(if refuse.is_empty() {
-            Outcome::Good
-        } else {
-            Outcome::Refused
-        });
+        return dry_run_output(cli, &root, &report);
     }
+    committed_output(cli, &root, &daemon, report)
+}
 
+/// A dry run's plan, and whether the import would proceed.
+fn dry_run_output(cli: &Cli, root: &DataRoot, report: &ImportReport) -> anyhow::Result<Outcome> {
+    let refuse = &report.refusals;
+    if cli.json {
+        emit_json(&json!({
+            "ok": refuse.is_empty(),
+            "dry_run": true,
+            "create": report.create,
+            "conflicts": report.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
+            "bytes": report.trailer.bytes,
+            "needed_bytes": report.needed_bytes,
+            "files": report.trailer.files,
+            "free_bytes": report.free_bytes,
+            "refusals": refuse,
+        }))?;
+    } else {
+        emit(&dry_run_text(root, report, refuse, cli.quiet))?;
+    }
+    Ok(if refuse.is_empty() {
+        Outcome::Good
+    } else {
+        Outcome::Refused
+    })
+}
+
+/// After the commit: verify the carried containers, print, pick the code.
+fn committed_output(
+    cli: &Cli,
+    root: &DataRoot,
+    daemon: &DaemonContext,
+    report: ImportReport,
+) -> anyhow::Result<Outcome> {
     // The verdict: the target's scan, and every carried container. The
     // volumes are committed by now: nothing here may exit 2.
     let mut report = report;
-    let verdicts = match super::verify::read_world(&root, daemon.version) {
+    let verdicts = match super::verify::read_world(root, daemon.version) {
         Ok((mounts, scan, slots)) => {
             if scan.daemon_fatal() {
                 report.pending.push(format!(
@@ -132,7 +145,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
                 ));
             }
             let world = World {
-                root: &root,
+                root,
                 scan: &scan,
                 mounts: &mounts,
                 containers: &slots,
@@ -185,7 +198,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
             "verify": verdicts,
         }))
     } else {
-        emit(&import_text(&root, &report, &verdicts, cli.quiet))
+        emit(&import_text(root, &report, &verdicts, cli.quiet))
     };
     if let Err(e) = printed {
         if !super::is_broken_pipe(&e) {

@@ -82,6 +82,8 @@ pub enum ImportError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
     /// An earlier, interrupted import could not be finished: nothing of
     /// this bundle was written.
     #[error("{0}; this bundle was not imported")]
@@ -408,7 +410,7 @@ fn commit_staged(
     let mut db = match metadata::lock_for_write(&db_path, metadata::READER_PATIENCE) {
         Ok(WriteAccess::Free(lock)) => Some(lock),
         Ok(WriteAccess::Daemon) => None,
-        Err(e) => return Err(werr(&db_path)(io::Error::other(e.to_string()))),
+        Err(e) => return Err(e.into()),
     };
     let live = db.is_none() && engine.is_some();
     let mut journal = plan_commit(root, staging, report, db.as_ref(), live)?;

@@ -4,7 +4,6 @@
 //! rewrite). Reads only; the journal is written by the caller.
 
 use std::fs;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -77,9 +76,7 @@ pub(super) fn plan_commit(
     if let Some(db) = db {
         let records = bundle_records(&report.header);
         let names: Vec<String> = records.iter().map(|(n, _)| n.clone()).collect();
-        let saved = db
-            .read_raw(staging, &names)
-            .map_err(|e| werr(&root.metadata_db())(io::Error::other(e.to_string())))?;
+        let saved = db.read_raw(staging, &names)?;
         journal.metadata = Some(MetadataPlan {
             orig: fs::symlink_metadata(root.metadata_db())
                 .ok()
