@@ -22,8 +22,9 @@ fn bundle(work: &Path) -> (FakeDataRoot, PathBuf) {
     (src, b)
 }
 
-/// The import of `bundle` into `root` under strace with `inject`.
-fn import_with_fault(root: &Path, bundle: &Path, policy: &str, inject: &str) -> Option<i32> {
+/// `volmig --data-root ROOT import --on-conflict POLICY BUNDLE` under
+/// strace with `-e inject=INJECT` (a kill, an error or a delay), started.
+fn spawn_import(root: &Path, bundle: &Path, policy: &str, inject: &str) -> std::process::Child {
     Command::new("/usr/bin/strace")
         .args(["-f", "-qq", "-o", "/dev/null"])
         .arg(format!("-einject={inject}"))
@@ -32,8 +33,17 @@ fn import_with_fault(root: &Path, bundle: &Path, policy: &str, inject: &str) -> 
         .arg(root)
         .args(["import", "--on-conflict", policy])
         .arg(bundle)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("strace is needed: apt-get install strace (scripts/test does)")
+}
+
+/// The exit code of an import under strace with `inject` (None: killed).
+fn import_with_fault(root: &Path, bundle: &Path, policy: &str, inject: &str) -> Option<i32> {
+    spawn_import(root, bundle, policy, inject)
+        .wait_with_output()
+        .unwrap()
         .status
         .code()
 }
@@ -227,23 +237,7 @@ fn files_removed_from_staging_before_the_commit_are_caught() {
     let t = FakeDataRoot::new();
     // Hold the import at its syncfs (after staging, before the check of
     // what landed) and delete a staged file meanwhile.
-    let child = Command::new("/usr/bin/strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-einject=syncfs:delay_enter=1500000",
-        ])
-        .arg(bin())
-        .arg("--data-root")
-        .arg(t.path())
-        .arg("import")
-        .arg(&b)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_import(&t.path(), &b, "fail", "syncfs:delay_enter=1500000");
     let staged = loop {
         let found = walkdir::WalkDir::new(t.path().join("volmig-staging"))
             .into_iter()
@@ -294,23 +288,7 @@ fn a_second_import_refuses_or_waits_while_one_runs() {
     let work = tempfile::tempdir().unwrap();
     let (_src, b) = bundle(work.path());
     let t = FakeDataRoot::new();
-    let first = Command::new("/usr/bin/strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-einject=syncfs:delay_enter=2000000",
-        ])
-        .arg(bin())
-        .arg("--data-root")
-        .arg(t.path())
-        .arg("import")
-        .arg(&b)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = spawn_import(&t.path(), &b, "fail", "syncfs:delay_enter=2000000");
     while !t.path().join("volmig-staging").exists() {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -537,23 +515,7 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
     assert!(db_size > 256 << 10, "metadata.db is {db_size} bytes");
     let before = bundle_support::snapshot(&root);
     // Held at the syncfs that ends staging; the filesystem fills meanwhile.
-    let child = Command::new("/usr/bin/strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-einject=syncfs:delay_enter=1500000",
-        ])
-        .arg(bin())
-        .arg("--data-root")
-        .arg(&root)
-        .arg("import")
-        .arg(&b)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_import(&root, &b, "fail", "syncfs:delay_enter=1500000");
     while !root.join("volmig-staging").exists() {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -594,23 +556,12 @@ fn sigterm_during_the_commit_lets_it_finish_then_exits_143() {
     let work = tempfile::tempdir().unwrap();
     let (_src, b) = bundle(work.path());
     let t = FakeDataRoot::new();
-    let child = Command::new("/usr/bin/strace")
-        .args([
-            "-f",
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-einject=renameat2:delay_enter=1000000:when=2+",
-        ])
-        .arg(bin())
-        .arg("--data-root")
-        .arg(t.path())
-        .arg("import")
-        .arg(&b)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_import(
+        &t.path(),
+        &b,
+        "fail",
+        "renameat2:delay_enter=1000000:when=2+",
+    );
     let volmig = child_of(child.id());
     // The first volume arrives, the second rename is held: mid-commit.
     while !t.path().join("volumes/appdata").exists() {

@@ -193,6 +193,9 @@ pub fn read_store(path: &Path) -> Result<Option<VolumeStore>, MetadataError> {
             ..VolumeStore::default()
         }));
     }
+    // # Security
+    // bbolt-rs follows the file's page ids as pointers: checked first.
+    checked(path, &_guard, size)?;
     guarded(path, || {
         let db = bbolt_rs::Bolt::open_ro(path).map_err(|e| e.to_string())?;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -219,6 +222,31 @@ pub fn read_store(path: &Path) -> Result<Option<VolumeStore>, MetadataError> {
         Ok(store)
     })
     .map(Some)
+}
+
+/// `bolt_check::check`, as a `Corrupt` error naming `path`.
+fn checked(path: &Path, file: &File, size: u64) -> Result<(), MetadataError> {
+    super::bolt_check::check(file, size).map_err(|reason| MetadataError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Opens `path` (a copy of the database in volmig's staging) and checks
+/// it before bbolt may open it read-write.
+fn check_copy(original: &Path, copy: &Path) -> Result<(), MetadataError> {
+    let file = File::open(copy).map_err(|source| MetadataError::Io {
+        path: copy.to_path_buf(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| MetadataError::Io {
+            path: copy.to_path_buf(),
+            source,
+        })?
+        .len();
+    checked(original, &file, size)
 }
 
 /// A record change: the new value (dockerd's JSON) or `None` to delete.
@@ -324,6 +352,7 @@ impl DbWriteLock {
         let copy = work.join("metadata.db.read");
         let result = (|| {
             copy_file(&self.path, &copy)?;
+            check_copy(&self.path, &copy)?;
             guarded(&self.path, || {
                 let db = bbolt_rs::Bolt::open_ro(&copy).map_err(|e| e.to_string())?;
                 let mut out = Vec::with_capacity(names.len());
@@ -361,6 +390,7 @@ impl DbWriteLock {
         }
         if self.path.exists() {
             copy_file(&self.path, &new)?;
+            check_copy(&self.path, &new)?;
         }
         guarded(&self.path, || {
             let mut db = bbolt_rs::Bolt::open(&new).map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@
 //! except the two modules that say so: `metadata` (its write side) and
 //! `config_rewrite`.
 
+pub mod bolt_check;
 pub mod config_rewrite;
 pub mod containers;
 pub mod metadata;
