@@ -23,6 +23,7 @@
 //! entries digest) all fail before anything is committed.
 
 mod hashing;
+mod large;
 pub mod limits;
 pub mod reader;
 mod tally;
