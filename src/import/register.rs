@@ -59,10 +59,18 @@ fn put_back(
     if let Some((meta, bytes)) = &top.opts {
         let opts = root.volume_opts(name);
         let tmp = root.volume_dir(name).join(".opts.json.volmig-tmp");
+        // A leftover of a killed run is replaced; the file is made durable
+        // before it replaces the one dockerd wrote.
         let write = || -> io::Result<()> {
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             write_new(&tmp, bytes)?;
             restore_attrs(&tmp, meta)?;
-            fs::rename(&tmp, &opts)
+            fs::File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &opts)?;
+            fs::File::open(root.volume_dir(name))?.sync_all()
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
