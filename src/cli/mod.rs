@@ -167,16 +167,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if let Some(i) = e.downcast_ref::<Interrupted>() {
         return crate::interrupt::exit_status(i.signal);
     }
-    if let Some(mut i) = e.downcast_ref::<crate::import::ImportError>() {
-        if let crate::import::ImportError::AfterRecovery { source, .. } = i {
-            if i.changed_target()
-                && !matches!(**source, crate::import::ImportError::Interrupted { .. })
-            {
-                return 1;
-            }
-            i = source;
-        }
-        if let crate::import::ImportError::Interrupted { signal } = i {
+    if let Some(i) = e.downcast_ref::<crate::import::ImportError>() {
+        use crate::import::ImportError;
+        let inner = match i {
+            ImportError::AfterRecovery { source, .. } => source.as_ref(),
+            other => other,
+        };
+        if let ImportError::Interrupted { signal } = inner {
             return crate::interrupt::exit_status(*signal);
         }
         if i.changed_target() {

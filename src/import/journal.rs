@@ -233,7 +233,15 @@ pub struct MovePaths {
 
 impl Move {
     pub fn paths(&self, root: &DataRoot, staging: &Path) -> MovePaths {
-        match &self.item {
+        self.item.paths(root, staging)
+    }
+}
+
+impl Item {
+    /// Where the item goes, where it is staged, where the directory it
+    /// replaces is kept until the commit.
+    pub fn paths(&self, root: &DataRoot, staging: &Path) -> MovePaths {
+        match self {
             Item::Volume { name } => MovePaths {
                 target: root.volume_dir(name),
                 staged: staging.join("volumes").join(name),
@@ -252,9 +260,7 @@ impl Move {
             },
         }
     }
-}
 
-impl Item {
     pub fn describe(&self) -> String {
         match self {
             Item::Volume { name } => format!("volume `{name}`"),

@@ -52,7 +52,7 @@ pub(super) fn plan_commit(
             container: c.id.clone(),
             name: cp.clone(),
         };
-        let staged_here = item_paths(root, staging, &item).staged.is_dir();
+        let staged_here = item.paths(root, staging).staged.is_dir();
         if staged_here && root.container_dir(&c.id).is_dir() {
             items.push(item);
         }
@@ -62,7 +62,7 @@ pub(super) fn plan_commit(
         if conflict.is_some_and(|c| c.identical == Some(true)) {
             continue;
         }
-        let paths = item_paths(root, staging, &item);
+        let paths = item.paths(root, staging);
         let old_ino = match conflict {
             Some(_) => Some(ino(&paths.target)?),
             None => None,
@@ -95,15 +95,6 @@ pub(super) fn plan_commit(
     }
     journal.live = live;
     Ok(journal)
-}
-
-fn item_paths(root: &DataRoot, staging: &Path, item: &Item) -> journal::MovePaths {
-    Move {
-        item: item.clone(),
-        new_ino: 0,
-        old_ino: None,
-    }
-    .paths(root, staging)
 }
 
 /// The records to write, keyed by volume name (the header's reader made
