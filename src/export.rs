@@ -10,13 +10,15 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::bundle::writer::{BundleWriter, Compression, WriteError};
 use crate::bundle::{
-    hex, BundleContainer, BundleHeader, BundleMount, BundleVolume, DataAttrs, Trailer, FORMAT,
+    hex, BundleContainer, BundleDevice, BundleHeader, BundleMount, BundleVolume, DataAttrs,
+    Trailer, FORMAT,
 };
 use crate::dataroot::containers::{self, Container, ContainerSlot, MountKind};
+use crate::dataroot::device::DataLocation;
 use crate::dataroot::metadata::{self, MetadataError, VolumeStore};
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::volumes::VolumeName;
@@ -35,6 +37,19 @@ pub struct ExportOptions {
     pub allow_running: bool,
     /// The caller paused the containers for the export: paused is quiet.
     pub paused_is_quiet: bool,
+    /// What to do with the host directory of a bind-type volume.
+    pub bind_data: BindData,
+}
+
+/// The data of a bind-type volume (`type=none o=bind device=/srv/x`): it
+/// lives at the device path, not in `_data`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BindData {
+    /// Carry the device path's tree as the volume's data.
+    #[default]
+    Carry,
+    /// Carry only the options; the data stays behind (and export says so).
+    Skip,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +73,37 @@ pub struct ExportPlan {
 }
 
 impl ExportPlan {
+    /// The device of a volume whose data is not in `_data`.
+    pub fn device(&self, name: &str) -> Option<&BundleDevice> {
+        self.header
+            .volumes
+            .iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.device.as_ref())
+    }
+
+    /// Volumes whose data the bundle does not hold, each with why.
+    pub fn data_left_behind(&self) -> Vec<String> {
+        self.header
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                let d = v.device.as_ref().filter(|d| !d.data_carried)?;
+                Some(match d.location.as_str() {
+                    "bind" => format!(
+                        "volume `{}`: its data at `{}` stayed behind (--bind-data skip); only its options are in the bundle",
+                        v.name, d.device
+                    ),
+                    "tmpfs" => format!("volume `{}` is a tmpfs: it holds no data to carry; its options are in the bundle", v.name),
+                    _ => format!(
+                        "volume `{}`: its data is on `{}` ({}), not in this data-root, and is not in the bundle; only its options are",
+                        v.name, d.device, d.location
+                    ),
+                })
+            })
+            .collect()
+    }
+
     /// Bytes of file content to carry, as the writer counts them (a walk of
     /// everything `write` adds; for the progress bar's total).
     pub fn content_bytes(&self, root: &DataRoot) -> u64 {
@@ -86,7 +132,11 @@ impl ExportPlan {
         let volumes: u64 = self
             .volumes
             .keys()
-            .map(|name| files_under(root.volume_dir(name)))
+            .map(|name| match self.device(name) {
+                Some(d) if d.data_carried => files_under(PathBuf::from(&d.device)),
+                Some(_) => 0,
+                None => files_under(root.volume_dir(name)),
+            })
             .sum();
         containers + volumes
     }
@@ -225,29 +275,14 @@ pub fn plan(
 
     let mut bundle_volumes = Vec::new();
     for (name, has_opts) in &volumes {
-        let data_dir = root.volume_data_dir(name);
-        let attrs = FileAttrs::read(&data_dir).map_err(|source| ExportError::Read {
-            path: data_dir.clone(),
-            source,
-        })?;
-        bundle_volumes.push(BundleVolume {
-            name: name.clone(),
-            anonymous: VolumeName::new(name).is_ok_and(|n| n.is_anonymous()),
-            record: store.records.get(name).cloned(),
-            opts_json: *has_opts,
-            data: DataAttrs {
-                uid: attrs.uid,
-                gid: attrs.gid,
-                mode: format!("{:04o}", attrs.mode),
-                mtime: attrs.mtime,
-                mtime_nsec: attrs.mtime_nsec,
-                xattrs: attrs
-                    .xattrs
-                    .iter()
-                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
-                    .collect(),
-            },
-        });
+        match bundle_volume(root, &store, name, *has_opts, opts.bind_data) {
+            Ok(v) => bundle_volumes.push(v),
+            Err(ExportError::Refused(r)) => refusals.extend(r),
+            Err(e) => return Err(e),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(ExportError::Refused(refusals));
     }
     bundle_containers.sort_by(|a, b| a.id.cmp(&b.id));
     containers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -265,6 +300,68 @@ pub fn plan(
         header,
         containers,
         volumes,
+    })
+}
+
+/// One volume's header entry: its record, options, where its data is and
+/// the attributes of the directory carried as `_data`.
+fn bundle_volume(
+    root: &DataRoot,
+    store: &VolumeStore,
+    name: &str,
+    has_opts: bool,
+    bind_data: BindData,
+) -> Result<BundleVolume, ExportError> {
+    let options = match has_opts {
+        true => std::fs::read(root.volume_opts(name))
+            .ok()
+            .and_then(|b| VolumeOptions::decode(&b).ok()),
+        false => None,
+    };
+    let location = DataLocation::of(options.as_ref());
+    let device = options
+        .as_ref()
+        .filter(|_| location.is_elsewhere())
+        .map(|o| BundleDevice {
+            location: location.word().into(),
+            device: o.mount_device.clone(),
+            data_carried: matches!(location, DataLocation::Bind { .. })
+                && bind_data == BindData::Carry,
+        });
+    let data_dir = match (&location, &device) {
+        (DataLocation::Bind { device: path }, Some(d)) if d.data_carried => {
+            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                return Err(ExportError::Refused(vec![format!(
+                    "volume `{name}` is a bind of `{}`, which is not a directory on this host: there is no data to carry; re-run with --bind-data skip to carry its options only",
+                    path.display()
+                )]));
+            }
+            path.clone()
+        }
+        _ => root.volume_data_dir(name),
+    };
+    let attrs = FileAttrs::read(&data_dir).map_err(|source| ExportError::Read {
+        path: data_dir.clone(),
+        source,
+    })?;
+    Ok(BundleVolume {
+        name: name.to_string(),
+        anonymous: VolumeName::new(name).is_ok_and(|n| n.is_anonymous()),
+        record: store.records.get(name).cloned(),
+        opts_json: has_opts,
+        data: DataAttrs {
+            uid: attrs.uid,
+            gid: attrs.gid,
+            mode: format!("{:04o}", attrs.mode),
+            mtime: attrs.mtime,
+            mtime_nsec: attrs.mtime_nsec,
+            xattrs: attrs
+                .xattrs
+                .iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), hex(v)))
+                .collect(),
+        },
+        device,
     })
 }
 
@@ -372,11 +469,17 @@ pub fn write(
         w.declare_volume(name);
         let base = format!("volumes/{name}");
         w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))?;
-        w.add_tree(
-            format!("{base}/_data").as_bytes(),
-            &root.volume_data_dir(name),
-            Some(name),
-        )?;
+        let data = format!("{base}/_data");
+        match plan.device(name) {
+            // A bind volume's data: the device's tree, as the container sees it.
+            Some(d) if d.data_carried => {
+                w.add_tree(data.as_bytes(), Path::new(&d.device), Some(name))?
+            }
+            // The data is on the device, left behind: `_data` is only the
+            // mountpoint (read through, it could be the device itself).
+            Some(_) => w.add_file(data.as_bytes(), &root.volume_data_dir(name), Some(name))?,
+            None => w.add_tree(data.as_bytes(), &root.volume_data_dir(name), Some(name))?,
+        }
         if *has_opts {
             w.add_file(
                 format!("{base}/opts.json").as_bytes(),

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::daemon_version::DaemonVersion;
+use crate::dataroot::device::DataLocation;
 use crate::dataroot::metadata::{self, MetadataError, VolumeRecord, VolumeStore};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::opts::VolumeOptions;
@@ -29,6 +30,8 @@ pub struct ScannedVolume {
     pub data: Option<DataOwner>,
     /// Decoded opts.json; `None` when there is none (a plain directory).
     pub options: Option<VolumeOptions>,
+    /// Where the data is: `_data`, or a device mounted over it.
+    pub data_location: DataLocation,
     /// The driver recorded in metadata.db (`local` when there is no record).
     pub driver: String,
     /// Labels from metadata.db; `None` when there is no record.
@@ -375,6 +378,7 @@ fn load_entry(
             gid: d.gid,
             mode: d.mode,
         }),
+        data_location: DataLocation::of(options.as_ref()),
         options,
         driver: "local".into(),
         labels: None,

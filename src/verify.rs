@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::daemon_version::DaemonVersion;
 use crate::dataroot::containers::{Container, ContainerSlot, MountKind, MountPoint};
+use crate::dataroot::device::{self, DataLocation};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::volumes::VolumeName;
 use crate::dataroot::DataRoot;
@@ -299,6 +300,9 @@ fn verify_volume(
                 format!("add MountDevice to `{}/opts.json` (docker volume create --opt device=...)", volume.path.display()),
             ));
         }
+        if let Some(text) = device::missing_device_error(options, &data) {
+            f.push(device_missing_finding(name, options, &mount_source, text));
+        }
         if options.network_filesystem() {
             f.push(Finding::new(
                 Severity::Warning,
@@ -413,6 +417,30 @@ fn verify_volume(
         ));
     }
     Some(path)
+}
+
+/// A bind or block device that is not on this host: dockerd's mount fails.
+fn device_missing_finding(
+    name: &str,
+    options: &crate::dataroot::opts::VolumeOptions,
+    mount_source: &str,
+    text: String,
+) -> Finding {
+    let device = &options.mount_device;
+    let fix = match DataLocation::of(Some(options)) {
+        DataLocation::Bind { .. } => format!(
+            "volume `{name}` is a bind of `{device}`, which is not on this host: carry its data (volmig export carries it unless given --bind-data skip; volmig import puts it at `{device}`, or elsewhere with --map-path {device}=NEW), or create `{device}`"
+        ),
+        _ => format!(
+            "volume `{name}` mounts the device `{device}`, which is not on this host: attach it, or point the volume at another device"
+        ),
+    };
+    Finding::new(
+        Severity::Error,
+        "volume-device-missing",
+        format!("error while mounting volume '{mount_source}': {text}"),
+        fix,
+    )
 }
 
 fn verify_bind(

@@ -481,6 +481,7 @@ fn many_volumes(n: usize) -> Vec<u8> {
                     mtime_nsec: 0,
                     xattrs: Default::default(),
                 },
+                device: None,
             })
             .collect(),
     };

@@ -96,6 +96,7 @@ fn import_in_process(bytes: Vec<u8>) -> bool {
                 policy: OnConflict::Fail,
                 dry_run: false,
                 wait: false,
+                map_paths: Vec::new(),
             },
             None,
             &NoProgress,

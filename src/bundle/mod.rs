@@ -90,8 +90,28 @@ pub struct BundleVolume {
     /// Whether `volumes/<name>/opts.json` is carried.
     pub opts_json: bool,
     /// Owner, mode, mtime and xattrs of `_data` itself (postgres refuses a
-    /// data directory that is not 999:999 0700).
+    /// data directory that is not 999:999 0700); for a bind volume whose
+    /// data is carried, of the device's directory (what the container
+    /// sees at its mount point).
     pub data: DataAttrs,
+    /// Set when the volume's options mount a device over `_data`: where
+    /// its data lives, and whether the bundle carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<BundleDevice>,
+}
+
+/// A volume whose data is not in `_data` (opts.json mounts a device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleDevice {
+    /// `bind`, `network`, `tmpfs`, `block-device`, `incomplete` or `other`
+    /// (`dataroot::device::DataLocation::word`).
+    pub location: String,
+    /// opts.json's `MountDevice` on the source.
+    pub device: String,
+    /// Whether `volumes/<name>/_data/...` holds the device's tree (a bind
+    /// volume exported with `--bind-data carry`), to be laid down at the
+    /// device path; otherwise `_data` is carried as the empty mountpoint.
+    pub data_carried: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -548,6 +568,7 @@ mod tests {
                     mtime_nsec: 0,
                     xattrs: BTreeMap::new(),
                 },
+                device: None,
             }],
         }
     }

@@ -22,6 +22,17 @@ pub enum CompressArg {
     Zstd,
 }
 
+/// `--bind-data`: what to do with a bind-type volume's host directory.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum BindDataArg {
+    /// Carry the device path's tree as the volume's data (import lays it
+    /// down at the device path, or where --map-path says).
+    #[default]
+    Carry,
+    /// Carry only the volume's options: the data stays on this host.
+    Skip,
+}
+
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Containers whose mount points and volumes to carry (ID, ID prefix or name).
@@ -53,6 +64,14 @@ pub struct ExportArgs {
     /// start them again afterwards, whatever happens in between.
     #[arg(long)]
     pub stop: bool,
+
+    /// A volume whose opts.json binds a host directory over `_data`
+    /// (compose's `driver_opts: {type: none, o: bind, device: DIR}`) keeps
+    /// its data in DIR: `carry` puts DIR's tree in the bundle as the
+    /// volume's data, `skip` leaves it behind (and says so). Network,
+    /// tmpfs and block-device volumes always carry their options only.
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = BindDataArg::Carry)]
+    pub bind_data: BindDataArg,
 }
 
 pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
@@ -69,6 +88,10 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         checkpoint: args.checkpoint.clone(),
         allow_running: args.allow_running,
         paused_is_quiet: args.pause,
+        bind_data: match args.bind_data {
+            BindDataArg::Carry => export::BindData::Carry,
+            BindDataArg::Skip => export::BindData::Skip,
+        },
     };
     let daemon = if args.pause || args.stop {
         DaemonContext::require(cli, &root, if args.pause { "--pause" } else { "--stop" })?
@@ -131,10 +154,14 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
             "files": t.files,
             "bytes": t.bytes,
             "skipped": report.skipped,
+            "data_not_carried": plan.data_left_behind(),
         }))?;
     } else if !cli.quiet {
         for s in &report.skipped {
             eprintln!("note: not carried: {s}");
+        }
+        for s in plan.data_left_behind() {
+            eprintln!("note: data not carried: {s}");
         }
         eprintln!(
             "exported {}, {} ({} in {}) to {written_to}",

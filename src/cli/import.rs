@@ -47,6 +47,37 @@ pub struct ImportArgs {
     /// failing (one import at a time per data-root).
     #[arg(long)]
     pub wait: bool,
+
+    /// A bind-type volume whose data the bundle carries is laid down at
+    /// its device path; with OLD=NEW (absolute paths, whole components),
+    /// a device at OLD or below goes to NEW instead, and the volume's
+    /// opts.json and metadata.db record say NEW. Repeatable.
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_map_path)]
+    pub map_path: Vec<(PathBuf, PathBuf)>,
+}
+
+/// `--map-path OLD=NEW`: two absolute paths without `..`.
+fn parse_map_path(text: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (old, new) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not OLD=NEW, e.g. /srv/app/data=/data/app"))?;
+    let check = |p: &str| -> Result<PathBuf, String> {
+        let path = PathBuf::from(p);
+        let plain = path.is_absolute()
+            && path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        match plain && path.parent().is_some() {
+            true => Ok(path),
+            false => Err(format!(
+                "`{p}` in `{text}` must be an absolute path below / without `.` or `..`"
+            )),
+        }
+    };
+    Ok((check(old)?, check(new)?))
 }
 
 /// Opens FILE or stdin; also returns the file's size when known.
@@ -92,6 +123,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         policy,
         dry_run: args.dry_run,
         wait: args.wait,
+        map_paths: args.map_path.clone(),
     };
     let report = import::import(&root, input, &opts, engine, progress.as_ref())?;
     drop(progress);
@@ -183,6 +215,7 @@ fn committed_output(
             "replaced": report.replaced,
             "skipped_identical": report.skipped_identical,
             "checkpoints": report.checkpoints,
+            "bind_data": report.bind_data,
             "rewritten_sources": report.rewritten_sources,
             "metadata": match report.metadata {
                 Some(MetadataOutcome::Written(n)) => json!({"written": n}),
@@ -223,6 +256,9 @@ fn conflict_json(c: &Conflict) -> serde_json::Value {
         Item::Volume { name } => json!({"volume": name, "identical": c.identical}),
         Item::Checkpoint { container, name } => {
             json!({"checkpoint": name, "container": container, "identical": c.identical})
+        }
+        Item::BindData { volume, target, .. } => {
+            json!({"bind_data": target, "volume": volume, "identical": c.identical})
         }
     }
 }
@@ -337,6 +373,9 @@ fn import_text(
         report.replaced.len(),
         report.skipped_identical.len()
     );
+    for path in &report.bind_data {
+        let _ = writeln!(out, "bind volume data laid down at {path}");
+    }
     for cp in &report.checkpoints {
         let _ = writeln!(out, "checkpoint installed: {cp}");
     }

@@ -131,6 +131,18 @@ fn text(header: &BundleHeader, trailer: &Trailer, checked: bool) -> String {
             "volume {} ({size}) _data {}:{} {}",
             v.name, v.data.uid, v.data.gid, v.data.mode
         );
+        if let Some(d) = &v.device {
+            let carried = match (d.data_carried, d.location.as_str()) {
+                (true, _) => "its data is in the bundle, laid down at that path on import",
+                (false, "bind") => "its data was left behind (--bind-data skip)",
+                (false, _) => "its data is not in the bundle",
+            };
+            let _ = writeln!(
+                out,
+                "  data location: {} `{}`: {carried}",
+                d.location, d.device
+            );
+        }
         if let Some(r) = &v.record {
             let labels: Vec<String> = r
                 .labels

@@ -96,6 +96,9 @@ fn text(scan: &Scan, predicting: &str, quiet: bool) -> String {
             }
             let _ = write!(line, "  opts: {}", parts.join(" "));
         }
+        if v.data_location.is_elsewhere() {
+            let _ = write!(line, "  data: {}", v.data_location.describe());
+        }
         match &v.labels {
             Some(labels) if !labels.is_empty() => {
                 let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

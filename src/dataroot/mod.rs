@@ -9,6 +9,7 @@
 pub mod bolt_check;
 pub mod config_rewrite;
 pub mod containers;
+pub mod device;
 pub mod metadata;
 pub mod mountinfo;
 pub mod opts;

@@ -127,12 +127,33 @@ fn ensure_parent(target: &Path, mode: u32) -> Result<(), StepError> {
     }
 }
 
-/// dockerd's modes: `volumes/` 0701, `checkpoints/` 0700.
+/// dockerd's modes: `volumes/` 0701, `checkpoints/` 0700; the
+/// directories above a bind target, 0755 as `mkdir -p` makes them.
 fn parent_mode(item: &Item) -> u32 {
     match item {
         Item::Volume { .. } => 0o701,
         Item::Checkpoint { .. } => 0o700,
+        Item::BindData { .. } => 0o755,
     }
+}
+
+/// Creates every missing directory above `target`, durably (a bind
+/// target may be several levels below what exists: `/srv/app/data`).
+fn ensure_parents(target: &Path, mode: u32) -> Result<(), StepError> {
+    let mut missing = Vec::new();
+    let mut at = target.parent();
+    while let Some(dir) = at {
+        if fs::symlink_metadata(dir).is_ok() {
+            break;
+        }
+        missing.push(dir);
+        at = dir.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        let child = dir.join("x");
+        ensure_parent(&child, mode)?;
+    }
+    Ok(())
 }
 
 fn lost(m: &Move, p: &MovePaths, why: &'static str) -> StepError {
@@ -150,7 +171,10 @@ fn forward_move(m: &Move, p: &MovePaths) -> Result<(), StepError> {
         return match new_at {
             At::Target => Ok(()),
             At::Staged => {
-                ensure_parent(&p.target, parent_mode(&m.item))?;
+                match m.item {
+                    Item::BindData { .. } => ensure_parents(&p.target, parent_mode(&m.item))?,
+                    _ => ensure_parent(&p.target, parent_mode(&m.item))?,
+                }
                 rename_new(&p.staged, &p.target)
             }
             _ => Err(lost(m, p, "the staged copy is gone")),
@@ -401,6 +425,18 @@ pub fn remove_staging(staging: &Path) -> Result<(), StepError> {
                     "holds an unfinished commit's journal: kept; run `volmig recover`",
                 ),
             });
+        }
+    }
+    // Staged beside bind targets: the new data (not committed) or the
+    // directory it replaced (committed).
+    let outside = super::journal::load_outside(staging).map_err(io_at(staging))?;
+    for dir in outside
+        .iter()
+        .flat_map(|d| [d.clone(), super::journal::bind_aside(d)])
+    {
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&dir)(e)),
+            _ => {}
         }
     }
     for sub in ["replaced", "volumes", "containers"] {

@@ -44,8 +44,20 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Item {
-    Volume { name: String },
-    Checkpoint { container: String, name: String },
+    Volume {
+        name: String,
+    },
+    Checkpoint {
+        container: String,
+        name: String,
+    },
+    /// A bind-type volume's data, laid down at its device path (outside
+    /// the data-root): staged beside it, in `staged`, on its filesystem.
+    BindData {
+        volume: String,
+        target: PathBuf,
+        staged: PathBuf,
+    },
 }
 
 /// One directory to move into place: the staged one (inode `new_ino`)
@@ -258,6 +270,11 @@ impl Item {
                     .join("replaced")
                     .join(format!("checkpoint-{container}-{name}")),
             },
+            Item::BindData { target, staged, .. } => MovePaths {
+                target: target.clone(),
+                staged: staged.clone(),
+                aside: bind_aside(staged),
+            },
         }
     }
 
@@ -267,6 +284,58 @@ impl Item {
             Item::Checkpoint { container, name } => {
                 format!("checkpoint `{name}` of container {container}")
             }
+            Item::BindData { volume, target, .. } => {
+                format!("the data of volume `{volume}` at `{}`", target.display())
+            }
         }
     }
+}
+
+/// Where a bind target's previous directory is kept until the commit.
+pub fn bind_aside(staged: &Path) -> PathBuf {
+    let mut name = staged.as_os_str().to_os_string();
+    name.push(".replaced");
+    PathBuf::from(name)
+}
+
+/// `<staging>/outside.json`: the directories this import stages outside
+/// the data-root (beside bind targets), written durably before the first
+/// of them is created, so that removing the staging removes them too.
+pub const OUTSIDE_FILE: &str = "outside.json";
+
+/// The name every directory staged outside the data-root starts with:
+/// nothing else is ever removed from there.
+pub const OUTSIDE_PREFIX: &str = ".volmig-staging-";
+
+/// Records the directories staged outside (see `OUTSIDE_FILE`).
+pub fn save_outside(staging: &Path, dirs: &[PathBuf]) -> io::Result<()> {
+    let text = serde_json::to_vec_pretty(dirs).map_err(io::Error::other)?;
+    crate::atomic_file::replace(
+        &staging.join(OUTSIDE_FILE),
+        ".outside.json.tmp",
+        &text,
+        0o600,
+    )
+}
+
+/// The directories staged outside, each with its aside; only paths whose
+/// name has `OUTSIDE_PREFIX` (a damaged file names nothing else).
+pub fn load_outside(staging: &Path) -> io::Result<Vec<PathBuf>> {
+    let path = staging.join(OUTSIDE_FILE);
+    use crate::dataroot::regular_file::{self, RegularFileError};
+    let bytes = match regular_file::read(&path, MAX_JOURNAL) {
+        Ok(b) => b,
+        Err(RegularFileError::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::other(format!("`{}` {e}", path.display()))),
+    };
+    let dirs: Vec<PathBuf> = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+    Ok(dirs
+        .into_iter()
+        .filter(|d| {
+            d.is_absolute()
+                && d.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(OUTSIDE_PREFIX))
+        })
+        .collect())
 }

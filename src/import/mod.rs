@@ -16,6 +16,7 @@
 //! Nothing is ever written under `<R>/volumes/` but finished volumes (and
 //! metadata.db): dockerd takes every directory there for a volume.
 
+mod bind;
 mod commit;
 mod journal;
 mod lock;
@@ -60,13 +61,16 @@ pub enum OnConflict {
 }
 
 /// How to import.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ImportOptions {
     pub policy: OnConflict,
     /// Read and check everything, write nothing (not even the lock).
     pub dry_run: bool,
     /// Wait for another import holding the data-root instead of failing.
     pub wait: bool,
+    /// `--map-path OLD=NEW`: bind-type volumes whose device is OLD (or
+    /// below it) get their data, opts.json and record at NEW.
+    pub map_paths: Vec<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +144,7 @@ impl Conflict {
     pub fn volume(&self) -> Option<&str> {
         match &self.item {
             Item::Volume { name } => Some(name),
-            Item::Checkpoint { .. } => None,
+            Item::Checkpoint { .. } | Item::BindData { .. } => None,
         }
     }
 
@@ -150,6 +154,13 @@ impl Conflict {
         let place = match &self.item {
             Item::Volume { .. } => root.volumes_dir(),
             Item::Checkpoint { container, .. } => root.container_dir(container).join("checkpoints"),
+            Item::BindData { target, volume, .. } => {
+                return format!(
+                    "`{}`, where volume `{volume}` keeps its data (its bind device), already holds other data: re-run with --on-conflict replace to overwrite it (the old data is kept until the import commits), or put the volume's data elsewhere with --map-path {}=NEW",
+                    target.display(),
+                    target.display()
+                )
+            }
         };
         match (policy, &self.item) {
             (OnConflict::Fail, Item::Volume { .. }) => format!(
@@ -172,7 +183,9 @@ impl Conflict {
         match (policy, &self.item) {
             (OnConflict::Replace, _) => false,
             (OnConflict::Fail, _) => true,
-            (OnConflict::SkipIdentical, Item::Volume { .. }) => self.identical != Some(true),
+            (OnConflict::SkipIdentical, Item::Volume { .. } | Item::BindData { .. }) => {
+                self.identical != Some(true)
+            }
             (OnConflict::SkipIdentical, Item::Checkpoint { .. }) => true,
         }
     }
@@ -206,6 +219,8 @@ pub struct ImportReport {
     pub skipped_identical: Vec<String>,
     /// Checkpoints installed into existing target containers.
     pub checkpoints: Vec<String>,
+    /// Device paths where bind-type volumes' data was laid down.
+    pub bind_data: Vec<String>,
     /// `config.v2.json` files whose stale volume Source paths were rewritten.
     pub rewritten_sources: Vec<String>,
     pub metadata: Option<MetadataOutcome>,
@@ -282,7 +297,7 @@ fn import_locked(
     engine: Option<&dyn Engine>,
     progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
-    let mut stage = Stager::new(root, opts.policy, opts.dry_run);
+    let mut stage = Stager::new(root, opts.policy, opts.dry_run, &opts.map_paths);
     let mut report = match stage_bundle(root, input, opts, &mut stage, progress) {
         Ok(report) => report,
         Err(e) => {
@@ -344,13 +359,28 @@ fn stage_bundle(
             return Err(ReadError::Corrupt(missing.join("; ")).into());
         }
     }
+    let header = map_header(header, |d| stage.map_device(d));
     // Conflicts: identical or not, decided now that the bundle is verified.
     let mut conflicts = stage.conflicts.clone();
     for c in &mut conflicts {
         if let (OnConflict::SkipIdentical, Some(name)) = (opts.policy, c.volume()) {
             let theirs = trailer.volumes.get(name).map(|s| s.digest.clone());
-            let ours = volume_digest(root, name)?;
+            let data = stage.binds.get(name).map(|b| b.target.as_path());
+            let ours = volume_digest(root, name, data)?;
             c.identical = Some(theirs == Some(ours));
+        }
+    }
+    // A bind target is identical when its volume is, data included.
+    let same: Vec<String> = conflicts
+        .iter()
+        .filter(|c| c.identical == Some(true))
+        .filter_map(|c| c.volume().map(str::to_string))
+        .collect();
+    for c in &mut conflicts {
+        if let Item::BindData { volume, .. } = &c.item {
+            if opts.policy == OnConflict::SkipIdentical {
+                c.identical = Some(same.contains(volume));
+            }
         }
     }
     let mut refusals: Vec<String> = conflicts
@@ -380,6 +410,7 @@ fn stage_bundle(
         replaced: Vec::new(),
         skipped_identical: Vec::new(),
         checkpoints: Vec::new(),
+        bind_data: Vec::new(),
         rewritten_sources: Vec::new(),
         metadata: None,
         recovered: Vec::new(),
@@ -393,6 +424,21 @@ fn stage_bundle(
         _bundle_configs: None,
         tops: std::mem::take(&mut stage.tops),
     })
+}
+
+/// The header as the target gets it: each bind device moved by
+/// `--map-path`, in the volume's device and in its record's options.
+fn map_header(mut header: BundleHeader, map: impl Fn(&str) -> String) -> BundleHeader {
+    for v in &mut header.volumes {
+        let Some(d) = v.device.as_mut() else { continue };
+        d.device = map(&d.device);
+        if let Some(options) = v.record.as_mut().and_then(|r| r.options.as_mut()) {
+            if let Some(device) = options.get_mut("device") {
+                *device = map(device);
+            }
+        }
+    }
+    header
 }
 
 /// Steps 3 and 4 of the module doc, for a verified staging.
@@ -413,7 +459,7 @@ fn commit_staged(
         Err(e) => return Err(e.into()),
     };
     let live = db.is_none() && engine.is_some();
-    let mut journal = plan_commit(root, staging, report, db.as_ref(), live)?;
+    let mut journal = plan_commit(root, staging, report, db.as_ref(), live, &stage.binds)?;
     // Durable before it becomes visible: one syncfs for all staged files.
     let dir = File::open(staging).map_err(werr(staging))?;
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
@@ -507,6 +553,7 @@ fn report_moves(root: &DataRoot, journal: &Journal, report: &mut ImportReport) {
         match &m.item {
             Item::Volume { name } if m.old_ino.is_some() => report.replaced.push(name.clone()),
             Item::Volume { .. } => {}
+            Item::BindData { target, .. } => report.bind_data.push(target.display().to_string()),
             Item::Checkpoint { container, name } => report
                 .checkpoints
                 .push(root.checkpoint_dir(container, name).display().to_string()),
@@ -548,7 +595,13 @@ fn collect_verify_slots(
 
 /// The content digest of a target volume, computed exactly as a bundle's
 /// per-volume digest (by writing it to nowhere).
-pub fn volume_digest(root: &DataRoot, name: &str) -> Result<String, ImportError> {
+/// `data`: where a bind volume keeps its data (its `_data` is only the
+/// mountpoint), as export carries it.
+pub fn volume_digest(
+    root: &DataRoot,
+    name: &str,
+    data: Option<&Path>,
+) -> Result<String, ImportError> {
     let header = BundleHeader {
         format: crate::bundle::FORMAT.into(),
         tool: String::new(),
@@ -570,12 +623,9 @@ pub fn volume_digest(root: &DataRoot, name: &str) -> Result<String, ImportError>
     let base = format!("volumes/{name}");
     w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))
         .map_err(fail)?;
-    w.add_tree(
-        format!("{base}/_data").as_bytes(),
-        &root.volume_data_dir(name),
-        Some(name),
-    )
-    .map_err(fail)?;
+    let data_dir = data.map_or_else(|| root.volume_data_dir(name), Path::to_path_buf);
+    w.add_tree(format!("{base}/_data").as_bytes(), &data_dir, Some(name))
+        .map_err(fail)?;
     let opts = root.volume_opts(name);
     if opts.exists() {
         w.add_file(format!("{base}/opts.json").as_bytes(), &opts, Some(name))

@@ -3,11 +3,13 @@
 //! metadata.db's new records and the target's old ones, the configs to
 //! rewrite). Reads only; the journal is written by the caller.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::journal::{self, BundleId, Item, Journal, MetadataPlan, Move, Record};
+use super::stage::BindPlan;
 use super::{werr, ImportError, ImportReport};
 use crate::bundle::BundleHeader;
 use crate::dataroot::metadata::{self, DbWriteLock, VolumeRecord};
@@ -21,6 +23,7 @@ pub(super) fn plan_commit(
     report: &ImportReport,
     db: Option<&DbWriteLock>,
     live: bool,
+    binds: &BTreeMap<String, BindPlan>,
 ) -> Result<Journal, ImportError> {
     let mut journal = Journal::new(BundleId {
         source_host: report.header.source_host.clone(),
@@ -38,14 +41,20 @@ pub(super) fn plan_commit(
             .map(|m| m.ino())
             .map_err(werr(path))
     };
-    let mut items: Vec<Item> = report
-        .header
-        .volumes
+    // A bind volume's data first: the volume never shows without it.
+    let mut items: Vec<Item> = binds
         .iter()
-        .map(|v| Item::Volume {
-            name: v.name.clone(),
+        .filter_map(|(volume, b)| {
+            Some(Item::BindData {
+                volume: volume.clone(),
+                target: b.target.clone(),
+                staged: b.staged.clone()?,
+            })
         })
         .collect();
+    items.extend(report.header.volumes.iter().map(|v| Item::Volume {
+        name: v.name.clone(),
+    }));
     for c in &report.header.containers {
         let Some(cp) = &c.checkpoint else { continue };
         let item = Item::Checkpoint {
@@ -58,14 +67,17 @@ pub(super) fn plan_commit(
         }
     }
     for item in items {
-        let conflict = report.conflicts.iter().find(|c| c.item == item);
+        let conflict = report.conflicts.iter().find(|c| same_place(&c.item, &item));
         if conflict.is_some_and(|c| c.identical == Some(true)) {
             continue;
         }
         let paths = item.paths(root, staging);
-        let old_ino = match conflict {
-            Some(_) => Some(ino(&paths.target)?),
-            None => None,
+        // An empty directory at a bind target is swapped out like a
+        // replaced one (and kept until the commit), without a conflict.
+        let filled = matches!(item, Item::BindData { .. }) && paths.target.is_dir();
+        let old_ino = match conflict.is_some() || filled {
+            true => Some(ino(&paths.target)?),
+            false => None,
         };
         journal.moves.push(Move {
             new_ino: ino(&paths.staged)?,
@@ -95,6 +107,15 @@ pub(super) fn plan_commit(
     }
     journal.live = live;
     Ok(journal)
+}
+
+/// Whether a conflict is about the place `item` goes (a bind conflict is
+/// found before its staging place is chosen).
+fn same_place(conflict: &Item, item: &Item) -> bool {
+    match (conflict, item) {
+        (Item::BindData { volume: a, .. }, Item::BindData { volume: b, .. }) => a == b,
+        _ => conflict == item,
+    }
 }
 
 /// The records to write, keyed by volume name (the header's reader made

@@ -51,6 +51,20 @@ pub(super) struct Stager<'a> {
     written: TreePrint,
     /// The signal that stopped staging.
     pub(super) interrupted: Option<i32>,
+    /// `--map-path OLD=NEW`, longest OLD first.
+    map_paths: Vec<(PathBuf, PathBuf)>,
+    /// Bind-type volumes whose data the bundle carries, by volume name.
+    pub(super) binds: BTreeMap<String, BindPlan>,
+}
+
+/// Where a carried bind volume's data goes.
+#[derive(Debug, Clone)]
+pub struct BindPlan {
+    /// The device path on the target (after `--map-path`).
+    pub target: PathBuf,
+    /// Where it is staged: beside the target's nearest existing ancestor,
+    /// on its filesystem (set once staging exists).
+    pub staged: Option<PathBuf>,
 }
 
 /// The top entries of one volume, as the bundle has them.
@@ -62,7 +76,14 @@ pub struct VolumeTop {
 }
 
 impl<'a> Stager<'a> {
-    pub(super) fn new(root: &'a DataRoot, policy: OnConflict, dry_run: bool) -> Stager<'a> {
+    pub(super) fn new(
+        root: &'a DataRoot,
+        policy: OnConflict,
+        dry_run: bool,
+        map_paths: &[(PathBuf, PathBuf)],
+    ) -> Stager<'a> {
+        let mut map_paths = map_paths.to_vec();
+        map_paths.sort_by_key(|(old, _)| std::cmp::Reverse(old.as_os_str().len()));
         Stager {
             root,
             policy,
@@ -74,7 +95,39 @@ impl<'a> Stager<'a> {
             tops: BTreeMap::new(),
             written: TreePrint::default(),
             interrupted: None,
+            map_paths,
+            binds: BTreeMap::new(),
         }
+    }
+
+    /// A device path as `--map-path` moves it.
+    pub(super) fn map_device(&self, device: &str) -> String {
+        super::bind::map_path(&self.map_paths, device)
+    }
+
+    /// The carried bind volume a bundle path is the data of, with the
+    /// path below `_data` (`b""` for `_data` itself).
+    fn bind_part<'p>(&self, bundle_path: &'p [u8]) -> Option<(&BindPlan, &'p [u8])> {
+        let rest = bundle_path.strip_prefix(b"volumes/")?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        let name = std::str::from_utf8(&rest[..slash]).ok()?;
+        let below = rest[slash + 1..].strip_prefix(b"_data")?;
+        let below = match below {
+            [] => below,
+            [b'/', tail @ ..] => tail,
+            _ => return None,
+        };
+        Some((self.binds.get(name)?, below))
+    }
+
+    /// The directory a bundle path is staged under, and the path below it.
+    fn staged_base<'p>(&self, bundle_path: &'p [u8]) -> (PathBuf, &'p [u8]) {
+        if let Some((bind, below)) = self.bind_part(bundle_path) {
+            if let Some(staged) = &bind.staged {
+                return (staged.clone(), below);
+            }
+        }
+        (self.dir.clone().unwrap_or_default(), bundle_path)
     }
 
     /// Removes this import's staging (nothing outside it was written).
@@ -85,18 +138,25 @@ impl<'a> Stager<'a> {
     }
 
     fn staged(&self, bundle_path: &[u8]) -> PathBuf {
-        let base = self.dir.clone().unwrap_or_default();
-        base.join(std::ffi::OsStr::from_bytes(bundle_path))
+        let (base, below) = self.staged_base(bundle_path);
+        match below {
+            [] => base,
+            _ => base.join(std::ffi::OsStr::from_bytes(below)),
+        }
     }
 
     /// Whether `bundle_path` is, in the staging directory, a non-directory
     /// (file, symlink itself, fifo, node) reached through real directories
     /// only: no symlink on the way.
     fn is_staged_leaf(&self, bundle_path: &[u8]) -> bool {
-        let Some(mut path) = self.dir.clone() else {
+        if self.dir.is_none() {
             return false;
-        };
-        let parts: Vec<&[u8]> = bundle_path.split(|&b| b == b'/').collect();
+        }
+        let (mut path, below) = self.staged_base(bundle_path);
+        if below.is_empty() {
+            return false;
+        }
+        let parts: Vec<&[u8]> = below.split(|&b| b == b'/').collect();
         for (i, part) in parts.iter().enumerate() {
             if matches!(*part, b"" | b"." | b"..") {
                 return false;
@@ -185,6 +245,23 @@ impl<'a> Stager<'a> {
                 })?;
                 let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
                 found.add(rel.as_os_str().as_bytes(), disk_kind(&meta), meta.len());
+            }
+        }
+        for (name, bind) in &self.binds {
+            let Some(staged) = &bind.staged else { continue };
+            for entry in walkdir::WalkDir::new(staged) {
+                let entry = entry.map_err(|e| {
+                    ReadError::Visitor(format!(
+                        "staged data `{}` cannot be read back: {e}",
+                        staged.display()
+                    ))
+                })?;
+                let meta = entry.metadata().map_err(|e| {
+                    ReadError::Visitor(format!("`{}`: {e}", entry.path().display()))
+                })?;
+                let rel = entry.path().strip_prefix(staged).unwrap_or(entry.path());
+                let path = super::bind::bundle_path(name, rel);
+                found.add(&path, disk_kind(&meta), meta.len());
             }
         }
         if found != self.written {
@@ -352,6 +429,14 @@ impl Visitor for Stager<'_> {
                 });
             }
         }
+        let maps = self.map_paths.clone();
+        let binds = super::bind::plan_binds(
+            self.root,
+            header,
+            |d| super::bind::map_path(&maps, d),
+            &mut self.conflicts,
+        )?;
+        self.binds = binds.into_iter().collect();
         if self.policy == OnConflict::Fail {
             for c in &self.conflicts {
                 refusals.push(c.refusal(self.root, self.policy));
@@ -362,6 +447,9 @@ impl Visitor for Stager<'_> {
         }
         if !self.dry_run {
             self.create_staging()?;
+            if let Some(dir) = &self.dir {
+                super::bind::place_staging(dir, &mut self.binds)?;
+            }
         }
         Ok(())
     }
@@ -377,6 +465,7 @@ impl Visitor for Stager<'_> {
             self.interrupted = Some(signal);
             return Err(ReadError::Visitor(INTERRUPTED.into()));
         }
+        let is_opts = matches!(place, Place::VolumeOpts { .. });
         self.stage_entry(meta, place, data)?;
         if !self.dry_run {
             // A hardlink is whatever it links: a file, a fifo, a symlink.
@@ -386,6 +475,9 @@ impl Visitor for Stager<'_> {
                     fs::symlink_metadata(self.staged(link))
                         .map_or((0, 0), |m| (disk_kind(&m), m.len()))
                 }
+                // opts.json may have been rewritten (--map-path).
+                _ if is_opts => fs::symlink_metadata(self.staged(&meta.path))
+                    .map_or((0, 0), |m| (disk_kind(&m), m.len())),
                 other => (entry_kind(other), meta.size),
             };
             self.written.add(&meta.path, kind, size);
@@ -427,6 +519,20 @@ impl Stager<'_> {
         self.make_entry(meta, data)
     }
 
+    /// An opts.json whose device `--map-path` moves, with the new device
+    /// (written as dockerd writes it: Go's json.Marshal of the struct).
+    fn mapped_opts(&self, bytes: Vec<u8>) -> Vec<u8> {
+        let Ok(mut opts) = VolumeOptions::decode(&bytes) else {
+            return bytes;
+        };
+        let mapped = self.map_device(&opts.mount_device);
+        if mapped == opts.mount_device {
+            return bytes;
+        }
+        opts.mount_device = mapped;
+        serde_json::to_vec(&opts).unwrap_or(bytes)
+    }
+
     /// `volumes/<name>/opts.json`: read whole (it is small and must decode
     /// as dockerd decodes it), then staged.
     fn stage_opts(
@@ -458,6 +564,7 @@ impl Stager<'_> {
         if self.dry_run {
             return Ok(());
         }
+        let bytes = self.mapped_opts(bytes);
         self.tops.entry(name.to_string()).or_default().opts = Some((meta.clone(), bytes.clone()));
         self.close_dirs(&meta.path)?;
         let target = self.staged(&meta.path);
@@ -472,6 +579,9 @@ impl Stager<'_> {
         let fail = |e: io::Error| visitor_err(&target, e);
         match meta.kind {
             EntryKind::Dir => {
+                if let Some((_, b"")) = self.bind_part(&meta.path) {
+                    self.make_mountpoint(&meta.path)?;
+                }
                 // Created private; mode, owner and mtime once it is complete.
                 fs::DirBuilder::new()
                     .mode(0o700)
@@ -529,6 +639,30 @@ impl Stager<'_> {
             }
         }
         restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e))
+    }
+}
+
+impl Stager<'_> {
+    /// A carried bind volume's `_data` in the volume's own staged
+    /// directory: the empty mountpoint dockerd binds the device over,
+    /// 0755 and owned like the volume directory (as `docker volume
+    /// create` makes it).
+    fn make_mountpoint(&mut self, data_path: &[u8]) -> Result<(), ReadError> {
+        let base = self.dir.clone().unwrap_or_default();
+        let at = base.join(std::ffi::OsStr::from_bytes(data_path));
+        let fail = |e: io::Error| visitor_err(&at, e);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&at)
+            .map_err(fail)?;
+        if let Some(volume) = at.parent() {
+            let owner = fs::symlink_metadata(volume).map_err(fail)?;
+            std::os::unix::fs::lchown(&at, Some(owner.uid()), Some(owner.gid())).map_err(fail)?;
+        }
+        fs::set_permissions(&at, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(fail)?;
+        self.written.add(data_path, entry_kind(EntryKind::Dir), 0);
+        Ok(())
     }
 }
 

@@ -1,0 +1,191 @@
+//! Bind-type volumes whose data the bundle carries (`BundleDevice` with
+//! `data_carried`): their data goes to the device path on the target
+//! (`--map-path OLD=NEW` moves it), not into `_data`, which stays the
+//! empty mountpoint dockerd binds the device over.
+//!
+//! The data is staged beside the target, in the nearest directory that
+//! exists above it, so that committing it is one rename on its own
+//! filesystem (the device path is often on another one than the
+//! data-root). Those directories are listed in the staging's
+//! `outside.json` before the first is created: removing the staging
+//! removes them too.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::journal::{self, Item, OUTSIDE_PREFIX};
+use super::stage::BindPlan;
+use super::Conflict;
+use crate::bundle::reader::ReadError;
+use crate::bundle::{BundleHeader, HEADER_PATH};
+use crate::dataroot::DataRoot;
+
+/// `device` with the longest matching `OLD` prefix of `maps` (whole path
+/// components) replaced by its `NEW`.
+pub fn map_path(maps: &[(PathBuf, PathBuf)], device: &str) -> String {
+    let path = Path::new(device);
+    for (old, new) in maps {
+        if let Ok(rest) = path.strip_prefix(old) {
+            let mapped = match rest.as_os_str().is_empty() {
+                true => new.clone(),
+                false => new.join(rest),
+            };
+            return mapped.display().to_string();
+        }
+    }
+    device.to_string()
+}
+
+/// The bind targets of a bundle's carried bind volumes, refusing targets
+/// that are not plain absolute paths, lie inside the data-root, or are
+/// not directories; the conflicts (a target holding data) go to
+/// `conflicts`.
+pub(super) fn plan_binds(
+    root: &DataRoot,
+    header: &BundleHeader,
+    map: impl Fn(&str) -> String,
+    conflicts: &mut Vec<Conflict>,
+) -> Result<Vec<(String, BindPlan)>, ReadError> {
+    let mut plans = Vec::new();
+    let mut odd = Vec::new();
+    for v in &header.volumes {
+        let Some(d) = v.device.as_ref().filter(|d| d.data_carried) else {
+            continue;
+        };
+        let target = PathBuf::from(map(&d.device));
+        let plain = target.is_absolute()
+            && target
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            && target.parent().is_some();
+        if !plain {
+            return Err(ReadError::Hostile {
+                entry: HEADER_PATH.into(),
+                reason: format!(
+                    "volume `{}` has its data at `{}`, which is not an absolute path without `..` below /",
+                    v.name,
+                    target.display()
+                ),
+            });
+        }
+        if target.starts_with(root.path()) || root.path().starts_with(&target) {
+            odd.push(format!(
+                "volume `{}` keeps its data at `{}`, inside (or above) the data-root `{}`: give it another place with --map-path {}=NEW",
+                v.name,
+                target.display(),
+                root.path().display(),
+                target.display()
+            ));
+            continue;
+        }
+        let exists = match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => true,
+            Ok(_) => {
+                odd.push(format!(
+                    "`{}`, where volume `{}` keeps its data, exists and is not a directory (a file or a symlink): move it away, or give the data another place with --map-path {}=NEW",
+                    target.display(),
+                    v.name,
+                    target.display()
+                ));
+                continue;
+            }
+            Err(_) => false,
+        };
+        if exists && !is_empty_dir(&target) {
+            conflicts.push(Conflict {
+                item: Item::BindData {
+                    volume: v.name.clone(),
+                    target: target.clone(),
+                    staged: PathBuf::new(),
+                },
+                identical: None,
+            });
+        }
+        plans.push((
+            v.name.clone(),
+            BindPlan {
+                target,
+                staged: None,
+            },
+        ));
+    }
+    if !odd.is_empty() {
+        return Err(ReadError::Visitor(odd.join("\n")));
+    }
+    Ok(plans)
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Chooses where each bind target is staged (beside its nearest existing
+/// ancestor, named after the staging) and records them in `outside.json`.
+pub(super) fn place_staging(
+    staging: &Path,
+    binds: &mut std::collections::BTreeMap<String, BindPlan>,
+) -> Result<(), ReadError> {
+    let id = staging
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut dirs = Vec::new();
+    for (name, plan) in binds.iter_mut() {
+        let mut above = plan.target.parent();
+        while let Some(dir) = above {
+            if fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+                break;
+            }
+            above = dir.parent();
+        }
+        let base = above.unwrap_or(Path::new("/"));
+        let staged = base.join(format!("{OUTSIDE_PREFIX}{id}-{name}"));
+        dirs.push(staged.clone());
+        plan.staged = Some(staged);
+    }
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    journal::save_outside(staging, &dirs).map_err(|e| {
+        ReadError::Visitor(format!(
+            "cannot write `{}`: {e}",
+            staging.join(journal::OUTSIDE_FILE).display()
+        ))
+    })
+}
+
+/// The bundle path of the data of volume `name`, for entry `rel` below it.
+pub(super) fn bundle_path(name: &str, rel: &Path) -> Vec<u8> {
+    let mut path = format!("volumes/{name}/_data").into_bytes();
+    if !rel.as_os_str().is_empty() {
+        path.push(b'/');
+        path.extend_from_slice(rel.as_os_str().as_bytes());
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_path_replaces_whole_components_longest_first() {
+        let maps = vec![
+            (PathBuf::from("/srv/app/data"), PathBuf::from("/data/app")),
+            (PathBuf::from("/srv"), PathBuf::from("/mnt/srv")),
+        ];
+        assert_eq!(map_path(&maps, "/srv/app/data"), "/data/app");
+        assert_eq!(map_path(&maps, "/srv/app/data/x"), "/data/app/x");
+        assert_eq!(map_path(&maps, "/srv/other"), "/mnt/srv/other");
+        // Not a component prefix: left alone.
+        assert_eq!(map_path(&maps, "/srvx/a"), "/srvx/a");
+        assert_eq!(map_path(&[], "/srv/a"), "/srv/a");
+    }
+
+    #[test]
+    fn bundle_paths_of_bind_data() {
+        assert_eq!(bundle_path("v", Path::new("")), b"volumes/v/_data");
+        assert_eq!(bundle_path("v", Path::new("a/b")), b"volumes/v/_data/a/b");
+    }
+}
