@@ -79,7 +79,7 @@ impl ExportPlan {
             .volumes
             .iter()
             .find(|v| v.name == name)
-            .and_then(|v| v.device.as_ref())
+            .and_then(|v| v.device.as_deref())
     }
 
     /// Volumes whose data the bundle does not hold, each with why.
@@ -96,7 +96,7 @@ impl ExportPlan {
                     ),
                     "tmpfs" => format!("volume `{}` is a tmpfs: it holds no data to carry; its options are in the bundle", v.name),
                     _ => format!(
-                        "volume `{}`: its data is on `{}` ({}), not in this data-root, and is not in the bundle; only its options are",
+                        "volume `{}`: its data is on `{}` ({}), not in this data-root, and is not in the bundle; its options and `_data` as it is on disk are",
                         v.name, d.device, d.location
                     ),
                 })
@@ -134,8 +134,8 @@ impl ExportPlan {
             .keys()
             .map(|name| match self.device(name) {
                 Some(d) if d.data_carried => files_under(PathBuf::from(&d.device)),
-                Some(_) => 0,
-                None => files_under(root.volume_dir(name)),
+                Some(d) if d.location == "bind" => 0,
+                _ => files_under(root.volume_dir(name)),
             })
             .sum();
         containers + volumes
@@ -322,11 +322,13 @@ fn bundle_volume(
     let device = options
         .as_ref()
         .filter(|_| location.is_elsewhere())
-        .map(|o| BundleDevice {
-            location: location.word().into(),
-            device: o.mount_device.clone(),
-            data_carried: matches!(location, DataLocation::Bind { .. })
-                && bind_data == BindData::Carry,
+        .map(|o| {
+            Box::new(BundleDevice {
+                location: location.word().into(),
+                device: o.mount_device.clone(),
+                data_carried: matches!(location, DataLocation::Bind { .. })
+                    && bind_data == BindData::Carry,
+            })
         });
     let data_dir = match (&location, &device) {
         (DataLocation::Bind { device: path }, Some(d)) if d.data_carried => {
@@ -419,6 +421,19 @@ fn volume_refusal(
     None
 }
 
+/// Whether something is mounted on the volume's `_data` (another device
+/// than its volume directory's): its tree is then the device's.
+fn mounted_over(root: &DataRoot, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::symlink_metadata(root.volume_dir(name)),
+        std::fs::symlink_metadata(root.volume_data_dir(name)),
+    ) {
+        (Ok(v), Ok(d)) => v.dev() != d.dev(),
+        _ => false,
+    }
+}
+
 /// What `write` produced.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
@@ -475,10 +490,15 @@ pub fn write(
             Some(d) if d.data_carried => {
                 w.add_tree(data.as_bytes(), Path::new(&d.device), Some(name))?
             }
-            // The data is on the device, left behind: `_data` is only the
-            // mountpoint (read through, it could be the device itself).
-            Some(_) => w.add_file(data.as_bytes(), &root.volume_data_dir(name), Some(name))?,
-            None => w.add_tree(data.as_bytes(), &root.volume_data_dir(name), Some(name))?,
+            // The data is on the device, left behind. `_data` is carried
+            // as it is on disk (whatever lies beneath the mountpoint),
+            // never through a mount: a bind of the same filesystem cannot
+            // be told by its device number, so a bind's `_data` is the
+            // directory alone.
+            Some(d) if d.location == "bind" || mounted_over(root, name) => {
+                w.add_file(data.as_bytes(), &root.volume_data_dir(name), Some(name))?
+            }
+            _ => w.add_tree(data.as_bytes(), &root.volume_data_dir(name), Some(name))?,
         }
         if *has_opts {
             w.add_file(

@@ -96,8 +96,9 @@ pub struct BundleVolume {
     pub data: DataAttrs,
     /// Set when the volume's options mount a device over `_data`: where
     /// its data lives, and whether the bundle carries it.
+    /// (Boxed: a header may list a million volumes, most without one.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<BundleDevice>,
+    pub device: Option<Box<BundleDevice>>,
 }
 
 /// A volume whose data is not in `_data` (opts.json mounts a device).

@@ -364,9 +364,24 @@ fn stage_bundle(
     let mut conflicts = stage.conflicts.clone();
     for c in &mut conflicts {
         if let (OnConflict::SkipIdentical, Some(name)) = (opts.policy, c.volume()) {
-            let theirs = trailer.volumes.get(name).map(|s| s.digest.clone());
-            let data = stage.binds.get(name).map(|b| b.target.as_path());
-            let ours = volume_digest(root, name, data)?;
+            let ours = match stage.binds.get(name) {
+                Some(b) => volume_digest(name, &root.volume_dir(name), &b.target)?,
+                None => volume_digest(name, &root.volume_dir(name), &root.volume_data_dir(name))?,
+            };
+            // A bind volume is compared with what it stages (its opts.json
+            // may say another device: --map-path); in a dry run, with the
+            // bundle's own digest.
+            let theirs = match (stage.binds.get(name), &stage.dir) {
+                (Some(b), Some(dir)) => match &b.staged {
+                    Some(staged) => Some(volume_digest(
+                        name,
+                        &dir.join("volumes").join(name),
+                        staged,
+                    )?),
+                    None => None,
+                },
+                _ => trailer.volumes.get(name).map(|s| s.digest.clone()),
+            };
             c.identical = Some(theirs == Some(ours));
         }
     }
@@ -593,14 +608,13 @@ fn collect_verify_slots(
     Ok(())
 }
 
-/// The content digest of a target volume, computed exactly as a bundle's
-/// per-volume digest (by writing it to nowhere).
-/// `data`: where a bind volume keeps its data (its `_data` is only the
-/// mountpoint), as export carries it.
+/// The content digest of a volume directory `volume_dir` whose data is
+/// `data_dir` (its `_data`, or a bind volume's device path), computed
+/// exactly as a bundle's per-volume digest (by writing it to nowhere).
 pub fn volume_digest(
-    root: &DataRoot,
     name: &str,
-    data: Option<&Path>,
+    volume_dir: &Path,
+    data_dir: &Path,
 ) -> Result<String, ImportError> {
     let header = BundleHeader {
         format: crate::bundle::FORMAT.into(),
@@ -615,18 +629,17 @@ pub fn volume_digest(
         .open("/dev/null")
         .map_err(werr(Path::new("/dev/null")))?;
     let fail = |e: crate::bundle::writer::WriteError| ImportError::Write {
-        path: root.volume_dir(name),
+        path: volume_dir.to_path_buf(),
         source: io::Error::other(e.to_string()),
     };
     let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress).map_err(fail)?;
     w.declare_volume(name);
     let base = format!("volumes/{name}");
-    w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))
+    w.add_file(base.as_bytes(), volume_dir, Some(name))
         .map_err(fail)?;
-    let data_dir = data.map_or_else(|| root.volume_data_dir(name), Path::to_path_buf);
-    w.add_tree(format!("{base}/_data").as_bytes(), &data_dir, Some(name))
+    w.add_tree(format!("{base}/_data").as_bytes(), data_dir, Some(name))
         .map_err(fail)?;
-    let opts = root.volume_opts(name);
+    let opts = volume_dir.join("opts.json");
     if opts.exists() {
         w.add_file(format!("{base}/opts.json").as_bytes(), &opts, Some(name))
             .map_err(fail)?;
