@@ -168,7 +168,7 @@ impl DaemonContext {
                 other.display()
             ),
             None => format!(
-                "no daemon answers at {}: predicting the dockerd that will start",
+                "no daemon answers at {} (dockerd is not running)",
                 self.host
             ),
         }
@@ -193,7 +193,7 @@ impl DaemonContext {
                 self.no_daemon()
             ),
             _ => format!(
-                "dockerd {v} (current, the newest behaviour modelled; {}, and no installed dockerd was used: {}; pass --daemon-version for another)",
+                "dockerd {v} (current, the newest behaviour modelled: {}, and no installed dockerd gave a version: {}; pass --daemon-version for another)",
                 self.no_daemon(),
                 self.lookup_error
                     .as_ref()
