@@ -21,6 +21,11 @@ use crate::dataroot::DataRoot;
 use crate::report::{any_failure, Finding, Severity};
 use crate::scan::Scan;
 
+mod series;
+mod source_fix;
+pub use series::{verdict_across_series, SeriesRange, SeriesVerdict};
+pub use source_fix::rewrite_command;
+
 /// What to predict for.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -29,6 +34,9 @@ pub struct VerifyOptions {
     pub checkpoint: Option<String>,
     /// Whether the daemon runs with `--experimental` (needed for checkpoints).
     pub experimental: bool,
+    /// Whether a daemon serving the data-root answered: a fix must then
+    /// work with it running (or say to stop it).
+    pub daemon_running: bool,
 }
 
 /// Everything a prediction reads, gathered once for all containers.
@@ -75,6 +83,9 @@ pub struct ContainerReport {
     pub mounts: Vec<MountReport>,
     /// Problems of the container as a whole (unloadable, checkpoint...).
     pub findings: Vec<Finding>,
+    /// When a series was predicted and the verdict changes inside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_series: Option<SeriesVerdict>,
 }
 
 impl ContainerReport {
@@ -107,6 +118,7 @@ pub fn verify_container(
                 ok: false,
                 mounts: Vec::new(),
                 findings: vec![finding],
+                within_series: None,
             };
         }
     };
@@ -133,6 +145,10 @@ pub fn verify_container(
             opts,
         ));
     }
+    // A stale Source's fix depends on the container and the daemon's state.
+    for m in &mut mounts {
+        source_fix::set_fixes(world, container, opts, &m.source, &mut m.findings);
+    }
     check_volumes_from(world, container, &mut findings);
     if let Some(name) = &opts.checkpoint {
         check_checkpoint(world, container, name, opts, &mut findings);
@@ -151,6 +167,7 @@ pub fn verify_container(
         ok,
         mounts,
         findings,
+        within_series: None,
     }
 }
 
@@ -346,13 +363,13 @@ fn verify_volume(
                 Severity::Error,
                 "stale-source-relabel",
                 format!("error evaluating symlinks from mount source \"{}\": lstat {}: no such file or directory", mount.source, missing.display()),
-                format!("rewrite Source to `{}` in config.v2.json (volmig import does this for the containers it carries)", data.display()),
+                String::new(), // set by source_fix::set_fixes
             )),
             None => f.push(Finding::new(
                 Severity::Warning,
                 "stale-source-relabel",
                 format!("dockerd {version} relabels the stored Source `{}`, not `{}`: it still exists (the old data-root?), so the container gets the old data", mount.source, data.display()),
-                format!("rewrite Source to `{}` in config.v2.json", data.display()),
+                String::new(), // set by source_fix::set_fixes
             )),
         }
     } else if let Some(old) = moved_from {
@@ -361,7 +378,7 @@ fn verify_volume(
                 Severity::Info,
                 "stale-source",
                 format!("Source `{}` points into the old data-root `{}`; dockerd {version} recomputes it, but 20.10.3-25.x would fail on it (z/Z mode)", mount.source, old.display()),
-                format!("rewrite Source to `{}` if this data-root may meet an older daemon", data.display()),
+                String::new(), // set by source_fix::set_fixes
             ));
         }
     }

@@ -243,7 +243,10 @@ impl Case {
 
     fn volmig(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--data-root").arg(self.target.path());
+        // No installed dockerd is run: its system calls would shift the counts.
+        c.env("VOLMIG_DOCKERD", "")
+            .arg("--data-root")
+            .arg(self.target.path());
         c
     }
 }
@@ -262,7 +265,8 @@ thread_local! {
 fn step_counts(c: &Case, bundle: &Path) -> BTreeMap<&'static str, usize> {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = Command::new(strace());
-    cmd.args(["-f", "-qq", "-o"])
+    cmd.env("VOLMIG_DOCKERD", "")
+        .args(["-f", "-qq", "-o"])
         .arg(log.path())
         .arg(format!("-etrace={}", STEPS.join(",")))
         .arg(bin())
@@ -301,6 +305,7 @@ fn step_counts(c: &Case, bundle: &Path) -> BTreeMap<&'static str, usize> {
 /// `renameat2:signal=SIGKILL:when=3`); returns the exit code (None: killed).
 fn faulty_import(c: &Case, bundle: &Path, inject: &str) -> (Option<i32>, String) {
     let out = Command::new(strace())
+        .env("VOLMIG_DOCKERD", "")
         .args(["-f", "-qq", "-o", "/dev/null"])
         .arg(format!("-einject={inject}"))
         .arg(bin())

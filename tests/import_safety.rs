@@ -26,6 +26,7 @@ fn bundle(work: &Path) -> (FakeDataRoot, PathBuf) {
 /// strace with `-e inject=INJECT` (a kill, an error or a delay), started.
 fn spawn_import(root: &Path, bundle: &Path, policy: &str, inject: &str) -> std::process::Child {
     Command::new("/usr/bin/strace")
+        .env("VOLMIG_DOCKERD", "")
         .args(["-f", "-qq", "-o", "/dev/null"])
         .arg(format!("-einject={inject}"))
         .arg(bin())
@@ -173,6 +174,7 @@ fn nth_call_on(
     let t = target();
     let log = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new("/usr/bin/strace")
+        .env("VOLMIG_DOCKERD", "")
         .args(["-f", "-qq", "-y", "-o"])
         .arg(log.path())
         .arg(format!("-etrace={syscall}"))
@@ -324,6 +326,7 @@ fn sigterm_during_staging_removes_staging_and_says_so() {
     let bytes = fs::read(&b).unwrap();
     let t = FakeDataRoot::new();
     let mut child = Command::new(bin())
+        .env("VOLMIG_DOCKERD", "")
         .arg("--data-root")
         .arg(t.path())
         .args(["import", "-"])
@@ -471,6 +474,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
     let root = small.root();
     let before = bundle_support::snapshot(&root);
     let out = Command::new(bin())
+        .env("VOLMIG_DOCKERD", "")
         .arg("--data-root")
         .arg(&root)
         .arg("import")

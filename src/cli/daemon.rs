@@ -1,8 +1,18 @@
 //! Finding the daemon that serves a data-root, if one runs, and the dockerd
-//! generation to predict for.
+//! release to predict for.
+//!
+//! Precedence: `--daemon-version` (a series means its newest release), the
+//! answering daemon's own version (Engine API), the installed `dockerd
+//! --version` (the daemon that will run when it is started), and last
+//! `current`, the newest behaviour modelled. Every output says which.
 
-use crate::daemon_version::DaemonVersion;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::daemon_version::{DaemonVersion, VersionRequest};
 use crate::dataroot::DataRoot;
+use crate::dockerd_binary::{self, InstalledDockerd, Lookup, LookupError};
 use crate::engine::{default_host, DaemonInfo, DockerEngine, Engine, EngineError};
 
 use super::Cli;
@@ -16,6 +26,8 @@ const PROBE_TIMEOUT_SECS: u64 = 5;
 pub enum VersionSource {
     Flag,
     Daemon,
+    /// `dockerd --version` of the installed binary (no daemon answered).
+    Installed,
     Default,
 }
 
@@ -24,6 +36,39 @@ pub struct DaemonContext {
     pub source: VersionSource,
     /// The daemon serving this data-root, when one answers.
     pub engine: Option<DockerEngine>,
+    /// `--daemon-version` as given.
+    pub request: Option<VersionRequest>,
+    /// The installed dockerd, when its version is the one predicted.
+    pub installed: Option<InstalledDockerd>,
+    /// Why the installed dockerd was not used, when the default is.
+    pub lookup_error: Option<LookupError>,
+    /// The daemon that answered at the host but serves another data-root.
+    pub other_root: Option<PathBuf>,
+    pub host: String,
+}
+
+/// The prediction's provenance, as `--json` prints it.
+#[derive(Serialize)]
+pub struct Prediction {
+    pub version: String,
+    pub source: VersionSource,
+    /// `--daemon-version` as given, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    /// `20.10 means 20.10.24, the newest 20.10 release`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meaning: Option<String>,
+    /// Whether a daemon serving this data-root answered at `host`.
+    pub daemon_running: bool,
+    pub host: String,
+    /// The binary whose `--version` was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_dockerd: Option<InstalledDockerd>,
+    /// Why no installed dockerd was used, when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The same in one sentence, as the text output says it.
+    pub text: String,
 }
 
 impl DaemonContext {
@@ -34,27 +79,17 @@ impl DaemonContext {
     /// Probes the host. A daemon that answers but serves another data-root
     /// is not this data-root's daemon and is left alone.
     pub fn probe(cli: &Cli, root: &DataRoot) -> DaemonContext {
-        let found = DockerEngine::connect(&Self::host(cli), PROBE_TIMEOUT_SECS)
+        let host = Self::host(cli);
+        let answered = DockerEngine::connect(&host, PROBE_TIMEOUT_SECS)
             .and_then(|e| e.info().map(|i| (e, i)))
-            .ok()
-            .filter(|(_, info)| info.serves(root.given()));
-        let (engine, info) = match found {
-            Some((e, i)) => (Some(e), Some(i)),
-            None => (None, None),
-        };
-        // The daemon's own version, unless the flag says otherwise.
-        let (version, source) = match (cli.daemon_version, &info) {
-            (Some(v), _) => (v, VersionSource::Flag),
-            (None, Some(i)) => match i.version.parse() {
-                Ok(v) => (v, VersionSource::Daemon),
-                Err(_) => (DaemonVersion::CURRENT, VersionSource::Default),
-            },
-            (None, None) => (DaemonVersion::CURRENT, VersionSource::Default),
-        };
-        DaemonContext {
-            version,
-            source,
-            engine,
+            .ok();
+        let other_root = answered
+            .as_ref()
+            .filter(|(_, info)| !info.serves(root.given()))
+            .map(|(_, info)| info.root_dir.clone());
+        match answered.filter(|(_, info)| info.serves(root.given())) {
+            Some((engine, info)) => Self::resolve(cli, Some(engine), Some(&info), other_root),
+            None => Self::resolve(cli, None, None, other_root),
         }
     }
 
@@ -72,36 +107,113 @@ impl DaemonContext {
                 root.given().display()
             );
         }
-        let mut ctx = Self::probe_from(cli, engine, info);
-        ctx.source = if cli.daemon_version.is_some() {
-            VersionSource::Flag
-        } else {
-            ctx.source
-        };
-        Ok(ctx)
+        Ok(Self::resolve(cli, Some(engine), Some(&info), None))
     }
 
-    fn probe_from(cli: &Cli, engine: DockerEngine, info: DaemonInfo) -> DaemonContext {
-        let (version, source) = match cli.daemon_version {
-            Some(v) => (v, VersionSource::Flag),
-            None => match info.version.parse() {
-                Ok(v) => (v, VersionSource::Daemon),
-                Err(_) => (DaemonVersion::CURRENT, VersionSource::Default),
-            },
+    /// Picks the version by the precedence above; the installed binary is
+    /// run only when neither the flag nor a daemon decides.
+    fn resolve(
+        cli: &Cli,
+        engine: Option<DockerEngine>,
+        info: Option<&DaemonInfo>,
+        other_root: Option<PathBuf>,
+    ) -> DaemonContext {
+        let mut ctx = DaemonContext {
+            version: DaemonVersion::CURRENT,
+            source: VersionSource::Default,
+            engine,
+            request: cli.daemon_version.clone(),
+            installed: None,
+            lookup_error: None,
+            other_root,
+            host: Self::host(cli),
         };
-        DaemonContext {
-            version,
-            source,
-            engine: Some(engine),
+        if let Some(request) = &cli.daemon_version {
+            ctx.version = request.version;
+            ctx.source = VersionSource::Flag;
+            return ctx;
+        }
+        if let Some(v) = info.and_then(|i| i.version.parse().ok()) {
+            ctx.version = v;
+            ctx.source = VersionSource::Daemon;
+            return ctx;
+        }
+        let (override_path, path_var) = dockerd_binary::from_env();
+        match dockerd_binary::installed(&Lookup {
+            override_path: override_path.as_deref(),
+            path_var: path_var.as_deref(),
+        }) {
+            Ok(found) => {
+                ctx.version = found.version;
+                ctx.source = VersionSource::Installed;
+                ctx.installed = Some(found);
+            }
+            Err(e) => ctx.lookup_error = Some(e),
+        }
+        ctx
+    }
+
+    /// Whether a daemon serving this data-root answered.
+    pub fn running(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Why no daemon's own version was used: none answered, or the one
+    /// that answered serves another data-root.
+    fn no_daemon(&self) -> String {
+        match &self.other_root {
+            Some(other) => format!(
+                "the daemon at {} serves `{}`, not this data-root",
+                self.host,
+                other.display()
+            ),
+            None => format!(
+                "no daemon answers at {} (dockerd is not running)",
+                self.host
+            ),
         }
     }
 
-    /// `dockerd 20.10.24 (the daemon at unix:///...)` for text output.
-    pub fn describe(&self, cli: &Cli) -> String {
-        match self.source {
-            VersionSource::Flag => format!("dockerd {}", self.version),
-            VersionSource::Daemon => format!("dockerd {}, the daemon answering at {}", self.version, Self::host(cli)),
-            VersionSource::Default => format!("dockerd {} (current; no daemon serves this data-root: pass --daemon-version for another)", self.version),
+    /// `dockerd 20.10.24, the daemon answering at unix:///...` for text
+    /// output: the release, and where it came from.
+    pub fn describe(&self) -> String {
+        let v = self.version;
+        match (self.source, &self.request, &self.installed) {
+            (VersionSource::Flag, Some(r), _) => match r.meaning() {
+                Some(meaning) => format!("dockerd {v}: --daemon-version {meaning}"),
+                None => format!("dockerd {v}, from --daemon-version"),
+            },
+            (VersionSource::Daemon, _, _) => {
+                format!("dockerd {v}, the daemon answering at {}", self.host)
+            }
+            (VersionSource::Installed, _, Some(found)) => format!(
+                "dockerd {v}, the installed `{}` (`{}`); {}",
+                found.path.display(),
+                found.output,
+                self.no_daemon()
+            ),
+            _ => format!(
+                "dockerd {v} (current, the newest behaviour modelled: {}, and no installed dockerd gave a version: {}; pass --daemon-version for another)",
+                self.no_daemon(),
+                self.lookup_error
+                    .as_ref()
+                    .map_or_else(|| "none found".to_string(), |e| e.to_string())
+            ),
+        }
+    }
+
+    /// The provenance for `--json`.
+    pub fn prediction(&self) -> Prediction {
+        Prediction {
+            version: self.version.to_string(),
+            source: self.source,
+            requested: self.request.as_ref().map(|r| r.given.clone()),
+            meaning: self.request.as_ref().and_then(|r| r.meaning()),
+            daemon_running: self.running(),
+            host: self.host.clone(),
+            installed_dockerd: self.installed.clone(),
+            note: self.lookup_error.as_ref().map(|e| e.to_string()),
+            text: self.describe(),
         }
     }
 }

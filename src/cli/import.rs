@@ -186,6 +186,10 @@ fn committed_output(
                 version: daemon.version,
                 checkpoint: None,
                 experimental: true,
+                // A live import: the daemon keeps the containers' old
+                // Sources in memory, and the fix must say to stop it.
+                daemon_running: daemon.running()
+                    || matches!(report.metadata, Some(MetadataOutcome::DaemonRunning)),
             };
             report
                 .verify_slots
@@ -410,6 +414,7 @@ fn import_text(
     for p in &report.pending {
         let _ = writeln!(out, "error: {p}");
     }
+    live_stale_sources(&mut out, root, report, verdicts);
     for name in &report.containers_from_bundle {
         let _ = writeln!(
             out,
@@ -437,4 +442,38 @@ fn import_text(
         }
     );
     out
+}
+
+/// After a live import into a data-root at another path: the running
+/// dockerd keeps the containers' old Sources in memory (import edits
+/// configs only with the daemon stopped), so the containers with a z/Z
+/// mount fail until it is stopped, their Sources rewritten, and started.
+fn live_stale_sources(
+    out: &mut String,
+    root: &DataRoot,
+    report: &ImportReport,
+    verdicts: &[ContainerReport],
+) {
+    let live = matches!(
+        report.metadata,
+        Some(MetadataOutcome::Registered { .. } | MetadataOutcome::DaemonRunning)
+    );
+    let stale: Vec<&str> = verdicts
+        .iter()
+        .filter(|r| {
+            r.all_findings()
+                .any(|f| f.kind == "stale-source-relabel" && f.severity.is_failure())
+        })
+        .map(|r| r.name.as_str())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if !live || stale.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "error: the running dockerd keeps the old volume Sources of {} in memory: they fail to start until it is restarted with their Sources rewritten\n    fix: systemctl stop docker && {} && systemctl start docker",
+        stale.join(", "),
+        verify::rewrite_command(root, &stale)
+    );
 }

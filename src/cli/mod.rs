@@ -12,6 +12,7 @@ mod inspect;
 mod progress;
 mod recover;
 mod render;
+mod rewrite_sources;
 mod scan;
 mod signals;
 mod verify;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon_version::DaemonVersion;
+use crate::daemon_version::VersionRequest;
 use crate::dataroot::RemapRoot;
 
 /// Carry Docker containers' volumes between hosts or data-roots, and
@@ -61,10 +62,13 @@ pub struct Cli {
 
     /// The dockerd release to predict for, where texts and rules differ
     /// (e.g. 17.06 says `volume not found`, 18.06+ `no such volume`;
-    /// 20.10.3-25.x evaluate stale Source paths). Default: the version of
-    /// the daemon serving this data-root when one answers, else current.
+    /// 20.10.3-25.x evaluate stale Source paths). A series without a patch
+    /// level (20.10) means its newest release (20.10.24). Default: the
+    /// version of the daemon serving this data-root when one answers, else
+    /// the installed `dockerd --version` ($VOLMIG_DOCKERD, $PATH, /usr/sbin,
+    /// ...), else current.
     #[arg(long, global = true, value_name = "VERSION")]
-    pub daemon_version: Option<DaemonVersion>,
+    pub daemon_version: Option<VersionRequest>,
 
     /// The Docker daemon to talk to, like the docker CLI: unix:///path or
     /// tcp://host:port. Default: $DOCKER_HOST, else unix:///var/run/docker.sock.
@@ -103,6 +107,11 @@ pub enum Command {
     /// cut, a failed disk), and remove leftover staging. Every import does
     /// this first on its own; scan and verify report what is pending.
     Recover(recover::RecoverArgs),
+    /// Point the containers' stored volume Source paths at this data-root
+    /// (after a move to another path, which 20.10.3-25.x fail on for z/Z
+    /// mounts). Run it with dockerd stopped: a running one writes its own
+    /// copy back, so it refuses.
+    RewriteSources(rewrite_sources::RewriteSourcesArgs),
 }
 
 /// A command stopped by SIGINT, SIGTERM or SIGHUP after cleaning up.
@@ -142,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(&cli, args),
         Command::Inspect(args) => inspect::run(&cli, args),
         Command::Recover(args) => recover::run(&cli, args),
+        Command::RewriteSources(args) => rewrite_sources::run(&cli, args),
     };
     match result {
         Ok(Outcome::Good) => ExitCode::SUCCESS,

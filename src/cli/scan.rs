@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use super::daemon::{DaemonContext, VersionSource};
+use super::daemon::{DaemonContext, Prediction, VersionSource};
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::DataRoot;
@@ -19,8 +19,10 @@ pub struct ScanArgs {}
 #[derive(Serialize)]
 struct ScanDocument<'a> {
     ok: bool,
-    /// Where `daemon_version` came from: flag, daemon or default.
+    /// Where `daemon_version` came from: flag, daemon, installed or default.
     daemon_version_source: VersionSource,
+    /// Which daemon, binary or flag gave the version, and what it means.
+    prediction: Prediction,
     #[serde(flatten)]
     scan: &'a Scan,
 }
@@ -35,10 +37,11 @@ pub fn run(cli: &Cli, _args: &ScanArgs) -> anyhow::Result<Outcome> {
         emit_json(&ScanDocument {
             ok,
             daemon_version_source: daemon.source,
+            prediction: daemon.prediction(),
             scan: &scan,
         })?;
     } else {
-        emit(&text(&scan, &daemon.describe(cli), cli.quiet))?;
+        emit(&text(&scan, &daemon.describe(), cli.quiet))?;
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use super::daemon::{DaemonContext, VersionSource};
+use super::daemon::{DaemonContext, Prediction, VersionSource};
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::containers::{self, ContainerSlot};
 use crate::dataroot::mountinfo::MountTable;
@@ -41,6 +41,8 @@ struct VerifyDocument<'a> {
     data_root: String,
     daemon_version: String,
     daemon_version_source: VersionSource,
+    /// Which daemon, binary or flag gave the version, and what it means.
+    prediction: Prediction,
     /// Daemon-level problems from the scan (fatal ones stop every container).
     daemon: Vec<&'a Finding>,
     containers: &'a [ContainerReport],
@@ -60,7 +62,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
     let daemon = DaemonContext::probe(cli, &root);
     let version = daemon.version;
     let (mounts, scan, slots) = read_world(&root, version)?;
-    let selected = select(&slots, args, &root)?;
+    let selected = select(&slots, &args.containers, args.all, &root)?;
     let world = World {
         root: &root,
         scan: &scan,
@@ -71,10 +73,18 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
         version,
         checkpoint: args.checkpoint.clone(),
         experimental: args.experimental,
+        daemon_running: daemon.running(),
     };
+    let series = daemon.request.as_ref().is_some_and(|r| r.is_series());
     let reports: Vec<ContainerReport> = selected
         .iter()
-        .map(|slot| verify::verify_container(&world, slot, &opts))
+        .map(|slot| {
+            let mut report = verify::verify_container(&world, slot, &opts);
+            if series {
+                report.within_series = verify::verdict_across_series(&world, slot, &opts);
+            }
+            report
+        })
         .collect();
     let daemon_findings: Vec<&Finding> = scan
         .findings
@@ -102,6 +112,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
             data_root: root.path().display().to_string(),
             daemon_version: version.to_string(),
             daemon_version_source: daemon.source,
+            prediction: daemon.prediction(),
             daemon: daemon_findings,
             containers: &reports,
             summary,
@@ -112,7 +123,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
             &daemon_findings,
             &reports,
             &summary,
-            &daemon.describe(cli),
+            &daemon.describe(),
             cli.quiet,
             ok,
         ))?;
@@ -141,17 +152,18 @@ pub(super) fn read_world(
 
 /// Resolves the arguments to containers; every unknown one is reported
 /// before anything is checked.
-fn select<'a>(
+pub(super) fn select<'a>(
     slots: &'a [ContainerSlot],
-    args: &VerifyArgs,
+    queries: &[String],
+    all: bool,
     root: &DataRoot,
 ) -> anyhow::Result<Vec<&'a ContainerSlot>> {
-    if args.all {
+    if all {
         return Ok(slots.iter().collect());
     }
     let mut found = Vec::new();
     let mut errors = Vec::new();
-    for query in &args.containers {
+    for query in queries {
         match containers::find(slots, query) {
             Ok(slot) => {
                 if !found.iter().any(|s: &&ContainerSlot| s.id == slot.id) {
@@ -241,6 +253,14 @@ fn text(
             &r.name
         };
         let _ = writeln!(out, "\ncontainer {name} {} {verdict}", short(&r.id));
+        if let Some(series) = &r.within_series {
+            let _ = writeln!(
+                out,
+                "  note: inside the series, {} (the rule that changes: {})",
+                series.text,
+                series.rules.join("; ")
+            );
+        }
         for f in &r.findings {
             render::finding(&mut out, "  ", f);
         }
@@ -283,5 +303,23 @@ fn text(
             " (dockerd reports only the first failure of each; all are listed here)"
         }
     );
+    let changing: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.within_series.is_some())
+        .map(|r| {
+            if r.name.is_empty() {
+                short(&r.id)
+            } else {
+                r.name.as_str()
+            }
+        })
+        .collect();
+    if !changing.is_empty() {
+        let _ = writeln!(
+            out,
+            "the verdict changes inside the series for {}: see the notes above, or give the exact release with --daemon-version",
+            changing.join(", ")
+        );
+    }
     out
 }

@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use super::containers::Container;
 use super::DataRoot;
 
 /// Largest config.v2.json rewritten (dockerd's are a few KiB; a container
@@ -75,6 +76,22 @@ pub fn point_sources_at(root: &DataRoot, path: &Path, volumes: &[&str]) -> io::R
     let json = serde_json::to_vec(&config).map_err(io::Error::other)?;
     crate::atomic_file::replace(path, TMP_NAME, &json, meta.permissions().mode())?;
     Ok(true)
+}
+
+/// Points every local volume Source of `container` at this data-root
+/// (`volmig rewrite-sources`). The caller makes sure no dockerd runs on
+/// the data-root (it would write its own copy back) and holds volmig's
+/// import lock.
+pub fn point_container_sources_at(root: &DataRoot, container: &Container) -> io::Result<bool> {
+    let names: Vec<&str> = container
+        .mount_points()
+        .filter(|(_, m)| m.driver == "local" && !m.name.is_empty())
+        .map(|(_, m)| m.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Ok(false);
+    }
+    point_sources_at(root, &container.config_path(), &names)
 }
 
 #[cfg(test)]

@@ -227,6 +227,8 @@ pub fn bin() -> PathBuf {
 /// Runs `sh -c script` and returns its output.
 pub fn sh(script: &str) -> Output {
     std::process::Command::new("sh")
+        // No installed dockerd: predictions are for `current`, as in `volmig()`.
+        .env("VOLMIG_DOCKERD", "")
         .arg("-c")
         .arg(script)
         .output()

@@ -144,9 +144,12 @@ impl FakeDataRoot {
     }
 }
 
+/// The binary under test, predicting `current` unless a test says
+/// otherwise: no data-root from the environment, and no installed dockerd
+/// (`VOLMIG_DOCKERD` empty; a test that wants one sets it).
 pub fn volmig() -> Command {
     let mut cmd = Command::cargo_bin("volmig").unwrap();
-    cmd.env_remove("VOLMIG_DATA_ROOT");
+    cmd.env_remove("VOLMIG_DATA_ROOT").env("VOLMIG_DOCKERD", "");
     cmd
 }
 

@@ -51,6 +51,7 @@ pub fn volmig(data_root: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_remove("VOLMIG_DATA_ROOT")
         .env_remove("DOCKER_HOST")
+        .env("VOLMIG_DOCKERD", "")
         // No daemon answers on this socket: the tests stay offline.
         .arg("-H")
         .arg("unix:///nonexistent/volmig-test.sock")
