@@ -14,6 +14,7 @@ pub mod dataroot;
 pub mod engine;
 pub mod export;
 pub mod fileattrs;
+pub mod idmap;
 pub mod import;
 pub mod interrupt;
 pub mod progress;
