@@ -101,7 +101,7 @@ pub fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, Option<u64>)> {
 }
 
 pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
-    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let root = super::open_root(cli, true)?;
     let (input, size) = open_input(&args.input)?;
     let policy = match args.on_conflict {
         ConflictArg::Fail => OnConflict::Fail,

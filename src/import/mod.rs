@@ -609,6 +609,7 @@ pub fn volume_digest(
         source_data_root: String::new(),
         containers: Vec::new(),
         volumes: Vec::new(),
+        userns: None,
     };
     let sink = File::options()
         .write(true)
@@ -618,7 +619,14 @@ pub fn volume_digest(
         path: root.volume_dir(name),
         source: io::Error::other(e.to_string()),
     };
-    let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress).map_err(fail)?;
+    // Compared in the bundle's terms: a remapped target's ids as its
+    // containers see them.
+    let ids = root
+        .id_map()
+        .map(|m| crate::idmap::IdShift::new(m.clone(), crate::idmap::Direction::ToContainer));
+    let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress)
+        .map_err(fail)?
+        .with_id_shift(ids);
     w.declare_volume(name);
     let base = format!("volumes/{name}");
     w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))
