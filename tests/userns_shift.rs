@@ -172,6 +172,24 @@ fn plain_to_remapped_and_back_shifts_owners_acls_and_capabilities() {
         Some(cap_v3(101000))
     );
 
+    // The same bundle again: the remapped volume is identical in the
+    // containers' ids.
+    let again = common::volmig()
+        .arg("--data-root")
+        .arg(outer.path())
+        .args(REMAP)
+        .args(["import", "--on-conflict", "skip-identical"])
+        .arg(&b1)
+        .output()
+        .unwrap();
+    ok(&again, "import again, skip-identical");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(said.contains("1 kept (identical)"), "{said}");
+
     // Back: the container's state moves with it, then export from the subtree.
     let cdir = sub.join("containers").join(ID);
     fs::create_dir_all(&cdir).unwrap();
