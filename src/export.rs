@@ -25,6 +25,7 @@ use crate::dataroot::volumes::VolumeName;
 use crate::dataroot::DataRoot;
 use crate::engine::{Engine, RunState};
 use crate::fileattrs::FileAttrs;
+use crate::idmap::{Direction, IdError, IdShift, ShiftNote};
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, Default)]
@@ -61,6 +62,8 @@ pub enum ExportError {
     Write(#[from] WriteError),
     #[error("cannot read `{path}`: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error("`{path}`: {source}")]
+    Ids { path: PathBuf, source: IdError },
 }
 
 /// What will be written: the header and where each part comes from.
@@ -295,6 +298,7 @@ pub fn plan(
         source_data_root: root.path().display().to_string(),
         containers: bundle_containers,
         volumes: bundle_volumes,
+        userns: root.id_map().map(ShiftNote::of),
     };
     Ok(ExportPlan {
         header,
@@ -342,10 +346,17 @@ fn bundle_volume(
         }
         _ => root.volume_data_dir(name),
     };
-    let attrs = FileAttrs::read(&data_dir).map_err(|source| ExportError::Read {
+    let mut attrs = FileAttrs::read(&data_dir).map_err(|source| ExportError::Read {
         path: data_dir.clone(),
         source,
     })?;
+    if let Some(ids) = id_shift(root) {
+        ids.apply(&mut attrs.uid, &mut attrs.gid, &mut attrs.xattrs)
+            .map_err(|source| ExportError::Ids {
+                path: data_dir.clone(),
+                source,
+            })?;
+    }
     Ok(BundleVolume {
         name: name.to_string(),
         anonymous: VolumeName::new(name).is_ok_and(|n| n.is_anonymous()),
@@ -365,6 +376,12 @@ fn bundle_volume(
         },
         device,
     })
+}
+
+/// A remapped source's ids go into the bundle as its containers see them.
+fn id_shift(root: &DataRoot) -> Option<IdShift> {
+    root.id_map()
+        .map(|map| IdShift::new(map.clone(), Direction::ToContainer))
 }
 
 /// Why one volume cannot be carried, if it cannot.
@@ -450,7 +467,8 @@ pub fn write(
     compression: Compression,
     progress: &dyn Progress,
 ) -> Result<(ExportReport, File), ExportError> {
-    let mut w = BundleWriter::new(out, compression, &plan.header, progress)?;
+    let mut w =
+        BundleWriter::new(out, compression, &plan.header, progress)?.with_id_shift(id_shift(root));
     for c in &plan.containers {
         let base = format!("containers/{}", c.id);
         w.add_file(base.as_bytes(), &c.dir, None)?;

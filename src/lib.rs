@@ -15,6 +15,7 @@ pub mod dockerd_binary;
 pub mod engine;
 pub mod export;
 pub mod fileattrs;
+pub mod idmap;
 pub mod import;
 pub mod interrupt;
 pub mod progress;

@@ -347,7 +347,13 @@ fn load_entry(
     }
 
     if let (Some(remap), Some(d)) = (root.remap(), data) {
-        if d.uid != remap.uid || d.gid != remap.gid {
+        // With the daemon's ranges known, any owner in them is one of the
+        // container's own (a postgres _data is 999:999 inside it).
+        let seen = match root.id_map() {
+            Some(map) => map.maps_host_owner(d.uid, d.gid),
+            None => d.uid == remap.uid && d.gid == remap.gid,
+        };
+        if !seen {
             findings.push(Finding::new(
                 Severity::Warning,
                 "userns-owner-mismatch",

@@ -484,6 +484,7 @@ fn many_volumes(n: usize) -> Vec<u8> {
                 device: None,
             })
             .collect(),
+        userns: None,
     };
     let header_json = serde_json::to_vec(&header).unwrap();
     let dir = |path: &str| EntryMeta {

@@ -58,6 +58,11 @@ pub struct BundleHeader {
     pub source_data_root: String,
     pub containers: Vec<BundleContainer>,
     pub volumes: Vec<BundleVolume>,
+    /// Present when the source was userns-remapped: its volume data ids
+    /// were shifted to the containers' view (absent in older bundles,
+    /// whose ids are as they were on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<crate::idmap::ShiftNote>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,6 +576,7 @@ mod tests {
                 },
                 device: None,
             }],
+            userns: None,
         }
     }
 

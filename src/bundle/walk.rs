@@ -39,6 +39,7 @@ use super::writer::WriteError;
 use super::{EntryKind, EntryMeta};
 use crate::beneath::{name_path, DirFd, OpenError};
 use crate::fileattrs::{self, FileAttrs, FileKind, Stamp};
+use crate::idmap::IdShift;
 
 /// Files up to this size are read, hashed and buffered by the readers.
 pub(super) const SMALL_FILE: u64 = 256 * 1024;
@@ -300,6 +301,7 @@ fn list_dir(dir: &DirFd) -> Result<Vec<(CString, Option<FileKind>)>, WriteError>
 pub(super) fn read_batches(
     jobs: &std::sync::Mutex<Receiver<Job>>,
     done: &mpsc::Sender<(u64, Batch)>,
+    ids: Option<&IdShift>,
 ) {
     loop {
         let job = match jobs.lock() {
@@ -309,7 +311,7 @@ pub(super) fn read_batches(
         let Ok((seq, items)) = job else { return };
         let batch: Batch = items
             .into_iter()
-            .map(|item| item.and_then(read_listed))
+            .map(|item| item.and_then(|listed| read_listed(listed, ids)))
             .collect();
         if done.send((seq, batch)).is_err() {
             return;
@@ -317,8 +319,33 @@ pub(super) fn read_batches(
     }
 }
 
-/// Reads one listed entry and prepares what can be prepared.
-pub(super) fn read_listed(listed: Listed) -> Result<Source, WriteError> {
+/// Reads one listed entry and prepares what can be prepared; with `ids`
+/// (a userns-remapped source) its ids are shifted to the container's.
+pub(super) fn read_listed(listed: Listed, ids: Option<&IdShift>) -> Result<Source, WriteError> {
+    match (read_listed_as_is(listed)?, ids) {
+        (Source::Entry(walked), Some(ids)) => Ok(Source::Entry(Box::new(shift_ids(*walked, ids)?))),
+        (source, _) => Ok(source),
+    }
+}
+
+/// The entry's owner and id-carrying xattrs (ACLs, capability) shifted,
+/// and its header formatted again if it was: the header, SHA256SUMS and
+/// the entries digest all describe the shifted ids.
+fn shift_ids(mut walked: Walked, ids: &IdShift) -> Result<Walked, WriteError> {
+    let meta = &mut walked.meta;
+    ids.apply(&mut meta.uid, &mut meta.gid, &mut meta.xattrs)
+        .map_err(|source| WriteError::Ids {
+            path: walked.source.clone(),
+            source,
+        })?;
+    if walked.prepared.is_some() {
+        let digest = walked.small.as_ref().map(|(_, sha)| *sha);
+        prepare(&mut walked, digest.as_ref())?;
+    }
+    Ok(walked)
+}
+
+fn read_listed_as_is(listed: Listed) -> Result<Source, WriteError> {
     let Listed { path, at } = listed;
     match at {
         At::Dir(dir) => {
@@ -638,7 +665,7 @@ mod tests {
 
         let (item, descend) = visit(&root, b"p/a".to_vec(), c"a".to_owned(), Some(FileKind::Dir));
         assert!(descend.is_none(), "descended into a symlink");
-        let walked = entry(read_listed(item.unwrap()).unwrap());
+        let walked = entry(read_listed(item.unwrap(), None).unwrap());
         assert_eq!(walked.meta.kind, EntryKind::Symlink);
         assert_eq!(
             walked.meta.link.as_deref(),
@@ -665,10 +692,13 @@ mod tests {
             kind,
         };
         let walked = entry(
-            read_listed(Listed {
-                path: b"p/a/secret".to_vec(),
-                at,
-            })
+            read_listed(
+                Listed {
+                    path: b"p/a/secret".to_vec(),
+                    at,
+                },
+                None,
+            )
             .unwrap(),
         );
         assert_eq!(walked.small.unwrap().0, b"inside");

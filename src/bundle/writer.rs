@@ -30,6 +30,7 @@ use super::{
 };
 use super::{FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
 use crate::beneath::{DirFd, OpenError};
+use crate::idmap::{IdError, IdShift};
 use crate::progress::Progress;
 
 pub use super::walk::file_bytes;
@@ -61,6 +62,11 @@ pub enum WriteError {
     Write(#[source] io::Error),
     #[error("interrupted")]
     Cancelled,
+    #[error("`{path}`: {source}")]
+    Ids {
+        path: std::path::PathBuf,
+        source: IdError,
+    },
     #[error("`{path}`: {detail}")]
     Unsupported {
         path: std::path::PathBuf,
@@ -183,6 +189,8 @@ pub struct BundleWriter<'p> {
     progress: &'p dyn Progress,
     /// Things not carried (sockets), for the caller to report.
     pub skipped: Vec<String>,
+    /// The shift of volume data ids (a userns-remapped source).
+    ids: Option<IdShift>,
 }
 
 impl<'p> BundleWriter<'p> {
@@ -220,11 +228,29 @@ impl<'p> BundleWriter<'p> {
             scratch: Vec::new(),
             progress,
             skipped: Vec::new(),
+            ids: None,
         };
         writer
             .write_plain(HEADER_PATH.as_bytes(), &header_json)
             .map_err(WriteError::Write)?;
         Ok(writer)
+    }
+
+    /// Shifts the ids of every entry of the volumes' data (`volumes/<name>/_data`
+    /// and below) by `ids`: a userns-remapped source's are written as its
+    /// containers see them. The daemon's own files (the volume directory,
+    /// opts.json, containers/) keep their host ids.
+    pub fn with_id_shift(mut self, ids: Option<IdShift>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    fn ids_for(&self, path: &[u8]) -> Option<&IdShift> {
+        let ids = self.ids.as_ref()?;
+        let rest = path.strip_prefix(b"volumes/")?;
+        let slash = rest.iter().position(|&b| b == b'/')?;
+        let sub = &rest[slash + 1..];
+        (sub == b"_data" || sub.starts_with(b"_data/")).then_some(ids)
     }
 
     /// Adds one file or directory of the data-root itself (a container's
@@ -258,7 +284,7 @@ impl<'p> BundleWriter<'p> {
             path: path.to_vec(),
             at,
         };
-        match walk::read_listed(listed)? {
+        match walk::read_listed(listed, self.ids_for(path))? {
             Source::Entry(walked) => self.add_walked(*walked, volume, rel_start),
             Source::Skipped(why) => {
                 self.skipped.push(why);
@@ -289,6 +315,8 @@ impl<'p> BundleWriter<'p> {
             Err(OpenError::Symlink { .. }) => return self.add_file(prefix, root, volume),
             Err(e) => return Err(e.into()),
         };
+        let ids = self.ids_for(prefix).cloned();
+        let ids = ids.as_ref();
         std::thread::scope(|scope| {
             let (token_tx, token_rx) = mpsc::sync_channel::<()>(BATCHES_AHEAD);
             for _ in 0..BATCHES_AHEAD {
@@ -301,7 +329,7 @@ impl<'p> BundleWriter<'p> {
             for _ in 0..READERS {
                 let job_rx = Arc::clone(&job_rx);
                 let done_tx = done_tx.clone();
-                scope.spawn(move || walk::read_batches(&job_rx, &done_tx));
+                scope.spawn(move || walk::read_batches(&job_rx, &done_tx, ids));
             }
             // The readers hold the only handles: when they stop, the lister
             // sees the job channel close.

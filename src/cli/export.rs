@@ -82,7 +82,7 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     if to_stdout && cli.json {
         bail!("--json prints on stdout, where -o - writes the bundle: pass -o FILE with --json");
     }
-    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let root = super::open_root(cli, true)?;
     let opts = ExportOptions {
         containers: args.containers.clone(),
         checkpoint: args.checkpoint.clone(),

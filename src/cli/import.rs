@@ -101,7 +101,14 @@ pub fn open_input(path: &Path) -> anyhow::Result<(Box<dyn Read>, Option<u64>)> {
 }
 
 pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
-    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let root = super::open_root(cli, true)?;
+    if let (None, Some(r), false) = (cli.userns_remap, root.remap_subtrees().first(), cli.quiet) {
+        eprintln!(
+            "note: `{}` also holds the userns-remap subtree {}: importing into the top level, ids unchanged; for a daemon started with --userns-remap, import with --userns-remap {r}",
+            root.given().display(),
+            r.dir_name()
+        );
+    }
     let (input, size) = open_input(&args.input)?;
     let policy = match args.on_conflict {
         ConflictArg::Fail => OnConflict::Fail,

@@ -115,6 +115,13 @@ fn text(header: &BundleHeader, trailer: &Trailer, checked: bool) -> String {
             );
         }
     }
+    if let Some(u) = &header.userns {
+        let _ = writeln!(
+            out,
+            "ids: as the containers see them (exported from userns-remap root {}; {})",
+            u.remap_root, u.origin
+        );
+    }
     for v in &header.volumes {
         let s = trailer.volumes.get(&v.name);
         let size = s

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 
 use crate::daemon_version::VersionRequest;
-use crate::dataroot::RemapRoot;
+use crate::dataroot::{DataRoot, RemapRoot};
+use crate::idmap::{subid, IdMap};
 
 /// Carry Docker containers' volumes between hosts or data-roots, and
 /// predict what dockerd will do with them before it does it.
@@ -76,10 +77,23 @@ pub struct Cli {
     #[arg(short = 'H', long, global = true, value_name = "HOST")]
     pub host: Option<String>,
 
-    /// The daemon runs with --userns-remap: check the `<uid>.<gid>/`
-    /// subtree of the data-root for this remapped root.
+    /// The daemon runs with --userns-remap: use the `<uid>.<gid>/` subtree
+    /// of the data-root for this remapped root (`docker info` shows it as
+    /// Docker Root Dir). export then writes volume data ids as the
+    /// containers see them and import into it adds the daemon's range
+    /// (owners, POSIX ACL entries, capability root ids); the ranges are
+    /// those of the user whose first /etc/subuid range starts at UID
+    /// (dockremap for --userns-remap=default). Never guessed: without it
+    /// the top level is used and ids are carried unchanged.
     #[arg(long, global = true, value_name = "UID:GID")]
     pub userns_remap: Option<RemapRoot>,
+
+    /// With --userns-remap: the daemon's range is COUNT ids from UID and
+    /// from GID (container ids 0 to COUNT-1), instead of the remap user's
+    /// ranges in /etc/subuid and /etc/subgid (for a data-root moved from
+    /// another host; dockerd gives dockremap 65536).
+    #[arg(long, global = true, value_name = "COUNT", requires = "userns_remap")]
+    pub userns_remap_size: Option<u32>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -130,6 +144,26 @@ pub enum Outcome {
     Broken,
     /// Exit 2: the command would refuse (a dry run's verdict).
     Refused,
+}
+
+/// The data-root of `--data-root` and `--userns-remap`, with the remapped
+/// daemon's id ranges: required by export and import (`need_ids`: they
+/// shift ids by them), used when found by scan and verify (an owner in the
+/// range is the container's own).
+fn open_root(cli: &Cli, need_ids: bool) -> anyhow::Result<DataRoot> {
+    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let Some(remap) = cli.userns_remap else {
+        return Ok(root);
+    };
+    let map = match cli.userns_remap_size {
+        Some(count) => IdMap::single(remap, count).map_err(anyhow::Error::from),
+        None => subid::map_from_files(remap).map_err(anyhow::Error::from),
+    };
+    match map {
+        Ok(map) => Ok(root.with_id_map(Some(map))),
+        Err(e) if need_ids => Err(e),
+        Err(_) => Ok(root),
+    }
 }
 
 /// Parses the arguments, runs the command, prints, and picks the exit code.

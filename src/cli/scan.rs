@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::daemon::{DaemonContext, Prediction, VersionSource};
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::mountinfo::MountTable;
-use crate::dataroot::DataRoot;
 use crate::report::Severity;
 use crate::scan::{self, Scan};
 
@@ -28,7 +27,7 @@ struct ScanDocument<'a> {
 }
 
 pub fn run(cli: &Cli, _args: &ScanArgs) -> anyhow::Result<Outcome> {
-    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let root = super::open_root(cli, false)?;
     let mounts = MountTable::read_self().context("cannot read /proc/self/mountinfo")?;
     let daemon = DaemonContext::probe(cli, &root);
     let scan = scan::scan(&root, &mounts, daemon.version);

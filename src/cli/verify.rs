@@ -58,7 +58,7 @@ struct Summary {
 }
 
 pub fn run(cli: &Cli, args: &VerifyArgs) -> anyhow::Result<Outcome> {
-    let root = DataRoot::open(&cli.data_root, cli.userns_remap)?;
+    let root = super::open_root(cli, false)?;
     let daemon = DaemonContext::probe(cli, &root);
     let version = daemon.version;
     let (mounts, scan, slots) = read_world(&root, version)?;

@@ -22,6 +22,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::idmap::IdMap;
+
 /// dockerd's `RestrictedNamePattern`, `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`: the
 /// rule for volume names at create and for checkpoint names. A name that
 /// passes is one plain path component (no `/`, no `..`, at least two
@@ -109,6 +111,9 @@ pub struct DataRoot {
     effective: PathBuf,
     remap: Option<RemapRoot>,
     remap_subtrees: Vec<RemapRoot>,
+    /// The remapped daemon's id ranges, when known (export and import
+    /// shift volume data ids by them: `crate::idmap`).
+    id_map: Option<IdMap>,
 }
 
 impl DataRoot {
@@ -169,7 +174,19 @@ impl DataRoot {
             effective,
             remap,
             remap_subtrees,
+            id_map: None,
         })
+    }
+
+    /// The same data-root with the remapped daemon's id ranges.
+    pub fn with_id_map(mut self, map: Option<IdMap>) -> DataRoot {
+        self.id_map = map;
+        self
+    }
+
+    /// The id ranges of the remapped daemon using this subtree, if known.
+    pub fn id_map(&self) -> Option<&IdMap> {
+        self.id_map.as_ref()
     }
 
     /// The directory given as `--data-root`.

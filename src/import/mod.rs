@@ -365,8 +365,13 @@ fn stage_bundle(
     for c in &mut conflicts {
         if let (OnConflict::SkipIdentical, Some(name)) = (opts.policy, c.volume()) {
             let ours = match stage.binds.get(name) {
-                Some(b) => volume_digest(name, &root.volume_dir(name), &b.target)?,
-                None => volume_digest(name, &root.volume_dir(name), &root.volume_data_dir(name))?,
+                Some(b) => volume_digest(root, name, &root.volume_dir(name), &b.target)?,
+                None => volume_digest(
+                    root,
+                    name,
+                    &root.volume_dir(name),
+                    &root.volume_data_dir(name),
+                )?,
             };
             // A bind volume is compared with what it stages (its opts.json
             // may say another device: --map-path); in a dry run, with the
@@ -374,6 +379,7 @@ fn stage_bundle(
             let theirs = match (stage.binds.get(name), &stage.dir) {
                 (Some(b), Some(dir)) => match &b.staged {
                     Some(staged) => Some(volume_digest(
+                        root,
                         name,
                         &dir.join("volumes").join(name),
                         staged,
@@ -612,6 +618,7 @@ fn collect_verify_slots(
 /// `data_dir` (its `_data`, or a bind volume's device path), computed
 /// exactly as a bundle's per-volume digest (by writing it to nowhere).
 pub fn volume_digest(
+    root: &DataRoot,
     name: &str,
     volume_dir: &Path,
     data_dir: &Path,
@@ -623,6 +630,7 @@ pub fn volume_digest(
         source_data_root: String::new(),
         containers: Vec::new(),
         volumes: Vec::new(),
+        userns: None,
     };
     let sink = File::options()
         .write(true)
@@ -632,7 +640,14 @@ pub fn volume_digest(
         path: volume_dir.to_path_buf(),
         source: io::Error::other(e.to_string()),
     };
-    let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress).map_err(fail)?;
+    // Compared in the bundle's terms: a remapped target's ids as its
+    // containers see them.
+    let ids = root
+        .id_map()
+        .map(|m| crate::idmap::IdShift::new(m.clone(), crate::idmap::Direction::ToContainer));
+    let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress)
+        .map_err(fail)?
+        .with_id_shift(ids);
     w.declare_volume(name);
     let base = format!("volumes/{name}");
     w.add_file(base.as_bytes(), volume_dir, Some(name))

@@ -23,6 +23,7 @@ use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
 use crate::fileattrs::{self, FileAttrs, FileKind};
+use crate::idmap::{Direction, IdShift};
 
 /// What `Visitor::entry` returns when a signal asked to stop: the caller
 /// sees `Stager::interrupted` and reports the signal.
@@ -55,6 +56,8 @@ pub(super) struct Stager<'a> {
     map_paths: Vec<(PathBuf, PathBuf)>,
     /// Bind-type volumes whose data the bundle carries, by volume name.
     pub(super) binds: BTreeMap<String, BindPlan>,
+    /// A remapped target: volume data ids become its host ids.
+    ids: Option<IdShift>,
 }
 
 /// Where a carried bind volume's data goes.
@@ -97,6 +100,9 @@ impl<'a> Stager<'a> {
             interrupted: None,
             map_paths,
             binds: BTreeMap::new(),
+            ids: root
+                .id_map()
+                .map(|map| IdShift::new(map.clone(), Direction::ToHost)),
         }
     }
 
@@ -493,6 +499,14 @@ impl Stager<'_> {
         place: Place<'_>,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
+        let shifted;
+        let meta = match &self.ids {
+            Some(ids) if matches!(place, Place::VolumeData { .. }) => {
+                shifted = shift_ids(meta, ids)?;
+                &shifted
+            }
+            _ => meta,
+        };
         if meta.kind == EntryKind::File {
             let written = match &meta.sparse {
                 Some(segments) => segments.iter().map(|s| s.1).sum(),
@@ -664,6 +678,20 @@ impl Stager<'_> {
         self.written.add(data_path, entry_kind(EntryKind::Dir), 0);
         Ok(())
     }
+}
+
+/// A volume data entry with the target's host ids (userns-remap); a
+/// container id the target's range does not hold refuses the import.
+fn shift_ids(meta: &EntryMeta, ids: &IdShift) -> Result<EntryMeta, ReadError> {
+    let mut meta = meta.clone();
+    ids.apply(&mut meta.uid, &mut meta.gid, &mut meta.xattrs)
+        .map_err(|e| {
+            ReadError::Visitor(format!(
+                "`{}` in the bundle: {e}; nothing was imported",
+                String::from_utf8_lossy(&meta.path)
+            ))
+        })?;
+    Ok(meta)
 }
 
 pub(super) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {

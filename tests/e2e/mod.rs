@@ -268,6 +268,12 @@ impl PrivateDaemon {
         }
     }
 
+    /// Replaces the daemon.json its next start reads, e.g.
+    /// `{"userns-remap": "default"}`.
+    pub fn set_config(&self, json: &str) {
+        fs::write(self.dir.join("daemon.json"), json).unwrap();
+    }
+
     pub fn sock(&self) -> PathBuf {
         self.dir.join("sock")
     }
