@@ -332,3 +332,45 @@ fn map_path_must_be_two_absolute_paths() {
         assert!(err.contains("--map-path") || err.contains(bad), "{err}");
     }
 }
+
+/// A bundle names where a bind volume's data goes: never into the system.
+#[test]
+fn bind_data_is_never_laid_down_in_a_system_directory() {
+    let src = BindSource::new();
+    let (bundle, _) = src.export(&[]);
+    let target = FakeDataRoot::new();
+    let map = format!(
+        "--map-path={}=/etc/volmig-never/app",
+        src.device().display()
+    );
+    let (code, doc) = import(&target, &bundle, &[&map, "--on-conflict", "replace"]);
+    assert_eq!(code, 2, "{doc}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains("/etc") && error.contains("--map-path"),
+        "{error}"
+    );
+    assert!(!Path::new("/etc/volmig-never").exists());
+    assert!(!target.path().join("volumes/app").exists());
+}
+
+#[test]
+fn a_dry_run_names_where_bind_data_would_go() {
+    let src = BindSource::new();
+    let (bundle, _) = src.export(&[]);
+    let target = FakeDataRoot::new();
+    let new = tempfile::tempdir().unwrap();
+    let map = format!(
+        "--map-path={}={}/app",
+        src.device().display(),
+        new.path().display()
+    );
+    let (code, doc) = import(&target, &bundle, &[&map, "--dry-run"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(
+        doc["bind_data"][0],
+        format!("{}/app", new.path().display()),
+        "{doc}"
+    );
+    assert!(!new.path().join("app").exists(), "a dry run writes nothing");
+}

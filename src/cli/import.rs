@@ -154,6 +154,7 @@ fn dry_run_output(cli: &Cli, root: &DataRoot, report: &ImportReport) -> anyhow::
             "files": report.trailer.files,
             "free_bytes": report.free_bytes,
             "refusals": refuse,
+            "bind_data": bind_targets(report),
         }))?;
     } else {
         emit(&dry_run_text(root, report, refuse, cli.quiet))?;
@@ -286,6 +287,17 @@ fn bundle_line(report: &ImportReport) -> String {
     )
 }
 
+/// Where carried bind volumes' data goes (after --map-path).
+fn bind_targets(report: &ImportReport) -> Vec<&str> {
+    report
+        .header
+        .volumes
+        .iter()
+        .filter_map(|v| v.device.as_ref().filter(|d| d.data_carried))
+        .map(|d| d.device.as_str())
+        .collect()
+}
+
 fn dry_run_text(
     root: &DataRoot,
     report: &ImportReport,
@@ -331,6 +343,9 @@ fn dry_run_text(
             },
         };
         let _ = writeln!(out, "  {action:24} {} ({size})", v.name);
+        if let Some(d) = v.device.as_ref().filter(|d| d.data_carried) {
+            let _ = writeln!(out, "  {:24}   its data goes to {}", "", d.device);
+        }
     }
     let _ = writeln!(
         out,

@@ -21,6 +21,16 @@ use crate::bundle::reader::ReadError;
 use crate::bundle::{BundleHeader, HEADER_PATH};
 use crate::dataroot::DataRoot;
 
+/// # Security
+/// Where a bind volume's data goes is the bundle's to say (its header
+/// names the device path), so a bundle could name any host path. Those
+/// that hold the system itself are refused; `inspect` and `import
+/// --dry-run` show every target, and `--map-path` moves it.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr",
+];
+
 /// `device` with the longest matching `OLD` prefix of `maps` (whole path
 /// components) replaced by its `NEW`.
 pub fn map_path(maps: &[(PathBuf, PathBuf)], device: &str) -> String {
@@ -69,7 +79,19 @@ pub(super) fn plan_binds(
                 ),
             });
         }
-        if target.starts_with(root.path()) || root.path().starts_with(&target) {
+        if let Some(system) = SYSTEM_DIRS.iter().find(|d| target.starts_with(d)) {
+            odd.push(format!(
+                "volume `{}` would put its data at `{}`, under the system directory `{system}`: volmig does not write there for a bundle; give it a place with --map-path {}=NEW",
+                v.name,
+                target.display(),
+                target.display()
+            ));
+            continue;
+        }
+        if target.starts_with(root.path())
+            || root.path().starts_with(&target)
+            || target.starts_with(root.given())
+        {
             odd.push(format!(
                 "volume `{}` keeps its data at `{}`, inside (or above) the data-root `{}`: give it another place with --map-path {}=NEW",
                 v.name,
