@@ -19,6 +19,7 @@
 mod bind;
 mod commit;
 mod journal;
+mod landed;
 mod lock;
 mod plan;
 mod register;

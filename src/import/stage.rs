@@ -14,9 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::journal::Item;
+use super::landed::{disk_kind, entry_kind, TreePrint};
 use super::{Conflict, OnConflict};
 use crate::bundle::reader::{ReadError, Visitor};
 use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
@@ -231,106 +230,13 @@ impl<'a> Stager<'a> {
         Ok(())
     }
 
-    /// Checks that the staged tree holds exactly the entries written, each
-    /// with its size: files deleted, added or truncated under staging by
-    /// another process between staging and commit are caught here (the
-    /// digests were checked on the stream, not on the disk).
+    /// Checks that the staged tree holds exactly the entries written
+    /// (`landed::check`).
     pub(super) fn check_landed(&self) -> Result<(), ReadError> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        let mut found = TreePrint::default();
-        for sub in ["volumes", "containers"] {
-            for entry in walkdir::WalkDir::new(dir.join(sub)).min_depth(1) {
-                let entry = entry.map_err(|e| {
-                    ReadError::Visitor(format!(
-                        "staged tree `{}` cannot be read back: {e}",
-                        dir.display()
-                    ))
-                })?;
-                let meta = entry.metadata().map_err(|e| {
-                    ReadError::Visitor(format!("`{}`: {e}", entry.path().display()))
-                })?;
-                let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-                found.add(rel.as_os_str().as_bytes(), disk_kind(&meta), meta.len());
-            }
+        match &self.dir {
+            Some(dir) => super::landed::check(dir, &self.binds, &self.written),
+            None => Ok(()),
         }
-        for (name, bind) in &self.binds {
-            let Some(staged) = &bind.staged else { continue };
-            for entry in walkdir::WalkDir::new(staged) {
-                let entry = entry.map_err(|e| {
-                    ReadError::Visitor(format!(
-                        "staged data `{}` cannot be read back: {e}",
-                        staged.display()
-                    ))
-                })?;
-                let meta = entry.metadata().map_err(|e| {
-                    ReadError::Visitor(format!("`{}`: {e}", entry.path().display()))
-                })?;
-                let rel = entry.path().strip_prefix(staged).unwrap_or(entry.path());
-                let path = super::bind::bundle_path(name, rel);
-                found.add(&path, disk_kind(&meta), meta.len());
-            }
-        }
-        if found != self.written {
-            return Err(ReadError::Visitor(format!(
-                "the staged tree `{}` differs from the bundle ({} entries written, {} found): something changed the staging directory during the import; nothing was committed, run the import again",
-                dir.display(),
-                self.written.entries,
-                found.entries
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// An order-independent fingerprint of a tree: the entry count and a sum
-/// of per-entry hashes of (path, kind, size). Bounded memory whatever the
-/// bundle holds; a missing, extra or resized entry changes it.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct TreePrint {
-    entries: u64,
-    sum: u128,
-}
-
-/// Kind codes of the fingerprint: what a bundle entry becomes on disk.
-const PRINT_FILE: u8 = 1;
-
-fn entry_kind(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::File | EntryKind::Hardlink => PRINT_FILE,
-        EntryKind::Dir => 2,
-        EntryKind::Symlink => 3,
-        EntryKind::Fifo => 4,
-        EntryKind::Char => 5,
-        EntryKind::Block => 6,
-    }
-}
-
-fn disk_kind(meta: &fs::Metadata) -> u8 {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    match () {
-        _ if t.is_file() => PRINT_FILE,
-        _ if t.is_dir() => 2,
-        _ if t.is_symlink() => 3,
-        _ if t.is_fifo() => 4,
-        _ if t.is_char_device() => 5,
-        _ if t.is_block_device() => 6,
-        _ => 7,
-    }
-}
-
-impl TreePrint {
-    fn add(&mut self, path: &[u8], kind: u8, size: u64) {
-        let size = if kind == PRINT_FILE { size } else { 0 };
-        let mut h = Sha256::new();
-        h.update([kind]);
-        h.update(size.to_le_bytes());
-        h.update(path);
-        let d = h.finalize();
-        let mut low = [0u8; 16];
-        low.copy_from_slice(&d[..16]);
-        self.entries += 1;
-        self.sum = self.sum.wrapping_add(u128::from_le_bytes(low));
     }
 }
 
