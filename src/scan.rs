@@ -220,7 +220,7 @@ fn load_entry(
                 Severity::Warning,
                 "volume-symlink-ignored",
                 format!("`{}` is a symlink: the local driver loads only directories, so no volume `{}` exists", entry.path.display(), entry.name),
-                "replace the symlink with the volume directory itself (volmig import does this)",
+                "replace the symlink with the directory it points to (`mv` that directory into its place), or remove the symlink and carry the volume with volmig export | volmig import (which never writes over a symlink)",
             ));
             return None;
         }
