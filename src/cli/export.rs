@@ -69,7 +69,8 @@ pub struct ExportArgs {
     /// (compose's `driver_opts: {type: none, o: bind, device: DIR}`) keeps
     /// its data in DIR: `carry` puts DIR's tree in the bundle as the
     /// volume's data, `skip` leaves it behind (and says so). Network,
-    /// tmpfs and block-device volumes always carry their options only.
+    /// tmpfs and block-device volumes carry their options and `_data` as
+    /// it is on disk, never the device's data (export says so).
     #[arg(long, value_enum, value_name = "WHAT", default_value_t = BindDataArg::Carry)]
     pub bind_data: BindDataArg,
 }
