@@ -1,13 +1,16 @@
 //! Bind-type volumes (issue 8) against crafted bundles and awkward
 //! targets: several carried volumes whose device paths meet, symlinks on
-//! the way to a device path, a mount point at the device path.
+//! the way to a device path, an opts.json that mounts another path than
+//! the header lays the data down at, a mount point at the device path.
 //! Each must be refused (exit 2) before anything is written.
 
+mod bundle_support;
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use bundle_support::{parse_entries, position, reseal, write_entries};
 use common::{json_run, volume_mount, FakeDataRoot};
 use serde_json::Value;
 
@@ -193,6 +196,82 @@ fn a_symlink_on_the_way_to_the_device_path_led_into_the_data_root() {
     assert!(error.contains("inside (or above) the data-root"), "{error}");
     assert!(!target.path().join("volumes/x").exists());
     assert!(staged_in(&target.path().join("volumes")).is_empty());
+    assert_no_volumes(&target);
+}
+
+/// The bundle `source([a, b])` exports, as entries to edit.
+fn crafted(host: &Path) -> (PathBuf, Vec<bundle_support::RawEntry>) {
+    let a = host.join("srv/a");
+    let b = host.join("srv/b");
+    let src = source([&a, &b]);
+    let bundle = host.join("b.vmb");
+    export(&src, &bundle);
+    let entries = parse_entries(&fs::read(&bundle).unwrap());
+    (a, entries)
+}
+
+/// # Security
+/// The header says where the data is laid down (and what `inspect` and
+/// `--dry-run` show), opts.json what dockerd mounts. A bundle whose
+/// opts.json bind-mounted `/` while its header named a harmless path was
+/// imported (exit 0): every container of the volume got the host's root.
+#[test]
+fn an_opts_json_mounting_another_path_than_the_header_was_imported() {
+    let host = tempfile::tempdir().unwrap();
+    let (a, mut entries) = crafted(host.path());
+    let at = position(&entries, b"volumes/va/opts.json");
+    entries[at].data = opts(Path::new("/")).into_bytes();
+    reseal(&mut entries);
+    let bundle = host.path().join("crafted.vmb");
+    fs::write(&bundle, write_entries(&entries)).unwrap();
+    let new = host.path().join("new");
+    let target = FakeDataRoot::new();
+    let (code, doc) = import(
+        &target,
+        &bundle,
+        &[&map(&host.path().join("srv"), &new), "--dry-run"],
+    );
+    assert_eq!(code, 2, "the dry run refuses it too: {doc}");
+    let (code, doc) = import(&target, &bundle, &[&map(&host.path().join("srv"), &new)]);
+    assert_eq!(code, 2, "{doc}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains("volumes/va/opts.json") && error.contains(&a.display().to_string()),
+        "{error}"
+    );
+    assert!(!new.exists());
+    assert_no_volumes(&target);
+}
+
+/// # Security
+/// The same with the metadata.db record (what `docker volume inspect`
+/// shows) naming another device than the header.
+#[test]
+fn a_record_naming_another_device_than_the_header_was_imported() {
+    let host = tempfile::tempdir().unwrap();
+    let (_, mut entries) = crafted(host.path());
+    let mut header: Value = serde_json::from_slice(&entries[0].data).unwrap();
+    let volume = header["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|v| v["name"] == "va")
+        .unwrap();
+    volume["record"] = serde_json::json!({
+        "Name": "va", "Driver": "local", "Labels": null,
+        "Options": {"type": "none", "o": "bind", "device": "/srv/harmless"},
+    });
+    entries[0].data = serde_json::to_vec(&header).unwrap();
+    reseal(&mut entries);
+    let bundle = host.path().join("crafted.vmb");
+    fs::write(&bundle, write_entries(&entries)).unwrap();
+    let new = host.path().join("new");
+    let target = FakeDataRoot::new();
+    let (code, doc) = import(&target, &bundle, &[&map(&host.path().join("srv"), &new)]);
+    assert_eq!(code, 2, "{doc}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("/srv/harmless"), "{error}");
+    assert!(!new.exists());
     assert_no_volumes(&target);
 }
 

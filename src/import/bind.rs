@@ -10,6 +10,7 @@
 //! `outside.json` before the first is created: removing the staging
 //! removes them too.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -19,6 +20,7 @@ use super::stage::BindPlan;
 use super::Conflict;
 use crate::bundle::reader::ReadError;
 use crate::bundle::{BundleHeader, HEADER_PATH};
+use crate::dataroot::device::DataLocation;
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::DataRoot;
 
@@ -86,6 +88,27 @@ pub(super) fn plan_binds(
                     "volume `{}` has its data at `{}`, which is not an absolute path without `..` below /",
                     v.name,
                     target.display()
+                ),
+            });
+        }
+        // # Security
+        // The header's device is where the data goes and what inspect and
+        // --dry-run show; the record's options are what `docker volume
+        // inspect` shows. A record naming another device would hide the
+        // real one from whoever reviews it (opts.json, what dockerd
+        // mounts, is checked against the header once read:
+        // `check_opts_devices`).
+        let recorded = v
+            .record
+            .as_ref()
+            .and_then(|r| r.options.as_ref())
+            .and_then(|o| o.get("device"));
+        if let Some(recorded) = recorded.filter(|r| **r != d.device) {
+            return Err(ReadError::Hostile {
+                entry: HEADER_PATH.into(),
+                reason: format!(
+                    "volume `{}` lays its data down at `{}` but its metadata.db record names the device `{recorded}`",
+                    v.name, d.device
                 ),
             });
         }
@@ -232,6 +255,38 @@ fn overlapping(mut targets: Vec<(PathBuf, String, PathBuf)>) -> Vec<String> {
     odd
 }
 
+/// # Security
+/// The header's device is where import lays the data down (and what
+/// inspect and --dry-run show); opts.json is what dockerd mounts over
+/// `_data`. A bundle where they differ would write the data in one place
+/// and give the containers another (`/`, say) that nobody reviewed: each
+/// carried volume's opts.json (`locations`, as read, before --map-path)
+/// must bind-mount the header's device.
+pub(super) fn check_opts_devices(
+    header: &BundleHeader,
+    locations: &BTreeMap<String, DataLocation>,
+) -> Result<(), ReadError> {
+    for v in &header.volumes {
+        let Some(d) = v.device.as_ref().filter(|d| d.data_carried) else {
+            continue;
+        };
+        let agrees = matches!(
+            locations.get(&v.name),
+            Some(DataLocation::Bind { device }) if device.as_os_str() == d.device.as_str()
+        );
+        if !agrees {
+            return Err(ReadError::Hostile {
+                entry: format!("volumes/{}/opts.json", v.name),
+                reason: format!(
+                    "the header lays the volume's data down at `{}`, but its opts.json does not bind-mount that path: dockerd would mount something else",
+                    d.device
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn is_empty_dir(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
@@ -240,7 +295,7 @@ fn is_empty_dir(dir: &Path) -> bool {
 /// ancestor, named after the staging) and records them in `outside.json`.
 pub(super) fn place_staging(
     staging: &Path,
-    binds: &mut std::collections::BTreeMap<String, BindPlan>,
+    binds: &mut BTreeMap<String, BindPlan>,
 ) -> Result<(), ReadError> {
     let id = staging
         .file_name()

@@ -344,6 +344,7 @@ fn stage_bundle(
     let input = reader::open(input)?;
     let (header, trailer) = reader::read(input, stage, progress, reader::Check::Content)?;
     stage.close_dirs(&[])?;
+    bind::check_opts_devices(&header, &stage.opts_locations)?;
     if let Some(dir) = &stage.dir {
         let missing: Vec<String> = header
             .volumes
