@@ -382,3 +382,35 @@ fn replace_deleted_the_files_of_a_filesystem_mounted_below_the_device_path() {
     assert_eq!(fs::read_to_string(new.join("a/old.txt")).unwrap(), "old");
     assert_no_volumes(&target);
 }
+
+/// A volume imported before whose device path was removed since: a
+/// re-run with `skip-identical` hashed the missing directory and failed
+/// with "cannot write `<R>/volumes/app`: cannot open `<device>`" after
+/// staging the whole bundle, where it is a volume that differs.
+#[test]
+fn skip_identical_with_the_device_path_gone_failed_to_hash_it() {
+    let host = tempfile::tempdir().unwrap();
+    let a = host.path().join("srv/a");
+    let b = host.path().join("srv/b");
+    let src = source([&a, &b]);
+    let bundle = host.path().join("b.vmb");
+    export(&src, &bundle);
+    let new = host.path().join("new");
+    let target = FakeDataRoot::new();
+    let mapped = map(&host.path().join("srv"), &new);
+    let (code, doc) = import(&target, &bundle, &[&mapped]);
+    assert_eq!(code, 0, "{doc}");
+    fs::remove_dir_all(new.join("a")).unwrap();
+    let skip = [mapped.as_str(), "--on-conflict", "skip-identical"];
+    let (code, doc) = import(&target, &bundle, &skip);
+    assert_eq!(code, 2, "{doc}");
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains("volume `va` already exists") && error.contains("different content"),
+        "{error}"
+    );
+    assert!(!error.contains("cannot open"), "{error}");
+    let (code, doc) = import(&target, &bundle, &[&mapped, "--on-conflict", "replace"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(fs::read_to_string(new.join("a/va.txt")).unwrap(), "va");
+}
