@@ -401,3 +401,76 @@ fn a_failed_restore_is_reported_with_the_fix_after_trying_every_container() {
         "both were tried"
     );
 }
+
+/// A live import of a bind-type volume: `_data` is the empty mountpoint
+/// dockerd binds the device over (0755, the volume directory's owner), and
+/// the bundle's `_data` attributes are the device directory's. Putting
+/// `_data` back after registration gave the mountpoint the device's mode
+/// and owner (0750, 999:999), unlike the same import with dockerd stopped.
+#[test]
+fn a_live_import_of_a_bind_volume_gave_the_mountpoint_the_devices_attributes() {
+    let host = tempfile::tempdir().unwrap();
+    let device = host.path().join("srv/app");
+    fs::create_dir_all(&device).unwrap();
+    fs::write(device.join("index.html"), b"hi\n").unwrap();
+    std::os::unix::fs::chown(&device, Some(999), Some(999)).unwrap();
+    fs::set_permissions(&device, fs::Permissions::from_mode(0o750)).unwrap();
+    let mut src = FakeDataRoot::new();
+    let r = src.path();
+    src.volume("app", &[])
+        .opts_json(
+            "app",
+            &format!(
+                r#"{{"MountType":"none","MountOpts":"bind","MountDevice":"{}"}}"#,
+                device.display()
+            ),
+        )
+        .container(&id(1), "db", &[volume_mount("app", "/srv", &r)])
+        .write_db();
+    let bundle = bundle_of(&src, None);
+    let mut dst = FakeDataRoot::new();
+    dst.write_db();
+    let db = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dst.path().join("volumes/metadata.db"))
+        .unwrap();
+    let _lock = nix::fcntl::Flock::lock(db, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let daemon = FakeDaemon {
+        root: dst.path(),
+        state: RunState::Stopped,
+        created: RefCell::new(Vec::new()),
+        volumes: BTreeMap::new(),
+    };
+    let new = host.path().join("new/app");
+    let root = DataRoot::open(&dst.path(), None).unwrap();
+    let report = import::import(
+        &root,
+        Box::new(std::io::Cursor::new(bundle)),
+        &ImportOptions {
+            policy: OnConflict::Fail,
+            dry_run: false,
+            wait: false,
+            map_paths: vec![(device.clone(), new.clone())],
+        },
+        Some(&daemon),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        report.metadata,
+        Some(MetadataOutcome::Registered {
+            ok: 1,
+            failed: vec![]
+        })
+    );
+    let dev = fs::metadata(&new).unwrap();
+    assert_eq!((dev.uid(), dev.mode() & 0o7777), (999, 0o750), "the data");
+    let vol = fs::metadata(dst.path().join("volumes/app")).unwrap();
+    let data = fs::metadata(dst.path().join("volumes/app/_data")).unwrap();
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o7777),
+        (vol.uid(), vol.gid(), 0o755),
+        "the mountpoint, as with dockerd stopped"
+    );
+}

@@ -10,6 +10,7 @@
 //! `outside.json` before the first is created: removing the staging
 //! removes them too.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -19,6 +20,8 @@ use super::stage::BindPlan;
 use super::Conflict;
 use crate::bundle::reader::ReadError;
 use crate::bundle::{BundleHeader, HEADER_PATH};
+use crate::dataroot::device::DataLocation;
+use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::DataRoot;
 
 /// # Security
@@ -48,9 +51,10 @@ pub fn map_path(maps: &[(PathBuf, PathBuf)], device: &str) -> String {
 }
 
 /// The bind targets of a bundle's carried bind volumes, refusing targets
-/// that are not plain absolute paths, lie inside the data-root, or are
-/// not directories; the conflicts (a target holding data) go to
-/// `conflicts`.
+/// that are not plain absolute paths, lie inside the data-root or a
+/// system directory (also through a symlink on the way), are not
+/// directories, are mount points, or hold one another; the conflicts (a
+/// target holding data) go to `conflicts`.
 pub(super) fn plan_binds(
     root: &DataRoot,
     header: &BundleHeader,
@@ -59,6 +63,14 @@ pub(super) fn plan_binds(
 ) -> Result<Vec<(String, BindPlan)>, ReadError> {
     let mut plans = Vec::new();
     let mut odd = Vec::new();
+    // Every target as the commit's rename resolves it, for `overlapping`.
+    let mut resolved = Vec::new();
+    // Sorted by components: the mount points at or below a path are the
+    // run that starts where the path would sort.
+    let mut mounts: Vec<PathBuf> = MountTable::read_self()
+        .map(|t| t.mounts.into_iter().map(|m| m.mount_point).collect())
+        .unwrap_or_default();
+    mounts.sort();
     for v in &header.volumes {
         let Some(d) = v.device.as_ref().filter(|d| d.data_carried) else {
             continue;
@@ -79,7 +91,37 @@ pub(super) fn plan_binds(
                 ),
             });
         }
-        if let Some(system) = SYSTEM_DIRS.iter().find(|d| target.starts_with(d)) {
+        // # Security
+        // The header's device is where the data goes and what inspect and
+        // --dry-run show; the record's options are what `docker volume
+        // inspect` shows. A record naming another device would hide the
+        // real one from whoever reviews it (opts.json, what dockerd
+        // mounts, is checked against the header once read:
+        // `check_opts_devices`).
+        let recorded = v
+            .record
+            .as_ref()
+            .and_then(|r| r.options.as_ref())
+            .and_then(|o| o.get("device"));
+        if let Some(recorded) = recorded.filter(|r| **r != d.device) {
+            return Err(ReadError::Hostile {
+                entry: HEADER_PATH.into(),
+                reason: format!(
+                    "volume `{}` lays its data down at `{}` but its metadata.db record names the device `{recorded}`",
+                    v.name, d.device
+                ),
+            });
+        }
+        // # Security
+        // The checks below are on the path as written and as the kernel
+        // resolves it: a symlink on the way (`/srv/x -> /etc`, or into the
+        // data-root) would otherwise take the staging and the data where
+        // no check looked.
+        let real = resolve(&target);
+        if let Some(system) = SYSTEM_DIRS
+            .iter()
+            .find(|d| target.starts_with(d) || real.starts_with(d))
+        {
             odd.push(format!(
                 "volume `{}` would put its data at `{}`, under the system directory `{system}`: volmig does not write there for a bundle; give it a place with --map-path {}=NEW",
                 v.name,
@@ -88,10 +130,10 @@ pub(super) fn plan_binds(
             ));
             continue;
         }
-        if target.starts_with(root.path())
-            || root.path().starts_with(&target)
-            || target.starts_with(root.given())
-        {
+        let in_root = |p: &Path| {
+            p.starts_with(root.path()) || root.path().starts_with(p) || p.starts_with(root.given())
+        };
+        if in_root(&target) || in_root(&real) {
             odd.push(format!(
                 "volume `{}` keeps its data at `{}`, inside (or above) the data-root `{}`: give it another place with --map-path {}=NEW",
                 v.name,
@@ -114,6 +156,25 @@ pub(super) fn plan_binds(
             }
             Err(_) => false,
         };
+        // # Safety of data
+        // The data is committed by renaming it into place, and the kernel
+        // refuses to rename a mount point (EBUSY): found now, not after
+        // the whole bundle was staged on the filesystem below it. A mount
+        // below the target would move aside with the directory it
+        // replaces, and removing that after the commit would delete the
+        // mounted filesystem's files.
+        let below = mounts.partition_point(|m| *m < real);
+        let mount = mounts.get(below).filter(|m| exists && m.starts_with(&real));
+        if let Some(mount) = mount {
+            odd.push(format!(
+                "`{}`, where volume `{}` keeps its data, is or holds the mount point `{}`: volmig lays the data down by renaming a directory into place (and moves the old one aside), which a mount refuses; unmount it, or put the data in a new directory with --map-path {}=NEW",
+                target.display(),
+                v.name,
+                mount.display(),
+                target.display()
+            ));
+            continue;
+        }
         if exists && !is_empty_dir(&target) {
             conflicts.push(Conflict {
                 item: Item::BindData {
@@ -124,6 +185,7 @@ pub(super) fn plan_binds(
                 identical: None,
             });
         }
+        resolved.push((real, v.name.clone(), target.clone()));
         plans.push((
             v.name.clone(),
             BindPlan {
@@ -132,10 +194,97 @@ pub(super) fn plan_binds(
             },
         ));
     }
+    odd.extend(overlapping(resolved));
     if !odd.is_empty() {
         return Err(ReadError::Visitor(odd.join("\n")));
     }
     Ok(plans)
+}
+
+/// `path` as the kernel resolves it: its longest existing ancestor with
+/// every symlink followed, and the missing rest as written.
+fn resolve(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// # Security
+/// Two carried volumes whose targets are the same path, or one inside
+/// the other: the second commit would land inside the first's tree, just
+/// laid down from the bundle, and through any symlink it carries (`d ->
+/// /etc` in one volume, `<its device>/d/x` as the other's), or fail
+/// half-way through the commit. Refused before anything is written.
+/// `targets` is (resolved, volume, target as written).
+fn overlapping(mut targets: Vec<(PathBuf, String, PathBuf)>) -> Vec<String> {
+    // Sorted by components, a path comes right before the paths inside it.
+    targets.sort();
+    let mut odd = Vec::new();
+    let mut outer: Option<&(PathBuf, String, PathBuf)> = None;
+    for t in &targets {
+        match outer {
+            Some(o) if t.0 == o.0 => odd.push(format!(
+                "volumes `{}` and `{}` both keep their data at `{}`: volmig lays down one volume's data per path; export them into separate bundles and give one another place with --map-path {}=NEW, or carry their options only (export --bind-data skip)",
+                o.1,
+                t.1,
+                t.2.display(),
+                t.2.display()
+            )),
+            Some(o) if t.0.starts_with(&o.0) => odd.push(format!(
+                "volume `{}` keeps its data at `{}`, inside `{}` where volume `{}` keeps its own: one would be laid down inside the other; give one of them another place with --map-path {}=NEW",
+                t.1,
+                t.2.display(),
+                o.2.display(),
+                o.1,
+                t.2.display()
+            )),
+            _ => outer = Some(t),
+        }
+    }
+    odd
+}
+
+/// # Security
+/// The header's device is where import lays the data down (and what
+/// inspect and --dry-run show); opts.json is what dockerd mounts over
+/// `_data`. A bundle where they differ would write the data in one place
+/// and give the containers another (`/`, say) that nobody reviewed: each
+/// carried volume's opts.json (`locations`, as read, before --map-path)
+/// must bind-mount the header's device.
+pub(super) fn check_opts_devices(
+    header: &BundleHeader,
+    locations: &BTreeMap<String, DataLocation>,
+) -> Result<(), ReadError> {
+    for v in &header.volumes {
+        let Some(d) = v.device.as_ref().filter(|d| d.data_carried) else {
+            continue;
+        };
+        let agrees = matches!(
+            locations.get(&v.name),
+            Some(DataLocation::Bind { device }) if device.as_os_str() == d.device.as_str()
+        );
+        if !agrees {
+            return Err(ReadError::Hostile {
+                entry: format!("volumes/{}/opts.json", v.name),
+                reason: format!(
+                    "the header lays the volume's data down at `{}`, but its opts.json does not bind-mount that path: dockerd would mount something else",
+                    d.device
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
@@ -146,7 +295,7 @@ fn is_empty_dir(dir: &Path) -> bool {
 /// ancestor, named after the staging) and records them in `outside.json`.
 pub(super) fn place_staging(
     staging: &Path,
-    binds: &mut std::collections::BTreeMap<String, BindPlan>,
+    binds: &mut BTreeMap<String, BindPlan>,
 ) -> Result<(), ReadError> {
     let id = staging
         .file_name()

@@ -344,6 +344,7 @@ fn stage_bundle(
     let input = reader::open(input)?;
     let (header, trailer) = reader::read(input, stage, progress, reader::Check::Content)?;
     stage.close_dirs(&[])?;
+    bind::check_opts_devices(&header, &stage.opts_locations)?;
     if let Some(dir) = &stage.dir {
         let missing: Vec<String> = header
             .volumes
@@ -366,13 +367,21 @@ fn stage_bundle(
     for c in &mut conflicts {
         if let (OnConflict::SkipIdentical, Some(name)) = (opts.policy, c.volume()) {
             let ours = match stage.binds.get(name) {
-                Some(b) => volume_digest(root, name, &root.volume_dir(name), &b.target)?,
-                None => volume_digest(
+                // Its data gone from the device path: not the bundle's
+                // volume (and nothing to hash).
+                Some(b) if !b.target.is_dir() => None,
+                Some(b) => Some(volume_digest(
+                    root,
+                    name,
+                    &root.volume_dir(name),
+                    &b.target,
+                )?),
+                None => Some(volume_digest(
                     root,
                     name,
                     &root.volume_dir(name),
                     &root.volume_data_dir(name),
-                )?,
+                )?),
             };
             // A bind volume is compared with what it stages (its opts.json
             // may say another device: --map-path); in a dry run, with the
@@ -389,7 +398,7 @@ fn stage_bundle(
                 },
                 _ => trailer.volumes.get(name).map(|s| s.digest.clone()),
             };
-            c.identical = Some(theirs == Some(ours));
+            c.identical = Some(ours.is_some() && theirs == ours);
         }
     }
     // A bind target is identical when its volume is, data included.

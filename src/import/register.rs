@@ -28,7 +28,18 @@ pub(super) fn register(
             failed.push((v.name.clone(), e.to_string()));
             continue;
         }
-        match put_back(root, &v.name, report.tops.get(&v.name)) {
+        // A carried bind volume's `_data` is the empty mountpoint: the
+        // bundle's `_data` attributes are its device directory's, already
+        // on the data laid down there, and dockerd's root 0755 is what
+        // `docker volume create` gives a mountpoint.
+        let top = report.tops.get(&v.name).map(|top| match &v.device {
+            Some(d) if d.data_carried => VolumeTop {
+                data: None,
+                ..top.clone()
+            },
+            _ => top.clone(),
+        });
+        match put_back(root, &v.name, top.as_ref()) {
             Ok(()) => ok += 1,
             Err((path, e)) => failed.push((
                 v.name.clone(),

@@ -19,6 +19,7 @@ use super::landed::{disk_kind, entry_kind, TreePrint};
 use super::{Conflict, OnConflict};
 use crate::bundle::reader::{ReadError, Visitor};
 use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
+use crate::dataroot::device::DataLocation;
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
 use crate::fileattrs::{self, FileAttrs, FileKind};
@@ -55,6 +56,8 @@ pub(super) struct Stager<'a> {
     map_paths: Vec<(PathBuf, PathBuf)>,
     /// Bind-type volumes whose data the bundle carries, by volume name.
     pub(super) binds: BTreeMap<String, BindPlan>,
+    /// Where each volume's opts.json (as read) puts its data.
+    pub(super) opts_locations: BTreeMap<String, DataLocation>,
     /// A remapped target: volume data ids become its host ids.
     ids: Option<IdShift>,
 }
@@ -99,6 +102,7 @@ impl<'a> Stager<'a> {
             interrupted: None,
             map_paths,
             binds: BTreeMap::new(),
+            opts_locations: BTreeMap::new(),
             ids: root
                 .id_map()
                 .map(|map| IdShift::new(map.clone(), Direction::ToHost)),
@@ -475,12 +479,12 @@ impl Stager<'_> {
                 reason: format!("{} bytes is too large for an opts.json", meta.size),
             });
         }
-        if let Err(go_error) = VolumeOptions::decode(&bytes) {
-            return Err(ReadError::Hostile {
-                entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
-            });
-        }
+        let options = VolumeOptions::decode(&bytes).map_err(|go_error| ReadError::Hostile {
+            entry: String::from_utf8_lossy(&meta.path).into_owned(),
+            reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
+        })?;
+        self.opts_locations
+            .insert(name.to_string(), DataLocation::of(Some(&options)));
         if self.dry_run {
             return Ok(());
         }
