@@ -374,3 +374,52 @@ fn a_dry_run_names_where_bind_data_would_go() {
     );
     assert!(!new.path().join("app").exists(), "a dry run writes nothing");
 }
+
+/// Found in review: after an import with `--map-path`, a dry run of
+/// `skip-identical` with the same mapping said the volume differed (it
+/// compared the bundle's digest, whose opts.json names OLD, with the
+/// target's, which names NEW) while the real run kept it as identical.
+#[test]
+fn a_dry_run_of_skip_identical_with_map_path_disagreed_with_the_real_run() {
+    let src = BindSource::new();
+    let (bundle, _) = src.export(&[]);
+    let target = FakeDataRoot::new();
+    let new = tempfile::tempdir().unwrap();
+    let map = format!(
+        "--map-path={}={}/app",
+        src.device().display(),
+        new.path().display()
+    );
+    let (code, doc) = import(&target, &bundle, &[&map]);
+    assert_eq!(code, 0, "{doc}");
+    let again = [map.as_str(), "--on-conflict", "skip-identical"];
+    let (code, dry) = import(
+        &target,
+        &bundle,
+        &[again[0], again[1], again[2], "--dry-run"],
+    );
+    assert_eq!(code, 0, "{dry}");
+    let identical: Vec<&Value> = dry["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["identical"])
+        .collect();
+    assert!(
+        !identical.is_empty() && identical.iter().all(|i| **i == true),
+        "{dry}"
+    );
+    let (code, real) = import(&target, &bundle, &again);
+    assert_eq!(code, 0, "{real}");
+    assert_eq!(real["skipped_identical"][0], "app", "{real}");
+    // A change on the target is still seen, in both.
+    fs::write(new.path().join("app/index.html"), "changed\n").unwrap();
+    let (code, dry) = import(
+        &target,
+        &bundle,
+        &[again[0], again[1], again[2], "--dry-run"],
+    );
+    assert_eq!(code, 2, "{dry}");
+    let (code, real) = import(&target, &bundle, &again);
+    assert_eq!(code, 2, "{real}");
+}

@@ -18,6 +18,7 @@
 
 mod bind;
 mod commit;
+mod digest;
 mod journal;
 mod landed;
 mod lock;
@@ -31,14 +32,13 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::bundle::reader::{self, ReadError};
-use crate::bundle::writer::{BundleWriter, Compression};
 use crate::bundle::{BundleHeader, Trailer};
 use crate::dataroot::containers::{self, ContainerSlot};
 use crate::dataroot::metadata::{self, VolumeRecord, WriteAccess};
 use crate::dataroot::DataRoot;
 use crate::engine::Engine;
 use crate::interrupt::{self, Critical};
-use crate::progress::{NoProgress, Progress};
+use crate::progress::Progress;
 
 pub use commit::{
     pending, pending_findings, Pending, RecoverError, Recovered, RecoveryOutcome, StepError,
@@ -366,38 +366,8 @@ fn stage_bundle(
     let mut conflicts = stage.conflicts.clone();
     for c in &mut conflicts {
         if let (OnConflict::SkipIdentical, Some(name)) = (opts.policy, c.volume()) {
-            let ours = match stage.binds.get(name) {
-                // Its data gone from the device path: not the bundle's
-                // volume (and nothing to hash).
-                Some(b) if !b.target.is_dir() => None,
-                Some(b) => Some(volume_digest(
-                    root,
-                    name,
-                    &root.volume_dir(name),
-                    &b.target,
-                )?),
-                None => Some(volume_digest(
-                    root,
-                    name,
-                    &root.volume_dir(name),
-                    &root.volume_data_dir(name),
-                )?),
-            };
-            // A bind volume is compared with what it stages (its opts.json
-            // may say another device: --map-path); in a dry run, with the
-            // bundle's own digest.
-            let theirs = match (stage.binds.get(name), &stage.dir) {
-                (Some(b), Some(dir)) => match &b.staged {
-                    Some(staged) => Some(volume_digest(
-                        root,
-                        name,
-                        &dir.join("volumes").join(name),
-                        staged,
-                    )?),
-                    None => None,
-                },
-                _ => trailer.volumes.get(name).map(|s| s.digest.clone()),
-            };
+            let theirs = trailer.volumes.get(name).map(|s| s.digest.clone());
+            let ours = digest::target_volume(root, name, stage)?;
             c.identical = Some(ours.is_some() && theirs == ours);
         }
     }
@@ -622,57 +592,4 @@ fn collect_verify_slots(
         });
     }
     Ok(())
-}
-
-/// The content digest of a volume directory `volume_dir` whose data is
-/// `data_dir` (its `_data`, or a bind volume's device path), computed
-/// exactly as a bundle's per-volume digest (by writing it to nowhere).
-pub fn volume_digest(
-    root: &DataRoot,
-    name: &str,
-    volume_dir: &Path,
-    data_dir: &Path,
-) -> Result<String, ImportError> {
-    let header = BundleHeader {
-        format: crate::bundle::FORMAT.into(),
-        tool: String::new(),
-        source_host: String::new(),
-        source_data_root: String::new(),
-        containers: Vec::new(),
-        volumes: Vec::new(),
-        userns: None,
-    };
-    let sink = File::options()
-        .write(true)
-        .open("/dev/null")
-        .map_err(werr(Path::new("/dev/null")))?;
-    let fail = |e: crate::bundle::writer::WriteError| ImportError::Write {
-        path: volume_dir.to_path_buf(),
-        source: io::Error::other(e.to_string()),
-    };
-    // Compared in the bundle's terms: a remapped target's ids as its
-    // containers see them.
-    let ids = root
-        .id_map()
-        .map(|m| crate::idmap::IdShift::new(m.clone(), crate::idmap::Direction::ToContainer));
-    let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress)
-        .map_err(fail)?
-        .with_id_shift(ids);
-    w.declare_volume(name);
-    let base = format!("volumes/{name}");
-    w.add_file(base.as_bytes(), volume_dir, Some(name))
-        .map_err(fail)?;
-    w.add_tree(format!("{base}/_data").as_bytes(), data_dir, Some(name))
-        .map_err(fail)?;
-    let opts = volume_dir.join("opts.json");
-    if opts.exists() {
-        w.add_file(format!("{base}/opts.json").as_bytes(), &opts, Some(name))
-            .map_err(fail)?;
-    }
-    let (trailer, _) = w.finish().map_err(fail)?;
-    Ok(trailer
-        .volumes
-        .get(name)
-        .map(|s| s.digest.clone())
-        .unwrap_or_default())
 }

@@ -56,6 +56,9 @@ pub(super) struct Stager<'a> {
     map_paths: Vec<(PathBuf, PathBuf)>,
     /// Bind-type volumes whose data the bundle carries, by volume name.
     pub(super) binds: BTreeMap<String, BindPlan>,
+    /// Bind volumes whose opts.json `--map-path` rewrites: the bundle's
+    /// entry and bytes, and the bytes as rewritten.
+    pub(super) bundle_opts: BTreeMap<String, (EntryMeta, Vec<u8>, Vec<u8>)>,
     /// Where each volume's opts.json (as read) puts its data.
     pub(super) opts_locations: BTreeMap<String, DataLocation>,
     /// A remapped target: volume data ids become its host ids.
@@ -102,6 +105,7 @@ impl<'a> Stager<'a> {
             interrupted: None,
             map_paths,
             binds: BTreeMap::new(),
+            bundle_opts: BTreeMap::new(),
             opts_locations: BTreeMap::new(),
             ids: root
                 .id_map()
@@ -485,10 +489,16 @@ impl Stager<'_> {
         })?;
         self.opts_locations
             .insert(name.to_string(), DataLocation::of(Some(&options)));
+        let mapped = self.mapped_opts(bytes.clone());
+        if mapped != bytes {
+            // For skip-identical: the target's opts.json says NEW.
+            self.bundle_opts
+                .insert(name.to_string(), (meta.clone(), bytes, mapped.clone()));
+        }
         if self.dry_run {
             return Ok(());
         }
-        let bytes = self.mapped_opts(bytes);
+        let bytes = mapped;
         self.tops.entry(name.to_string()).or_default().opts = Some((meta.clone(), bytes.clone()));
         self.close_dirs(&meta.path)?;
         let target = self.staged(&meta.path);
