@@ -189,3 +189,90 @@ fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
     );
     fs::remove_file(&bundle).unwrap();
 }
+
+/// A live import (the daemon runs and registers the volume through the
+/// Engine API) of a bind volume whose device path is absent on the target:
+/// the container starts with its data, and `_data` stays the mountpoint.
+#[test]
+fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
+    if e2e::skipped() {
+        return;
+    }
+    e2e::require_daemon_prerequisites();
+    let mut d = PrivateDaemon::start("s8live");
+    d.load_busybox_image("s8img", None);
+    let host = d.dir.join("host");
+    let device = host.join("srv/app");
+    fs::create_dir_all(&device).unwrap();
+    let device_opt = format!("device={}", device.display());
+    d.dk(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &device_opt,
+        "--label",
+        "com.docker.compose.volume=app",
+        "appdata",
+    ]);
+    d.dk(&[
+        "run",
+        "--rm",
+        "-v",
+        "appdata:/srv",
+        "s8img",
+        "sh",
+        "-c",
+        "echo live data > /srv/index.html",
+    ]);
+    d.dk(&[
+        "create",
+        "--name",
+        "web",
+        "-v",
+        "appdata:/srv",
+        "s8img",
+        "cat",
+        "/srv/index.html",
+    ]);
+    d.stop();
+    let expected = tree::snapshot(&device);
+    let bundle = d.dir.join("s8live.bundle");
+    let out_arg = bundle.display().to_string();
+    let (code, doc) = volmig_json(&d.root, &["export", "web", "-o", &out_arg]);
+    assert_eq!(code, 0, "{doc}");
+    e2e::remove_tree(&host);
+    drop_volume(&d.root, "appdata");
+    // The daemon starts without the volume (and drops its record).
+    d.start_again();
+    let host_arg = d.host();
+    let (code, out, err) = volmig_run(&d.root, &["-H", &host_arg, "import", &out_arg]);
+    println!("live import: {out}{err}");
+    assert_eq!(code, 0, "{out}{err}");
+    let diff = tree::diff(&expected, &tree::snapshot(&device));
+    assert!(
+        diff.is_empty(),
+        "the device path differs from the source's:\n{diff}"
+    );
+    let labels = d.dk(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{json .Labels}} {{json .Options}}",
+        "appdata",
+    ]);
+    assert!(labels.contains("com.docker.compose.volume"), "{labels}");
+    assert!(labels.contains(&device.display().to_string()), "{labels}");
+    let out = d.dk_output(&["start", "-a", "web"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("live data"),
+        "docker start web: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.stop();
+    fs::remove_file(&bundle).unwrap();
+}
