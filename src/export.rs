@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::bundle::layout::{self, VolumeData};
 use crate::bundle::writer::{BundleWriter, Compression, WriteError};
 use crate::bundle::{
     hex, BundleContainer, BundleDevice, BundleHeader, BundleMount, BundleVolume, DataAttrs,
@@ -470,8 +471,7 @@ pub fn write(
     let mut w =
         BundleWriter::new(out, compression, &plan.header, progress)?.with_id_shift(id_shift(root));
     for c in &plan.containers {
-        let base = format!("containers/{}", c.id);
-        w.add_file(base.as_bytes(), &c.dir, None)?;
+        w.add_file(layout::container(&c.id).as_bytes(), &c.dir, None)?;
         if let Some(cp) = plan
             .header
             .containers
@@ -480,12 +480,12 @@ pub fn write(
             .and_then(|b| b.checkpoint.as_ref())
         {
             w.add_file(
-                format!("{base}/checkpoints").as_bytes(),
+                layout::checkpoints(&c.id).as_bytes(),
                 &c.dir.join("checkpoints"),
                 None,
             )?;
             w.add_tree(
-                format!("{base}/checkpoints/{cp}").as_bytes(),
+                layout::checkpoint(&c.id, cp).as_bytes(),
                 &root.checkpoint_dir(&c.id, cp),
                 None,
             )?;
@@ -493,38 +493,28 @@ pub fn write(
         for file in ["config.v2.json", "hostconfig.json"] {
             let path = c.dir.join(file);
             if path.exists() {
-                w.add_file(format!("{base}/{file}").as_bytes(), &path, None)?;
+                w.add_file(layout::container_file(&c.id, file).as_bytes(), &path, None)?;
             }
         }
     }
     for (name, has_opts) in &plan.volumes {
         progress.begin(&format!("volume {name}"), None);
-        w.declare_volume(name);
-        let base = format!("volumes/{name}");
-        w.add_file(base.as_bytes(), &root.volume_dir(name), Some(name))?;
-        let data = format!("{base}/_data");
-        match plan.device(name) {
+        let (volume_dir, data_dir) = (root.volume_dir(name), root.volume_data_dir(name));
+        let data = match plan.device(name) {
             // A bind volume's data: the device's tree, as the container sees it.
-            Some(d) if d.data_carried => {
-                w.add_tree(data.as_bytes(), Path::new(&d.device), Some(name))?
-            }
+            Some(d) if d.data_carried => VolumeData::Tree(Path::new(&d.device)),
             // The data is on the device, left behind. `_data` is carried
             // as it is on disk (whatever lies beneath the mountpoint),
             // never through a mount: a bind of the same filesystem cannot
             // be told by its device number, so a bind's `_data` is the
             // directory alone.
             Some(d) if d.location == "bind" || mounted_over(root, name) => {
-                w.add_file(data.as_bytes(), &root.volume_data_dir(name), Some(name))?
+                VolumeData::DirOnly(&data_dir)
             }
-            _ => w.add_tree(data.as_bytes(), &root.volume_data_dir(name), Some(name))?,
-        }
-        if *has_opts {
-            w.add_file(
-                format!("{base}/opts.json").as_bytes(),
-                &root.volume_dir(name).join("opts.json"),
-                Some(name),
-            )?;
-        }
+            _ => VolumeData::Tree(&data_dir),
+        };
+        let opts = has_opts.then(|| root.volume_opts(name));
+        layout::write_volume(&mut w, name, &volume_dir, data, opts.as_deref())?;
         progress.end();
     }
     let skipped = std::mem::take(&mut w.skipped);

@@ -24,6 +24,7 @@
 
 mod hashing;
 mod large;
+pub mod layout;
 pub mod limits;
 pub mod reader;
 mod tally;

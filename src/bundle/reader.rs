@@ -18,6 +18,7 @@ use std::rc::Rc;
 use sha2::{Digest, Sha256};
 
 use super::hashing::{BackgroundHasher, Digester, HashingReader, BACKGROUND_HASH_MIN};
+use super::layout;
 use super::limits::{ReadLimits, Refusal, TarGuard, MAX_JSON, ZSTD_WINDOW_LOG_MAX};
 use super::tally::{check_sums, check_trailer, Tally};
 use super::tar_entry::entry_meta;
@@ -634,13 +635,13 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
     let mut seen = std::collections::BTreeSet::new();
     for v in &header.volumes {
         crate::dataroot::volumes::VolumeName::new(&v.name)
-            .map_err(|e| hostile(format!("volumes/{}", v.name).as_bytes(), e.to_string()))?;
+            .map_err(|e| hostile(layout::volume(&v.name).as_bytes(), e.to_string()))?;
         // dockerd's own files in volumes/: no volume can have these names
         // (its mkdir fails), and one laid down in their place would take
         // the daemon's database or quota device.
         if matches!(v.name.as_str(), "metadata.db" | "backingFsBlockDev") {
             return Err(hostile(
-                format!("volumes/{}", v.name).as_bytes(),
+                layout::volume(&v.name).as_bytes(),
                 format!(
                     "`{}` is dockerd's own file in volumes/, not a volume",
                     v.name
@@ -649,7 +650,7 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
         }
         if !seen.insert(("v", v.name.as_str())) {
             return Err(hostile(
-                format!("volumes/{}", v.name).as_bytes(),
+                layout::volume(&v.name).as_bytes(),
                 "volume listed twice in the header",
             ));
         }
@@ -658,13 +659,13 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
         let valid = c.id.len() == 64 && c.id.bytes().all(|b| b.is_ascii_hexdigit());
         if !valid {
             return Err(hostile(
-                format!("containers/{}", c.id).as_bytes(),
+                layout::container(&c.id).as_bytes(),
                 "container ID is not 64 hex digits",
             ));
         }
         if !seen.insert(("c", c.id.as_str())) {
             return Err(hostile(
-                format!("containers/{}", c.id).as_bytes(),
+                layout::container(&c.id).as_bytes(),
                 "container listed twice in the header",
             ));
         }
@@ -678,7 +679,7 @@ fn check_header(header: &BundleHeader) -> Result<(), ReadError> {
             .filter(|cp| !crate::dataroot::is_restricted_name(cp))
         {
             return Err(hostile(
-                format!("containers/{}/checkpoints/{cp}", c.id).as_bytes(),
+                layout::checkpoint(&c.id, cp).as_bytes(),
                 format!("invalid checkpoint name `{cp}`: dockerd accepts only [a-zA-Z0-9][a-zA-Z0-9_.-]+"),
             ));
         }
@@ -712,7 +713,7 @@ fn check_entry(meta: &EntryMeta, place: &Place<'_>) -> Result<(), ReadError> {
         let (Place::VolumeData { name, .. }, true) = (place, !target.is_empty()) else {
             return Err(hostile(&meta.path, "hardlink outside a volume"));
         };
-        let prefix = format!("volumes/{name}/_data/");
+        let prefix = format!("{}/", layout::volume_data(name));
         let inside = target.starts_with(prefix.as_bytes())
             && !target
                 .split(|&b| b == b'/')

@@ -276,7 +276,7 @@ pub(super) fn check_opts_devices(
         );
         if !agrees {
             return Err(ReadError::Hostile {
-                entry: format!("volumes/{}/opts.json", v.name),
+                entry: crate::bundle::layout::volume_opts(&v.name),
                 reason: format!(
                     "the header lays the volume's data down at `{}`, but its opts.json does not bind-mount that path: dockerd would mount something else",
                     d.device
@@ -328,7 +328,7 @@ pub(super) fn place_staging(
 
 /// The bundle path of the data of volume `name`, for entry `rel` below it.
 pub(super) fn bundle_path(name: &str, rel: &Path) -> Vec<u8> {
-    let mut path = format!("volumes/{name}/_data").into_bytes();
+    let mut path = crate::bundle::layout::volume_data(name).into_bytes();
     if !rel.as_os_str().is_empty() {
         path.push(b'/');
         path.extend_from_slice(rel.as_os_str().as_bytes());

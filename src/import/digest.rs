@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::stage::{restore_attrs, write_new, Stager};
 use super::{werr, ImportError};
+use crate::bundle::layout::{self, VolumeData};
 use crate::bundle::writer::{BundleWriter, Compression};
 use crate::bundle::BundleHeader;
 use crate::dataroot::DataRoot;
@@ -85,17 +86,16 @@ pub fn volume_digest(
     let mut w = BundleWriter::new(sink, Compression::None, &header, &NoProgress)
         .map_err(fail)?
         .with_id_shift(ids);
-    w.declare_volume(name);
-    let base = format!("volumes/{name}");
-    w.add_file(base.as_bytes(), volume_dir, Some(name))
-        .map_err(fail)?;
-    w.add_tree(format!("{base}/_data").as_bytes(), data_dir, Some(name))
-        .map_err(fail)?;
     let opts = opts_override.map_or_else(|| volume_dir.join("opts.json"), Path::to_path_buf);
-    if opts.exists() {
-        w.add_file(format!("{base}/opts.json").as_bytes(), &opts, Some(name))
-            .map_err(fail)?;
-    }
+    let opts = opts.exists().then_some(opts);
+    layout::write_volume(
+        &mut w,
+        name,
+        volume_dir,
+        VolumeData::Tree(data_dir),
+        opts.as_deref(),
+    )
+    .map_err(fail)?;
     let (trailer, _) = w.finish().map_err(fail)?;
     Ok(trailer
         .volumes
