@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bundle_support::{bin, snapshot, Node};
+use bundle_support::{bin, snapshot, strace, Node};
 use common::{volume_mount, FakeDataRoot};
 
 const STEPS: [&str; 8] = [
@@ -28,15 +28,6 @@ const STEPS: [&str; 8] = [
     "write",
     "ftruncate",
 ];
-
-fn strace() -> PathBuf {
-    let path = PathBuf::from("/usr/bin/strace");
-    assert!(
-        path.exists(),
-        "strace is needed for the fault-injection tests: apt-get install strace (scripts/test does)"
-    );
-    path
-}
 
 struct World {
     _tmp: tempfile::TempDir,

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bundle_support::{bin, export_to, small_source, tree, write_at, Node, APP_ID, DB_ID};
+use bundle_support::{bin, export_to, small_source, strace, tree, write_at, Node, APP_ID, DB_ID};
 use common::FakeDataRoot;
 use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
 
@@ -39,15 +39,6 @@ const STEPS: [&str; 7] = [
     "write",
     "ftruncate",
 ];
-
-fn strace() -> PathBuf {
-    let path = PathBuf::from("/usr/bin/strace");
-    assert!(
-        path.exists(),
-        "strace is needed for the fault-injection tests: apt-get install strace (scripts/test does)"
-    );
-    path
-}
 
 /// A volume directory's every attribute, for "old or new, never mixed".
 type VolumeTree = BTreeMap<Vec<u8>, Node>;

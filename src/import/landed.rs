@@ -28,36 +28,15 @@ pub(super) fn check(
 ) -> Result<(), ReadError> {
     let mut found = TreePrint::default();
     for sub in ["volumes", "containers"] {
-        for entry in walkdir::WalkDir::new(dir.join(sub)).min_depth(1) {
-            let entry = entry.map_err(|e| {
-                ReadError::Visitor(format!(
-                    "staged tree `{}` cannot be read back: {e}",
-                    dir.display()
-                ))
-            })?;
-            let meta = entry
-                .metadata()
-                .map_err(|e| ReadError::Visitor(format!("`{}`: {e}", entry.path().display())))?;
-            let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-            found.add(rel.as_os_str().as_bytes(), disk_kind(&meta), meta.len());
-        }
+        add_tree(&mut found, &dir.join(sub), 1, |rel| {
+            Path::new(sub).join(rel).as_os_str().as_bytes().to_vec()
+        })?;
     }
     for (name, bind) in binds {
         let Some(staged) = &bind.staged else { continue };
-        for entry in walkdir::WalkDir::new(staged) {
-            let entry = entry.map_err(|e| {
-                ReadError::Visitor(format!(
-                    "staged data `{}` cannot be read back: {e}",
-                    staged.display()
-                ))
-            })?;
-            let meta = entry
-                .metadata()
-                .map_err(|e| ReadError::Visitor(format!("`{}`: {e}", entry.path().display())))?;
-            let rel = entry.path().strip_prefix(staged).unwrap_or(entry.path());
-            let path = super::bind::bundle_path(name, rel);
-            found.add(&path, disk_kind(&meta), meta.len());
-        }
+        add_tree(&mut found, staged, 0, |rel| {
+            super::bind::bundle_path(name, rel)
+        })?;
     }
     if &found != written {
         return Err(ReadError::Visitor(format!(
@@ -120,4 +99,28 @@ impl TreePrint {
         self.entries += 1;
         self.sum = self.sum.wrapping_add(u128::from_le_bytes(low));
     }
+}
+
+/// Adds every entry under `top` (from `min_depth`) to `found`, under the
+/// bundle path `bundle_path` gives its path relative to `top`.
+fn add_tree(
+    found: &mut TreePrint,
+    top: &Path,
+    min_depth: usize,
+    bundle_path: impl Fn(&Path) -> Vec<u8>,
+) -> Result<(), ReadError> {
+    for entry in walkdir::WalkDir::new(top).min_depth(min_depth) {
+        let entry = entry.map_err(|e| {
+            ReadError::Visitor(format!(
+                "staged tree `{}` cannot be read back: {e}",
+                top.display()
+            ))
+        })?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| ReadError::Visitor(format!("`{}`: {e}", entry.path().display())))?;
+        let rel = entry.path().strip_prefix(top).unwrap_or(entry.path());
+        found.add(&bundle_path(rel), disk_kind(&meta), meta.len());
+    }
+    Ok(())
 }

@@ -712,3 +712,13 @@ pub fn reseal(entries: &mut [RawEntry]) {
     entries[sums_at].data = sums;
     entries[trailer_at].data = serde_json::to_vec_pretty(&trailer).unwrap();
 }
+
+/// Debian's strace, for the fault-injection tests (scripts/test installs it).
+pub fn strace() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/strace");
+    assert!(
+        path.exists(),
+        "strace is needed for the fault-injection tests: apt-get install strace (scripts/test does)"
+    );
+    path
+}
