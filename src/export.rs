@@ -27,6 +27,7 @@ use crate::dataroot::DataRoot;
 use crate::engine::{Engine, RunState};
 use crate::fileattrs::FileAttrs;
 use crate::idmap::{Direction, IdError, IdShift, ShiftNote};
+use crate::manifest::ManifestWriter;
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, Default)]
@@ -300,6 +301,7 @@ pub fn plan(
         containers: bundle_containers,
         volumes: bundle_volumes,
         userns: root.id_map().map(ShiftNote::of),
+        round: None,
     };
     Ok(ExportPlan {
         header,
@@ -461,15 +463,22 @@ pub struct ExportReport {
 }
 
 /// Writes the planned bundle to `out`.
+///
+/// With `manifest` (the plan's header must have a `round`), the manifest
+/// of what it carried is written to it as it goes.
 pub fn write(
     root: &DataRoot,
     plan: &ExportPlan,
     out: File,
     compression: Compression,
+    manifest: Option<ManifestWriter>,
     progress: &dyn Progress,
 ) -> Result<(ExportReport, File), ExportError> {
     let mut w =
         BundleWriter::new(out, compression, &plan.header, progress)?.with_id_shift(id_shift(root));
+    if let Some(m) = manifest {
+        w = w.with_manifest(m);
+    }
     for c in &plan.containers {
         w.add_file(layout::container(&c.id).as_bytes(), &c.dir, None)?;
         if let Some(cp) = plan

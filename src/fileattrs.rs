@@ -47,6 +47,8 @@ pub struct FileAttrs {
     pub nlink: u64,
     pub dev: u64,
     pub ino: u64,
+    /// Change time (what a later round compares to see a change).
+    pub ctime: (i64, u32),
     /// Sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -121,6 +123,7 @@ impl FileAttrs {
             nlink: st.st_nlink,
             dev: st.st_dev,
             ino: st.st_ino,
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
             xattrs,
         }
     }
@@ -160,6 +163,7 @@ impl FileAttrs {
             nlink: meta.nlink(),
             dev: meta.dev(),
             ino: meta.ino(),
+            ctime: (meta.ctime(), meta.ctime_nsec() as u32),
             xattrs,
         }
     }

@@ -18,6 +18,7 @@ pub mod fileattrs;
 pub mod idmap;
 pub mod import;
 pub mod interrupt;
+pub mod manifest;
 pub mod progress;
 pub mod report;
 pub mod scan;

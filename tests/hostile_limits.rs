@@ -485,6 +485,7 @@ fn many_volumes(n: usize) -> Vec<u8> {
             })
             .collect(),
         userns: None,
+        round: None,
     };
     let header_json = serde_json::to_vec(&header).unwrap();
     let dir = |path: &str| EntryMeta {
@@ -536,6 +537,7 @@ fn many_volumes(n: usize) -> Vec<u8> {
         sums_sha256: sha(b""),
         entries_sha256: all.hex(),
         volumes,
+        trees: None,
     };
     entries.push(RawEntry::file(SUMS_PATH.as_bytes(), b""));
     entries.push(RawEntry::file(

@@ -17,6 +17,7 @@ use super::hash_zeros;
 use super::walk::{self, Large};
 use super::writer::WriteError;
 use crate::fileattrs::Stamp;
+use crate::manifest::{ChunkHasher, Chunked};
 
 /// A large file goes to the output in writes of this size: each is read
 /// and hashed in `IO_CHUNK` pieces (a piece stays in L2 between the copy
@@ -41,13 +42,17 @@ enum Piece {
 /// of the page cache, into the output) while the other hashes, which is
 /// the slower of the two (measured: with the read on the hashing thread,
 /// 2 GiB into `| cat` took 2.1 s; so, 1.8 s).
+///
+/// With `chunked`, the chunk digests of the same bytes too (for a
+/// manifest: `crate::manifest::chunks`), on a third thread.
 pub(super) fn copy_and_hash(
     large: &Large,
     segments: &[(u64, u64)],
     size: u64,
     source: &Path,
+    chunked: bool,
     out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
-) -> Result<[u8; 32], WriteError> {
+) -> Result<([u8; 32], Option<Chunked>), WriteError> {
     let changed = |detail: String| WriteError::Changed {
         path: source.to_path_buf(),
         detail,
@@ -56,6 +61,24 @@ pub(super) fn copy_and_hash(
         let (tx, rx) = mpsc::sync_channel::<Piece>(CHUNKS_AHEAD);
         // Hashed buffers come back for reuse (no page faults, no zeroing).
         let (back_tx, back_rx) = mpsc::channel::<Arc<[u8]>>();
+        let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Piece>(CHUNKS_AHEAD);
+        let chunker = chunked.then(|| {
+            let back_tx = back_tx.clone();
+            scope.spawn(move || {
+                let mut h = ChunkHasher::default();
+                for piece in chunk_rx {
+                    match piece {
+                        Piece::Zeros(n) => h.zeros(n),
+                        Piece::Data(chunk) => {
+                            h.update(&chunk[..]);
+                            let _ = back_tx.send(chunk);
+                        }
+                    }
+                }
+                h.finish()
+            })
+        });
+        let chunk_tx = chunker.is_some().then_some(chunk_tx);
         let hasher = scope.spawn(move || {
             let mut h = Sha256::new();
             for piece in rx {
@@ -69,10 +92,20 @@ pub(super) fn copy_and_hash(
             }
             <[u8; 32]>::from(h.finalize())
         });
+        let send = |piece: Piece| {
+            if let Some(tx) = &chunk_tx {
+                let copy = match &piece {
+                    Piece::Zeros(n) => Piece::Zeros(*n),
+                    Piece::Data(c) => Piece::Data(Arc::clone(c)),
+                };
+                let _ = tx.send(copy);
+            }
+            let _ = tx.send(piece);
+        };
         // An error returns from here: `tx` drops and the hasher ends.
         let mut pos = 0u64;
         for &(off, len) in segments {
-            let _ = tx.send(Piece::Zeros(off - pos));
+            send(Piece::Zeros(off - pos));
             let mut done = 0u64;
             while done < len {
                 let n = ((len - done) as usize).min(WRITE_CHUNK);
@@ -90,21 +123,26 @@ pub(super) fn copy_and_hash(
                         "it shrank below {size} bytes while it was read"
                     )));
                 }
-                let _ = tx.send(Piece::Data(Arc::clone(&chunk)));
+                send(Piece::Data(Arc::clone(&chunk)));
                 out(&chunk).map_err(WriteError::Write)?;
                 done += n as u64;
             }
             pos = off + len;
         }
-        let _ = tx.send(Piece::Zeros(size - pos));
+        send(Piece::Zeros(size - pos));
         drop(tx);
+        drop(chunk_tx);
         let after = Stamp::now(&large.file).map_err(walk::read_err(source))?;
         if let Some(what) = after.change_since(&large.stamp) {
             return Err(changed(what));
         }
-        hasher
-            .join()
-            .map_err(|_| WriteError::Write(io::Error::other("the hashing thread failed")))
+        let failed = || WriteError::Write(io::Error::other("the hashing thread failed"));
+        let digest = hasher.join().map_err(|_| failed())?;
+        let chunks = match chunker {
+            Some(c) => Some(c.join().map_err(|_| failed())?),
+            None => None,
+        };
+        Ok((digest, chunks))
     })
 }
 
@@ -158,11 +196,17 @@ mod tests {
         source: &Path,
     ) -> (Vec<u8>, Result<[u8; 32], WriteError>) {
         let mut bytes = Vec::new();
-        let result = copy_and_hash(large, &[(0, size)], size, source, &mut |chunk| {
+        let result = copy_and_hash(large, &[(0, size)], size, source, true, &mut |chunk| {
             bytes.extend_from_slice(chunk);
             Ok(())
         });
-        (bytes, result)
+        // The chunk digests are of the same bytes.
+        if let Ok((_, Some(chunked))) = &result {
+            let mut h = crate::manifest::ChunkHasher::default();
+            h.update(&bytes);
+            assert_eq!(&h.finish(), chunked);
+        }
+        (bytes, result.map(|(d, _)| d))
     }
 
     #[test]

@@ -64,6 +64,20 @@ pub struct BundleHeader {
     /// whose ids are as they were on disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<crate::idmap::ShiftNote>,
+    /// Present when the export wrote a manifest (`--manifest-out`) or is
+    /// a delta (`--since`): a later round names this one by `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<Round>,
+}
+
+/// A pre-copy round (`docs/incremental.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    /// Unique to this export: its manifest's `bundle`.
+    pub id: String,
+    /// A delta: the round it applies onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +165,11 @@ pub struct Trailer {
     /// mtime, size, content digest, link, device, xattrs).
     pub entries_sha256: String,
     pub volumes: BTreeMap<String, VolumeSummary>,
+    /// With a `round` in the header: each volume's tree digest
+    /// (`crate::manifest::TreeDigest`; for a delta, of the volume once the
+    /// delta is applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,7 +400,7 @@ pub fn parse_pax_time(text: &str) -> Option<(i64, u32)> {
 }
 
 /// Feeds `n` zero bytes (a sparse file's holes) to a hasher.
-pub(crate) fn hash_zeros(h: &mut Sha256, mut n: u64) {
+pub fn hash_zeros(h: &mut Sha256, mut n: u64) {
     static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     while n > 0 {
         let k = n.min(ZEROS.len() as u64) as usize;
@@ -578,6 +597,7 @@ mod tests {
                 device: None,
             }],
             userns: None,
+            round: None,
         }
     }
 

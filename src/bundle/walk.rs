@@ -63,6 +63,8 @@ pub(super) struct Walked {
     pub source: PathBuf,
     /// (device, inode) of a non-directory with several names.
     pub identity: Option<(u64, u64)>,
+    /// Inode and change time, for a manifest.
+    pub stat: (u64, (i64, u32)),
     /// A large or sparse file: read, hashed and written by the writer.
     pub large: Option<Large>,
     /// A small file's content and its SHA-256.
@@ -529,6 +531,7 @@ fn walked(
         meta,
         source,
         identity,
+        stat: (attrs.ino, attrs.ctime),
         large: None,
         small: None,
         prepared: None,

@@ -31,6 +31,7 @@ use super::{
 use super::{FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
 use crate::beneath::{DirFd, OpenError};
 use crate::idmap::{IdError, IdShift};
+use crate::manifest::{self, Chunked, ManifestError, ManifestWriter, TreeDigest};
 use crate::progress::Progress;
 
 pub use super::walk::file_bytes;
@@ -67,6 +68,8 @@ pub enum WriteError {
         path: std::path::PathBuf,
         source: IdError,
     },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     #[error("`{path}`: {detail}")]
     Unsupported {
         path: std::path::PathBuf,
@@ -191,6 +194,50 @@ pub struct BundleWriter<'p> {
     pub skipped: Vec<String>,
     /// The shift of volume data ids (a userns-remapped source).
     ids: Option<IdShift>,
+    /// With a round in the header: the manifest written beside the bundle
+    /// (if asked for) and the volumes' tree digests.
+    round: Option<RoundOut>,
+}
+
+/// What a bundle of a pre-copy round records of its volumes' `_data`.
+struct RoundOut {
+    manifest: Option<ManifestWriter>,
+    /// The volume whose entries are being written, and its digest so far.
+    current: Option<(Arc<str>, TreeDigest)>,
+    trees: BTreeMap<String, String>,
+}
+
+impl RoundOut {
+    /// Records one `_data` entry of `volume`.
+    fn add(&mut self, volume: &str, entry: &manifest::Entry) -> Result<(), ManifestError> {
+        if self.current.as_ref().is_none_or(|(v, _)| &**v != volume) {
+            self.close()?;
+            if let Some(m) = &mut self.manifest {
+                m.volume(volume)?;
+            }
+            self.current = Some((Arc::from(volume), TreeDigest::default()));
+        }
+        if let Some((_, tree)) = &mut self.current {
+            tree.add(entry);
+        }
+        if let Some(m) = &mut self.manifest {
+            m.entry(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the current volume.
+    fn close(&mut self) -> Result<(), ManifestError> {
+        if let Some((volume, tree)) = self.current.take() {
+            let entries = tree.entries();
+            let hex = tree.hex();
+            if let Some(m) = &mut self.manifest {
+                m.end(&volume, entries, &hex)?;
+            }
+            self.trees.insert(volume.to_string(), hex);
+        }
+        Ok(())
+    }
 }
 
 impl<'p> BundleWriter<'p> {
@@ -229,6 +276,11 @@ impl<'p> BundleWriter<'p> {
             progress,
             skipped: Vec::new(),
             ids: None,
+            round: header.round.as_ref().map(|_| RoundOut {
+                manifest: None,
+                current: None,
+                trees: BTreeMap::new(),
+            }),
         };
         writer
             .write_plain(HEADER_PATH.as_bytes(), &header_json)
@@ -242,6 +294,15 @@ impl<'p> BundleWriter<'p> {
     /// opts.json, containers/) keep their host ids.
     pub fn with_id_shift(mut self, ids: Option<IdShift>) -> Self {
         self.ids = ids;
+        self
+    }
+
+    /// Writes the manifest of what the bundle carries to `manifest` (the
+    /// header must have a `round`, whose id the manifest names).
+    pub fn with_manifest(mut self, manifest: ManifestWriter) -> Self {
+        if let Some(round) = &mut self.round {
+            round.manifest = Some(manifest);
+        }
         self
     }
 
@@ -375,8 +436,10 @@ impl<'p> BundleWriter<'p> {
             large,
             small,
             prepared,
+            stat,
             ..
         } = walked;
+        let mut chunked = None;
         let (digest, tail) = match (prepared, large) {
             (Some(prep), _) => {
                 self.sink
@@ -394,7 +457,8 @@ impl<'p> BundleWriter<'p> {
                 (digest, prep.tail)
             }
             (None, Some(large)) => {
-                let digest = self.write_large(&meta, &large, &source)?;
+                let (digest, chunks) = self.write_large(&meta, &large, &source)?;
+                chunked = chunks;
                 (Some(digest), meta.describe_tail(Some(&digest)))
             }
             (None, None) => {
@@ -410,7 +474,34 @@ impl<'p> BundleWriter<'p> {
         }
         self.entries += 1;
         self.describe(&meta, volume, rel_start, digest.as_ref(), &tail)
-            .map_err(WriteError::Write)
+            .map_err(WriteError::Write)?;
+        if let (Some(round), Some(volume)) = (&mut self.round, volume) {
+            let rel = &meta.path[rel_start.min(meta.path.len())..];
+            if let Some(data_rel) = data_relative(rel) {
+                let content = match (chunked, digest) {
+                    (Some(c), _) => Some(c),
+                    // One chunk or less: the content digest is the SHA-256.
+                    (None, Some(d)) => Some(Chunked {
+                        content: d,
+                        chunks: Vec::new(),
+                        recorded: true,
+                    }),
+                    (None, None) => None,
+                };
+                let mut entry = manifest::Entry::from_meta(data_rel, &meta, content);
+                if let Some(link) = &mut entry.link {
+                    if meta.kind == EntryKind::Hardlink {
+                        // A bundle path: the manifest's are `_data`-relative.
+                        let prefix_len = rel_start + b"_data/".len();
+                        *link = link.get(prefix_len..).unwrap_or_default().to_vec();
+                    }
+                }
+                entry.ino = Some(stat.0);
+                entry.ctime = Some(stat.1);
+                round.add(volume, &entry)?;
+            }
+        }
+        Ok(())
     }
 
     /// A large or sparse file: its header (GNU sparse 1.0 with its map for
@@ -420,7 +511,7 @@ impl<'p> BundleWriter<'p> {
         meta: &EntryMeta,
         large: &Large,
         source: &Path,
-    ) -> Result<[u8; 32], WriteError> {
+    ) -> Result<([u8; 32], Option<Chunked>), WriteError> {
         let whole = [(0u64, meta.size)];
         let segments: &[(u64, u64)] = meta.sparse.as_deref().unwrap_or(&whole);
         let data_len: u64 = segments.iter().map(|s| s.1).sum();
@@ -458,7 +549,8 @@ impl<'p> BundleWriter<'p> {
             write_tar_header(&mut self.sink, meta, meta.size, Vec::new())
                 .map_err(|e| walk::header_error(e, source))?;
         }
-        let digest = self.stream_large(large, segments, meta.size, source)?;
+        let chunked = self.round.is_some() && meta.size > manifest::CHUNK;
+        let digest = self.stream_large(large, segments, meta.size, source, chunked)?;
         pad(&mut self.sink, data_len).map_err(WriteError::Write)?;
         Ok(digest)
     }
@@ -495,10 +587,11 @@ impl<'p> BundleWriter<'p> {
         segments: &[(u64, u64)],
         size: u64,
         source: &Path,
-    ) -> Result<[u8; 32], WriteError> {
+        chunked: bool,
+    ) -> Result<([u8; 32], Option<Chunked>), WriteError> {
         let sink = &mut self.sink;
         let progress = self.progress;
-        copy_and_hash(large, segments, size, source, &mut |chunk| {
+        copy_and_hash(large, segments, size, source, chunked, &mut |chunk| {
             sink.write_chunk(chunk)?;
             progress.advance(chunk.len() as u64);
             Ok(())
@@ -599,6 +692,16 @@ impl<'p> BundleWriter<'p> {
             )));
         }
         pad(&mut self.sink, sums_len).map_err(WriteError::Write)?;
+        let trees = match self.round.take() {
+            Some(mut round) => {
+                round.close()?;
+                if let Some(m) = round.manifest.take() {
+                    m.finish()?;
+                }
+                Some(round.trees)
+            }
+            None => None,
+        };
         let trailer = Trailer {
             format: FORMAT.into(),
             entries: self.entries,
@@ -621,6 +724,7 @@ impl<'p> BundleWriter<'p> {
                     )
                 })
                 .collect(),
+            trees,
         };
         let json = serde_json::to_vec_pretty(&trailer)
             .map_err(|e| WriteError::Write(io::Error::other(e)))?;
@@ -632,5 +736,14 @@ impl<'p> BundleWriter<'p> {
         let mut out = self.sink.finish().map_err(WriteError::Write)?;
         out.flush().map_err(WriteError::Write)?;
         Ok((trailer, out))
+    }
+}
+
+/// `_data` -> `""`, `_data/a/b` -> `a/b`; `None` for the volume's other
+/// entries (its directory, opts.json).
+fn data_relative(rel: &[u8]) -> Option<&[u8]> {
+    match rel {
+        b"_data" => Some(b""),
+        _ => rel.strip_prefix(b"_data/"),
     }
 }

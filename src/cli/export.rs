@@ -16,6 +16,7 @@ use crate::bundle::writer::Compression;
 use crate::dataroot::DataRoot;
 use crate::engine::Quiesce;
 use crate::export::{self, ExportOptions};
+use crate::manifest::ManifestWriter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressArg {
@@ -73,6 +74,14 @@ pub struct ExportArgs {
     /// it is on disk, never the device's data (export says so).
     #[arg(long, value_enum, value_name = "WHAT", default_value_t = BindDataArg::Carry)]
     pub bind_data: BindDataArg,
+
+    /// Also write a manifest of what the bundle carries to FILE: per
+    /// entry of each volume its stat and content digest, per large file
+    /// the digests of its 1 MiB chunks (zstd-compressed JSON lines). A
+    /// later `export --since FILE` carries only what changed since, and
+    /// the import of this bundle records it as the base for such deltas.
+    #[arg(long, value_name = "FILE")]
+    pub manifest_out: Option<PathBuf>,
 }
 
 pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
@@ -185,7 +194,14 @@ fn produce(
     engine: Option<&dyn crate::engine::Engine>,
     to_stdout: bool,
 ) -> anyhow::Result<(export::ExportPlan, export::ExportReport, String)> {
-    let plan = export::plan(root, opts, engine)?;
+    let mut plan = export::plan(root, opts, engine)?;
+    let (mut manifest, manifest_partial) = match &args.manifest_out {
+        Some(path) => {
+            let (writer, partial) = start_manifest(path, root, &mut plan)?;
+            (Some(writer), Some(partial))
+        }
+        None => (None, None),
+    };
     let show = !cli.quiet && std::io::stderr().is_terminal();
     let total = show.then(|| plan.content_bytes(root));
     let progress: Box<dyn crate::progress::Progress> =
@@ -201,7 +217,14 @@ fn produce(
                 .try_clone_to_owned()
                 .context("cannot use stdout")?,
         );
-        let (report, _) = export::write(root, &plan, out, compression, progress.as_ref())?;
+        let (report, _) = export::write(
+            root,
+            &plan,
+            out,
+            compression,
+            manifest.take(),
+            progress.as_ref(),
+        )?;
         (report, "stdout".to_string())
     } else if fs::metadata(&args.output).is_ok_and(|m| !m.is_file()) {
         // A device or fifo (/dev/null, a named pipe): written in place.
@@ -210,7 +233,14 @@ fn produce(
             .write(true)
             .open(&args.output)
             .with_context(|| format!("cannot open `{}`", args.output.display()))?;
-        let (report, _) = export::write(root, &plan, out, compression, progress.as_ref())?;
+        let (report, _) = export::write(
+            root,
+            &plan,
+            out,
+            compression,
+            manifest.take(),
+            progress.as_ref(),
+        )?;
         (report, format!("`{}`", args.output.display()))
     } else {
         // Written beside the target and renamed at the end: no half bundle
@@ -218,7 +248,14 @@ fn produce(
         let partial = partial_path(&args.output);
         let out = File::create(&partial)
             .with_context(|| format!("cannot create `{}`", partial.display()))?;
-        match export::write(root, &plan, out, compression, progress.as_ref()) {
+        match export::write(
+            root,
+            &plan,
+            out,
+            compression,
+            manifest.take(),
+            progress.as_ref(),
+        ) {
             Ok((report, file)) => {
                 file.sync_all()
                     .with_context(|| format!("cannot sync `{}`", partial.display()))?;
@@ -228,12 +265,47 @@ fn produce(
             }
             Err(e) => {
                 let _ = fs::remove_file(&partial);
+                if let Some(m) = &manifest_partial {
+                    let _ = fs::remove_file(m);
+                }
                 return Err(e.into());
             }
         }
     };
     drop(progress);
+    if let (Some(partial), Some(path)) = (&manifest_partial, &args.manifest_out) {
+        fs::rename(partial, path)
+            .with_context(|| format!("cannot rename to `{}`", path.display()))?;
+    }
     Ok((plan, report, written_to))
+}
+
+/// Gives the plan's header a round and starts its manifest beside `path`
+/// (renamed to `path` once the bundle is whole).
+fn start_manifest(
+    path: &std::path::Path,
+    root: &DataRoot,
+    plan: &mut export::ExportPlan,
+) -> anyhow::Result<(ManifestWriter, PathBuf)> {
+    let header = &mut plan.header;
+    let id = crate::manifest::new_round_id(&header.source_host, &header.source_data_root);
+    header.round = Some(crate::bundle::Round {
+        id: id.clone(),
+        base: None,
+    });
+    let partial = partial_path(path);
+    let writer = ManifestWriter::create(
+        &partial,
+        &crate::manifest::ManifestHeader {
+            format: crate::manifest::FORMAT.into(),
+            chunk_size: crate::manifest::CHUNK,
+            bundle: id,
+            side: "source".into(),
+            host: header.source_host.clone(),
+            data_root: root.given().display().to_string(),
+        },
+    )?;
+    Ok((writer, partial))
 }
 
 fn partial_path(output: &std::path::Path) -> PathBuf {

@@ -69,6 +69,7 @@ pub fn volume_digest(
         containers: Vec::new(),
         volumes: Vec::new(),
         userns: None,
+        round: None,
     };
     let sink = File::options()
         .write(true)

@@ -273,6 +273,7 @@ pub(super) fn restore_attrs(path: &Path, meta: &EntryMeta) -> io::Result<()> {
         nlink: 1,
         dev: 0,
         ino: 0,
+        ctime: (0, 0),
         xattrs: meta.xattrs.clone(),
     };
     fileattrs::restore(path, &attrs)

@@ -708,6 +708,7 @@ pub fn reseal(entries: &mut [RawEntry]) {
                 (name, s)
             })
             .collect(),
+        trees: None,
     };
     entries[sums_at].data = sums;
     entries[trailer_at].data = serde_json::to_vec_pretty(&trailer).unwrap();
