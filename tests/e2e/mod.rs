@@ -9,9 +9,13 @@
 //! is another one), images from `docker import` of a busybox tar (no
 //! registry). A daemon is stopped by the pid the harness started, never by
 //! name; everything mounted under its directories is unmounted afterwards.
+//!
+//! A private sshd on a loopback port (`sshd::LocalSshd`) carries
+//! `volmig migrate --via 'ssh HOST'` between two such daemons.
 #![allow(dead_code)]
 
 pub mod source;
+pub mod sshd;
 pub mod tree;
 
 use std::ffi::OsStr;
@@ -92,13 +96,21 @@ pub fn make_root_shared() {
             "mount --make-rshared / failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        remove_stale_dirs();
+        remove_stale_dirs_once();
     });
 }
 
-/// Directories of earlier runs whose test process is gone, whose daemon is
-/// gone and under which nothing is mounted: removed. Anything else is left
-/// alone (it may belong to a run in progress).
+/// `remove_stale_dirs` once per process (before the first daemon or sshd
+/// of this run makes its directory).
+fn remove_stale_dirs_once() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(remove_stale_dirs);
+}
+
+/// Directories of earlier runs whose test process is gone, whose daemon (a
+/// dockerd or an sshd, by the pidfile `pid` in the directory) is gone and
+/// under which nothing is mounted: removed. Anything else is left alone
+/// (it may belong to a run in progress).
 fn remove_stale_dirs() {
     let Ok(entries) = fs::read_dir(BASE) else {
         return;
@@ -228,7 +240,9 @@ pub struct PrivateDaemon {
 
 impl PrivateDaemon {
     /// Starts a daemon on a new, empty data-root `<dir>/root`; panics with
-    /// the log tail when it does not answer.
+    /// the log tail when it does not answer. The daemon gets SIGTERM when
+    /// the thread that started it ends (PR_SET_PDEATHSIG): start it on the
+    /// thread that uses it, not on a helper thread.
     pub fn start(name: &str) -> PrivateDaemon {
         let mut d = PrivateDaemon::new(name, None);
         d.start_again();
