@@ -454,6 +454,14 @@ fn mounted_over(root: &DataRoot, name: &str) -> bool {
     }
 }
 
+/// What a pre-copy round writes beside the bundle and reads: the
+/// manifest of what it carries, and for a delta the base round's.
+#[derive(Default)]
+pub struct RoundOutput {
+    pub manifest: Option<ManifestWriter>,
+    pub since: Option<crate::bundle::since::Base>,
+}
+
 /// What `write` produced.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
@@ -464,20 +472,23 @@ pub struct ExportReport {
 
 /// Writes the planned bundle to `out`.
 ///
-/// With `manifest` (the plan's header must have a `round`), the manifest
-/// of what it carried is written to it as it goes.
+/// With a `round` in the plan's header, `round` says where the manifest
+/// of what it carries goes and, for a delta, the base it is a delta of.
 pub fn write(
     root: &DataRoot,
     plan: &ExportPlan,
     out: File,
     compression: Compression,
-    manifest: Option<ManifestWriter>,
+    round: RoundOutput,
     progress: &dyn Progress,
 ) -> Result<(ExportReport, File), ExportError> {
     let mut w =
         BundleWriter::new(out, compression, &plan.header, progress)?.with_id_shift(id_shift(root));
-    if let Some(m) = manifest {
+    if let Some(m) = round.manifest {
         w = w.with_manifest(m);
+    }
+    if let Some(base) = round.since {
+        w = w.with_base(base);
     }
     for c in &plan.containers {
         w.add_file(layout::container(&c.id).as_bytes(), &c.dir, None)?;

@@ -100,7 +100,7 @@ fn bundle_of(src: &FakeDataRoot, engine: Option<&dyn Engine>) -> Vec<u8> {
         &plan,
         out,
         volmig::bundle::writer::Compression::None,
-        None,
+        Default::default(),
         &NoProgress,
     )
     .unwrap();

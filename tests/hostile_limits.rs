@@ -502,6 +502,7 @@ fn many_volumes(n: usize) -> Vec<u8> {
         rdev_minor: 0,
         xattrs: vec![],
         sparse: None,
+        delta: None,
     };
     let mut entries = vec![RawEntry::file(HEADER_PATH.as_bytes(), &header_json)];
     let mut all = RunningDigest::default();

@@ -163,7 +163,7 @@ pub(super) fn grow_pipe(out: &File) {
 }
 
 /// Fills `buf` from `offset`; false when the file ends first.
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
     let mut got = 0;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], offset + got as u64) {

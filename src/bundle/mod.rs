@@ -22,11 +22,14 @@
 //! trailer), a flipped byte (a file digest) or altered metadata (the
 //! entries digest) all fail before anything is committed.
 
+pub mod delta;
 mod hashing;
 mod large;
+mod patch;
 pub mod layout;
 pub mod limits;
 pub mod reader;
+pub mod since;
 mod tally;
 mod tar_entry;
 mod ustar;
@@ -257,6 +260,8 @@ pub struct EntryMeta {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Data segments of a sparse file.
     pub sparse: Option<Vec<(u64, u64)>>,
+    /// In a delta bundle: a deletion or a patch (`delta`).
+    pub delta: Option<delta::DeltaMark>,
 }
 
 impl EntryMeta {
@@ -305,6 +310,7 @@ impl EntryMeta {
             push_hex(&mut d, value);
             d.push(0);
         }
+        d.extend_from_slice(delta::DeltaMark::describe(self.delta.as_ref()).as_bytes());
         d.push(b'\n');
         d
     }

@@ -6,6 +6,7 @@
 use std::io::Read;
 
 use super::reader::{hostile, io_error, ReadError};
+use super::delta::{DeltaMark, PAX_DELETE, PAX_PATCH_DATA, PAX_PATCH_SIZE, PAX_PATCH_ZERO};
 use super::{parse_pax_time, EntryKind, EntryMeta};
 
 /// Builds the entry's metadata from its ustar header and PAX records.
@@ -26,6 +27,8 @@ pub(super) fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Entry
         .map_err(|e| ReadError::Corrupt(e.to_string()))? as i64;
     let mut sparse_size: Option<u64> = None;
     let mut sparse_major = None;
+    let mut delete: Option<Vec<u8>> = None;
+    let mut patch: [Option<Vec<u8>>; 3] = [None, None, None];
     if let Some(pax) = entry.pax_extensions().map_err(io_error)? {
         for ext in pax {
             let ext = ext.map_err(|e| ReadError::Corrupt(format!("bad PAX record: {e}")))?;
@@ -48,6 +51,14 @@ pub(super) fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Entry
                 );
             } else if key == b"GNU.sparse.major" {
                 sparse_major = Some(value.to_vec());
+            } else if key == PAX_DELETE.as_bytes() {
+                delete = Some(value.to_vec());
+            } else if key == PAX_PATCH_SIZE.as_bytes() {
+                patch[0] = Some(value.to_vec());
+            } else if key == PAX_PATCH_DATA.as_bytes() {
+                patch[1] = Some(value.to_vec());
+            } else if key == PAX_PATCH_ZERO.as_bytes() {
+                patch[2] = Some(value.to_vec());
             }
         }
     }
@@ -92,7 +103,18 @@ pub(super) fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Entry
         rdev_minor: header.device_minor().ok().flatten().unwrap_or(0),
         xattrs,
         sparse: None,
+        delta: None,
     };
+    let [size, data, zero] = &patch;
+    meta.delta = DeltaMark::from_pax(
+        delete.as_deref(),
+        [size.as_deref(), data.as_deref(), zero.as_deref()],
+        meta.size,
+    )
+    .map_err(|why| hostile(&meta.path, why))?;
+    if meta.delta.is_some() && (kind != EntryKind::File || sparse_major.is_some()) {
+        return Err(hostile(&meta.path, "a delta record on an entry that is not a plain file"));
+    }
     if sparse_major.is_some() {
         if sparse_major.as_deref() != Some(b"1") || kind != EntryKind::File {
             return Err(hostile(&meta.path, "unsupported sparse format"));

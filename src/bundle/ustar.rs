@@ -86,6 +86,9 @@ pub(super) fn write_tar_header(
         header.set_device_major(meta.rdev_major)?;
         header.set_device_minor(meta.rdev_minor)?;
     }
+    if let Some(mark) = &meta.delta {
+        pax.extend(mark.pax());
+    }
     for (name, value) in &meta.xattrs {
         let name = std::str::from_utf8(name).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "an xattr name is not UTF-8")

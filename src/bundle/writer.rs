@@ -28,6 +28,9 @@ use super::walk::{self, At, Batch, Large, Listed, Source, Walked, BATCHES_AHEAD,
 use super::{
     hex, sums_line, BundleHeader, EntryKind, EntryMeta, RunningDigest, Trailer, VolumeSummary,
 };
+use super::delta::{DeltaMark, Patch};
+use super::patch::{changed_chunks, patchable, send_spool};
+use super::since::{Base, VolumeBase};
 use super::{FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
 use crate::beneath::{DirFd, OpenError};
 use crate::idmap::{IdError, IdShift};
@@ -197,6 +200,8 @@ pub struct BundleWriter<'p> {
     /// With a round in the header: the manifest written beside the bundle
     /// (if asked for) and the volumes' tree digests.
     round: Option<RoundOut>,
+    /// A delta (`export --since`): the base round's manifest.
+    base: Option<Base>,
 }
 
 /// What a bundle of a pre-copy round records of its volumes' `_data`.
@@ -281,6 +286,7 @@ impl<'p> BundleWriter<'p> {
                 current: None,
                 trees: BTreeMap::new(),
             }),
+            base: None,
         };
         writer
             .write_plain(HEADER_PATH.as_bytes(), &header_json)
@@ -303,6 +309,15 @@ impl<'p> BundleWriter<'p> {
         if let Some(round) = &mut self.round {
             round.manifest = Some(manifest);
         }
+        self
+    }
+
+    /// Makes this bundle a delta onto `base` (the header's round must name
+    /// it): entries as in the base are not carried, changed large files
+    /// go as patches of their changed chunks, and what the base has and
+    /// the source does not goes as deletions.
+    pub fn with_base(mut self, base: Base) -> Self {
+        self.base = Some(base);
         self
     }
 
@@ -344,14 +359,76 @@ impl<'p> BundleWriter<'p> {
         let listed = Listed {
             path: path.to_vec(),
             at,
+            base: None,
         };
-        match walk::read_listed(listed, self.ids_for(path))? {
-            Source::Entry(walked) => self.add_walked(*walked, volume, rel_start),
+        let source = walk::read_listed(listed, self.ids_for(path))?;
+        self.add_source(source, volume, rel_start, None)
+    }
+
+    /// Writes (or, in a delta, records) one entry the walk produced.
+    fn add_source(
+        &mut self,
+        source: Source,
+        volume: Option<&str>,
+        rel_start: usize,
+        links: Option<&mut HashMap<(u64, u64), Vec<u8>>>,
+    ) -> Result<(), WriteError> {
+        match source {
+            Source::Entry(walked) => {
+                let walked = match links {
+                    Some(links) => walk::keep_hardlinks(*walked, links)?,
+                    None => *walked,
+                };
+                self.add_walked(walked, volume, rel_start)
+            }
             Source::Skipped(why) => {
                 self.skipped.push(why);
                 Ok(())
             }
+            Source::Unchanged(entry) => self.record(volume, &entry),
+            Source::Deleted(path) => self.add_deletion(path, volume, rel_start),
         }
+    }
+
+    /// Records a `_data` entry of `volume` in the round (manifest, tree
+    /// digest), written or not.
+    fn record(&mut self, volume: Option<&str>, entry: &manifest::Entry) -> Result<(), WriteError> {
+        if let (Some(round), Some(volume)) = (&mut self.round, volume) {
+            round.add(volume, entry)?;
+        }
+        Ok(())
+    }
+
+    /// A delta's deletion entry at `path`.
+    fn add_deletion(
+        &mut self,
+        path: Vec<u8>,
+        volume: Option<&str>,
+        rel_start: usize,
+    ) -> Result<(), WriteError> {
+        let meta = EntryMeta {
+            path,
+            kind: EntryKind::File,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: 0,
+            link: None,
+            rdev_major: 0,
+            rdev_minor: 0,
+            xattrs: Vec::new(),
+            sparse: None,
+            delta: Some(DeltaMark::Delete),
+        };
+        write_tar_header(&mut self.sink, &meta, 0, Vec::new()).map_err(WriteError::Write)?;
+        let digest: [u8; 32] = Sha256::digest(b"").into();
+        self.files += 1;
+        self.entries += 1;
+        let tail = meta.describe_tail(Some(&digest));
+        self.describe(&meta, volume, rel_start, Some(&digest), &tail)
+            .map_err(WriteError::Write)
     }
 
     /// Adds the tree at `root` under bundle path `prefix`, depth-first in
@@ -378,6 +455,33 @@ impl<'p> BundleWriter<'p> {
         };
         let ids = self.ids_for(prefix).cloned();
         let ids = ids.as_ref();
+        // A delta: the base's entries of this volume's `_data`, read
+        // alongside the walk (taken out of `self` for the walk's time).
+        let mut base = self.base.take();
+        let vbase = match (&mut base, volume) {
+            (Some(b), Some(v)) if prefix.ends_with(b"/_data") => match b.volume(v) {
+                Ok(vb) => vb,
+                Err(e) => {
+                    self.base = base;
+                    return Err(e.into());
+                }
+            },
+            _ => None,
+        };
+        let result = self.walk_tree(prefix, root_dir, volume, rel_start, ids, vbase);
+        self.base = base;
+        result
+    }
+
+    fn walk_tree(
+        &mut self,
+        prefix: &[u8],
+        root_dir: Arc<DirFd>,
+        volume: Option<&str>,
+        rel_start: usize,
+        ids: Option<&IdShift>,
+        vbase: Option<VolumeBase<'_>>,
+    ) -> Result<(), WriteError> {
         std::thread::scope(|scope| {
             let (token_tx, token_rx) = mpsc::sync_channel::<()>(BATCHES_AHEAD);
             for _ in 0..BATCHES_AHEAD {
@@ -386,7 +490,7 @@ impl<'p> BundleWriter<'p> {
             let (job_tx, job_rx) = mpsc::sync_channel::<walk::Job>(READERS);
             let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
             let (done_tx, done_rx) = mpsc::channel::<(u64, Batch)>();
-            scope.spawn(move || walk::list_tree(prefix, root_dir, &token_rx, &job_tx));
+            scope.spawn(move || walk::list_tree(prefix, root_dir, &token_rx, &job_tx, vbase));
             for _ in 0..READERS {
                 let job_rx = Arc::clone(&job_rx);
                 let done_tx = done_tx.clone();
@@ -404,13 +508,7 @@ impl<'p> BundleWriter<'p> {
                 while let Some(batch) = waiting.remove(&next) {
                     next += 1;
                     for item in batch {
-                        match item? {
-                            Source::Entry(walked) => {
-                                let walked = walk::keep_hardlinks(*walked, &mut links)?;
-                                self.add_walked(walked, volume, rel_start)?;
-                            }
-                            Source::Skipped(why) => self.skipped.push(why),
-                        }
+                        self.add_source(item?, volume, rel_start, Some(&mut links))?;
                     }
                     // One batch written: the lister may start another.
                     let _ = token_tx.send(());
@@ -437,8 +535,22 @@ impl<'p> BundleWriter<'p> {
             small,
             prepared,
             stat,
+            base,
             ..
         } = walked;
+        if let Some(base) = &base {
+            // A delta: what is as in the base is recorded, not carried.
+            if prepared.is_some() {
+                let content = small.as_ref().map(|(_, d)| Chunked::single(*d));
+                if let Some(entry) = manifest_entry(&meta, rel_start, content, stat) {
+                    if entry.same_description(&base.entry) {
+                        return self.record(volume, &entry);
+                    }
+                }
+            } else if let Some(large) = large.as_ref().filter(|_| patchable(&meta, &base.entry)) {
+                return self.add_patch(meta, large, &source, &base.entry, (volume, rel_start), stat);
+            }
+        }
         let mut chunked = None;
         let (digest, tail) = match (prepared, large) {
             (Some(prep), _) => {
@@ -475,33 +587,60 @@ impl<'p> BundleWriter<'p> {
         self.entries += 1;
         self.describe(&meta, volume, rel_start, digest.as_ref(), &tail)
             .map_err(WriteError::Write)?;
-        if let (Some(round), Some(volume)) = (&mut self.round, volume) {
-            let rel = &meta.path[rel_start.min(meta.path.len())..];
-            if let Some(data_rel) = data_relative(rel) {
-                let content = match (chunked, digest) {
-                    (Some(c), _) => Some(c),
-                    // One chunk or less: the content digest is the SHA-256.
-                    (None, Some(d)) => Some(Chunked {
-                        content: d,
-                        chunks: Vec::new(),
-                        recorded: true,
-                    }),
-                    (None, None) => None,
-                };
-                let mut entry = manifest::Entry::from_meta(data_rel, &meta, content);
-                if let Some(link) = &mut entry.link {
-                    if meta.kind == EntryKind::Hardlink {
-                        // A bundle path: the manifest's are `_data`-relative.
-                        let prefix_len = rel_start + b"_data/".len();
-                        *link = link.get(prefix_len..).unwrap_or_default().to_vec();
-                    }
-                }
-                entry.ino = Some(stat.0);
-                entry.ctime = Some(stat.1);
-                round.add(volume, &entry)?;
+        if self.round.is_some() {
+            // One chunk or less: the content digest is the SHA-256.
+            let content = chunked.or(digest.map(Chunked::single));
+            if let Some(entry) = manifest_entry(&meta, rel_start, content, stat) {
+                self.record(volume, &entry)?;
             }
         }
         Ok(())
+    }
+
+    /// A delta's changed large file: only its changed chunks, or nothing
+    /// when it is as in the base after all (`--checksum`, or a stat that
+    /// moved with nothing else).
+    fn add_patch(
+        &mut self,
+        meta: EntryMeta,
+        large: &Large,
+        source: &Path,
+        base: &manifest::Entry,
+        (volume, rel_start): (Option<&str>, usize),
+        stat: (u64, (i64, u32)),
+    ) -> Result<(), WriteError> {
+        let read = changed_chunks(large, &meta, base, source, self.progress)?;
+        let entry = manifest_entry(&meta, rel_start, Some(read.chunked.clone()), stat);
+        if let Some(entry) = &entry {
+            if entry.same_description(base) {
+                return self.record(volume, entry);
+            }
+        }
+        let mut shown = meta.clone();
+        shown.size = read.spool_len;
+        shown.sparse = None;
+        shown.delta = Some(DeltaMark::Patch(Box::new(Patch {
+            size: meta.size,
+            data: read.data,
+            zero: read.zero,
+        })));
+        write_tar_header(&mut self.sink, &shown, read.spool_len, Vec::new())
+            .map_err(|e| walk::header_error(e, source))?;
+        let sink = &mut self.sink;
+        let digest = send_spool(&read.spool, read.spool_len, &mut |chunk| {
+            sink.write_chunk(chunk)
+        })?;
+        pad(&mut self.sink, read.spool_len).map_err(WriteError::Write)?;
+        self.files += 1;
+        self.bytes += read.spool_len;
+        self.entries += 1;
+        let tail = shown.describe_tail(Some(&digest));
+        self.describe(&shown, volume, rel_start, Some(&digest), &tail)
+            .map_err(WriteError::Write)?;
+        match &entry {
+            Some(entry) => self.record(volume, entry),
+            None => Ok(()),
+        }
     }
 
     /// A large or sparse file: its header (GNU sparse 1.0 with its map for
@@ -653,6 +792,7 @@ impl<'p> BundleWriter<'p> {
             rdev_minor: 0,
             xattrs: Vec::new(),
             sparse: None,
+            delta: None,
         };
         write_tar_header(&mut self.sink, &meta, data.len() as u64, Vec::new())?;
         self.sink.write_all(data)?;
@@ -679,6 +819,7 @@ impl<'p> BundleWriter<'p> {
             rdev_minor: 0,
             xattrs: Vec::new(),
             sparse: None,
+            delta: None,
         };
         write_tar_header(&mut self.sink, &sums_meta, sums_len, Vec::new())
             .map_err(WriteError::Write)?;
@@ -737,6 +878,30 @@ impl<'p> BundleWriter<'p> {
         out.flush().map_err(WriteError::Write)?;
         Ok((trailer, out))
     }
+}
+
+/// The manifest entry of a written entry of a volume's `_data` (`None`
+/// for anything else): its `_data`-relative path and hardlink target,
+/// its content digest, the stat it was read with.
+fn manifest_entry(
+    meta: &EntryMeta,
+    rel_start: usize,
+    content: Option<Chunked>,
+    stat: (u64, (i64, u32)),
+) -> Option<manifest::Entry> {
+    let rel = &meta.path[rel_start.min(meta.path.len())..];
+    let data_rel = data_relative(rel)?;
+    let mut entry = manifest::Entry::from_meta(data_rel, meta, content);
+    if let Some(link) = &mut entry.link {
+        if meta.kind == EntryKind::Hardlink {
+            // A bundle path: the manifest's are `_data`-relative.
+            let prefix_len = rel_start + b"_data/".len();
+            *link = link.get(prefix_len..).unwrap_or_default().to_vec();
+        }
+    }
+    entry.ino = Some(stat.0);
+    entry.ctime = Some(stat.1);
+    Some(entry)
 }
 
 /// `_data` -> `""`, `_data/a/b` -> `a/b`; `None` for the volume's other

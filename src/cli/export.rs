@@ -82,6 +82,20 @@ pub struct ExportArgs {
     /// the import of this bundle records it as the base for such deltas.
     #[arg(long, value_name = "FILE")]
     pub manifest_out: Option<PathBuf>,
+
+    /// Write a delta onto the round whose manifest is FILE (from that
+    /// round's --manifest-out): only entries new or changed since (by
+    /// size, mtime, ctime, inode, mode and owner), deletions, and for a
+    /// changed file of more than 1 MiB only its changed 1 MiB chunks.
+    /// `volmig import` applies it onto a target that holds that round.
+    #[arg(long, value_name = "FILE")]
+    pub since: Option<PathBuf>,
+
+    /// With --since: read and compare every file instead of trusting an
+    /// unchanged stat (slower; for sources whose clocks or inode numbers
+    /// cannot be trusted).
+    #[arg(long, requires = "since")]
+    pub checksum: bool,
 }
 
 pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
@@ -195,13 +209,28 @@ fn produce(
     to_stdout: bool,
 ) -> anyhow::Result<(export::ExportPlan, export::ExportReport, String)> {
     let mut plan = export::plan(root, opts, engine)?;
-    let (mut manifest, manifest_partial) = match &args.manifest_out {
+    let since = match &args.since {
+        Some(path) => Some(crate::bundle::since::Base::new(
+            crate::manifest::ManifestReader::open(path)?,
+            args.checksum,
+        )),
+        None => None,
+    };
+    if since.is_some() || args.manifest_out.is_some() {
+        let header = &mut plan.header;
+        header.round = Some(crate::bundle::Round {
+            id: crate::manifest::new_round_id(&header.source_host, &header.source_data_root),
+            base: since.as_ref().map(|b| b.id().to_string()),
+        });
+    }
+    let (manifest, manifest_partial) = match &args.manifest_out {
         Some(path) => {
-            let (writer, partial) = start_manifest(path, root, &mut plan)?;
+            let (writer, partial) = start_manifest(path, root, &plan)?;
             (Some(writer), Some(partial))
         }
         None => (None, None),
     };
+    let mut round = Some(export::RoundOutput { manifest, since });
     let show = !cli.quiet && std::io::stderr().is_terminal();
     let total = show.then(|| plan.content_bytes(root));
     let progress: Box<dyn crate::progress::Progress> =
@@ -222,7 +251,7 @@ fn produce(
             &plan,
             out,
             compression,
-            manifest.take(),
+            round.take().unwrap_or_default(),
             progress.as_ref(),
         )?;
         (report, "stdout".to_string())
@@ -238,7 +267,7 @@ fn produce(
             &plan,
             out,
             compression,
-            manifest.take(),
+            round.take().unwrap_or_default(),
             progress.as_ref(),
         )?;
         (report, format!("`{}`", args.output.display()))
@@ -253,7 +282,7 @@ fn produce(
             &plan,
             out,
             compression,
-            manifest.take(),
+            round.take().unwrap_or_default(),
             progress.as_ref(),
         ) {
             Ok((report, file)) => {
@@ -280,19 +309,15 @@ fn produce(
     Ok((plan, report, written_to))
 }
 
-/// Gives the plan's header a round and starts its manifest beside `path`
-/// (renamed to `path` once the bundle is whole).
+/// Starts the manifest of the plan's round beside `path` (renamed to
+/// `path` once the bundle is whole).
 fn start_manifest(
     path: &std::path::Path,
     root: &DataRoot,
-    plan: &mut export::ExportPlan,
+    plan: &export::ExportPlan,
 ) -> anyhow::Result<(ManifestWriter, PathBuf)> {
-    let header = &mut plan.header;
-    let id = crate::manifest::new_round_id(&header.source_host, &header.source_data_root);
-    header.round = Some(crate::bundle::Round {
-        id: id.clone(),
-        base: None,
-    });
+    let header = &plan.header;
+    let id = header.round.as_ref().map(|r| r.id.clone()).unwrap_or_default();
     let partial = partial_path(path);
     let writer = ManifestWriter::create(
         &partial,

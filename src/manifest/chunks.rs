@@ -63,6 +63,17 @@ pub struct Chunked {
     pub recorded: bool,
 }
 
+impl Chunked {
+    /// A file of one chunk or less, whose digest is its SHA-256.
+    pub fn single(sha256: [u8; 32]) -> Chunked {
+        Chunked {
+            content: sha256,
+            chunks: Vec::new(),
+            recorded: true,
+        }
+    }
+}
+
 impl Default for ChunkHasher {
     fn default() -> Self {
         ChunkHasher {

@@ -616,6 +616,7 @@ fn describe_entry(e: &RawEntry) -> (EntryMeta, Option<[u8; 32]>) {
         rdev_minor: h.device_minor().ok().flatten().unwrap_or(0),
         xattrs,
         sparse: None,
+        delta: None,
     };
     if kind != EntryKind::File {
         return (meta, None);

@@ -16,7 +16,9 @@ use crate::beneath::{name_path, DirFd, OpenError};
 use crate::bundle::writer::WriteError;
 use crate::fileattrs::FileKind;
 
-use super::{read_err, At, Job, Listed, BATCH_ENTRIES};
+use super::{read_err, At, BaseEntry, Job, Listed, BATCH_ENTRIES};
+use crate::bundle::since::VolumeBase;
+use crate::manifest;
 
 /// Sends numbered batches, taking a token per batch.
 struct Batcher<'a> {
@@ -61,11 +63,16 @@ pub(super) struct Level {
 
 /// Lists `root` in bundle order (depth-first, names in byte order), in
 /// numbered batches; stops when the writer hangs up or at the first error.
+///
+/// In a delta (`base`), the base's entries are read alongside: each listed
+/// entry carries its base entry, and the base entries met by no listed
+/// one go out as deletions in their place in the order.
 pub(in crate::bundle) fn list_tree(
     prefix: &[u8],
     root: Arc<DirFd>,
     tokens: &Receiver<()>,
     jobs: &SyncSender<Job>,
+    mut base: Option<VolumeBase<'_>>,
 ) {
     let mut out = Batcher {
         seq: 0,
@@ -83,9 +90,10 @@ pub(in crate::bundle) fn list_tree(
         Listed {
             path: prefix.to_vec(),
             at: At::Dir(root),
+            base: None,
         }
     });
-    if !out.push(first) {
+    if !merged(&mut out, first, base.as_mut(), prefix) {
         return;
     }
     while let Some(level) = stack.last_mut() {
@@ -101,11 +109,86 @@ pub(in crate::bundle) fn list_tree(
         if let Some(next) = descend {
             stack.push(next);
         }
-        if !out.push(item) {
+        if !merged(&mut out, item, base.as_mut(), prefix) {
+            return;
+        }
+    }
+    if let Some(vb) = base.as_mut() {
+        let mut go_on = true;
+        let finished = vb.finish(&mut |e| {
+            go_on = out.push(Ok(deletion(prefix, e)));
+            go_on
+        });
+        if let Err(e) = finished {
+            out.push(Err(e.into()));
+            return;
+        }
+        if !go_on {
             return;
         }
     }
     out.flush();
+}
+
+/// The listed entry for a base entry that the walk did not meet.
+fn deletion(prefix: &[u8], e: manifest::Entry) -> Listed {
+    let mut path = prefix.to_vec();
+    if !e.path.is_empty() {
+        path.push(b'/');
+        path.extend_from_slice(&e.path);
+    }
+    Listed {
+        path,
+        at: At::Deleted,
+        base: None,
+    }
+}
+
+/// Queues `item` after the deletions that come before it in a delta,
+/// with its base entry; false when the walk must stop.
+fn merged(
+    out: &mut Batcher<'_>,
+    item: Result<Listed, WriteError>,
+    base: Option<&mut VolumeBase<'_>>,
+    prefix: &[u8],
+) -> bool {
+    let Some(vb) = base else {
+        return out.push(item);
+    };
+    let mut listed = match item {
+        Ok(listed) => listed,
+        Err(e) => return out.push(Err(e)),
+    };
+    let rel: &[u8] = match listed.path.get(prefix.len() + 1..) {
+        Some(rel) if listed.path.len() > prefix.len() => rel,
+        _ => b"",
+    };
+    let is_dir = match &listed.at {
+        At::Dir(_) => Some(true),
+        // Listed as a directory it could not be opened as: unknown now.
+        At::Child {
+            kind: Some(FileKind::Dir),
+            ..
+        } => None,
+        At::Child { .. } => Some(false),
+        At::Deleted => None,
+    };
+    let mut go_on = true;
+    let trust_stat = !vb.checksum();
+    let found = vb.step(rel, is_dir, &mut |e| {
+        go_on = out.push(Ok(deletion(prefix, e)));
+        go_on
+    });
+    match found {
+        Ok(found) => {
+            listed.base = found.map(|entry| Box::new(BaseEntry { entry, trust_stat }));
+        }
+        Err(e) => {
+            out.push(Err(e.into()));
+            return false;
+        }
+    }
+    go_on && out.push(Ok(listed))
 }
 
 /// One name of a directory: its entry, and the level to descend into when
@@ -122,7 +205,11 @@ pub(super) fn visit(
             name,
             kind,
         };
-        return (Ok(Listed { path, at }), None);
+        return (Ok(Listed {
+            path,
+            at,
+            base: None,
+        }), None);
     }
     match parent.open_dir(name_path(&name)) {
         Ok(dir) => {
@@ -137,6 +224,7 @@ pub(super) fn visit(
                     (
                         Ok(Listed {
                             path,
+                            base: None,
                             at: At::Dir(dir),
                         }),
                         Some(level),
@@ -153,7 +241,11 @@ pub(super) fn visit(
                 name,
                 kind: None,
             };
-            (Ok(Listed { path, at }), None)
+            (Ok(Listed {
+            path,
+            at,
+            base: None,
+        }), None)
         }
         Err(e) => (Err(e.into()), None),
     }

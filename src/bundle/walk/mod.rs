@@ -35,6 +35,7 @@ use super::writer::WriteError;
 use super::{EntryKind, EntryMeta};
 use crate::beneath::DirFd;
 use crate::fileattrs::{FileKind, Stamp};
+use crate::manifest;
 use read::prepare;
 
 pub use list::file_bytes;
@@ -71,6 +72,15 @@ pub(super) struct Walked {
     pub small: Option<(Vec<u8>, [u8; 32])>,
     /// Everything but the data, ready to write, when no digest is pending.
     pub prepared: Option<Prepared>,
+    /// In a delta: the entry's base (`since`), for the writer to compare.
+    pub base: Option<Box<BaseEntry>>,
+}
+
+/// An entry's base in a delta, and whether an unchanged stat proves it
+/// unchanged (false with `--checksum`: everything is read and compared).
+pub(super) struct BaseEntry {
+    pub entry: manifest::Entry,
+    pub trust_stat: bool,
 }
 
 /// A large file's open handle and its stamp when its size was taken: the
@@ -91,6 +101,11 @@ pub(super) enum Source {
     Entry(Box<Walked>),
     /// Not carried, with the reason for the user.
     Skipped(String),
+    /// In a delta: as in the base (by stat), not read; its base entry.
+    Unchanged(Box<manifest::Entry>),
+    /// In a delta: a base entry the source does not have any more, at
+    /// this bundle path.
+    Deleted(Vec<u8>),
 }
 
 /// One entry as the lister found it.
@@ -98,6 +113,8 @@ pub(super) struct Listed {
     /// The bundle path.
     pub path: Vec<u8>,
     pub at: At,
+    /// In a delta: the base's entry at the same path.
+    pub base: Option<Box<BaseEntry>>,
 }
 
 pub(super) enum At {
@@ -110,6 +127,8 @@ pub(super) enum At {
         name: CString,
         kind: Option<FileKind>,
     },
+    /// In a delta: a base entry the walk did not meet.
+    Deleted,
 }
 
 pub(super) type Batch = Vec<Result<Source, WriteError>>;

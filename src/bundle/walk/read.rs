@@ -47,14 +47,80 @@ pub(in crate::bundle) fn read_batches(
 
 /// Reads one listed entry and prepares what can be prepared; with `ids`
 /// (a userns-remapped source) its ids are shifted to the container's.
+///
+/// In a delta, an entry whose stat is its base's is not read at all
+/// (`Source::Unchanged`); any other keeps its base for the writer.
 pub(in crate::bundle) fn read_listed(
-    listed: Listed,
+    mut listed: Listed,
     ids: Option<&IdShift>,
 ) -> Result<Source, WriteError> {
-    match (read_listed_as_is(listed)?, ids) {
-        (Source::Entry(walked), Some(ids)) => Ok(Source::Entry(Box::new(shift_ids(*walked, ids)?))),
-        (source, _) => Ok(source),
+    if let At::Deleted = listed.at {
+        return Ok(Source::Deleted(listed.path));
     }
+    let base = listed.base.take();
+    if let Some(b) = base.as_deref().filter(|b| b.trust_stat) {
+        if let Some(now) = unchanged_by_stat(&listed.at, &b.entry, ids) {
+            return Ok(Source::Unchanged(Box::new(now)));
+        }
+    }
+    let source = match (read_listed_as_is(listed)?, ids) {
+        (Source::Entry(walked), Some(ids)) => Source::Entry(Box::new(shift_ids(*walked, ids)?)),
+        (source, _) => source,
+    };
+    Ok(match source {
+        Source::Entry(mut walked) => {
+            walked.base = base;
+            Source::Entry(walked)
+        }
+        other => other,
+    })
+}
+
+/// The base entry, when one stat of the entry now (not followed, ids
+/// shifted as the walk shifts them) has its kind, size, mode, owner,
+/// mtime, ctime and inode; `None` when anything differs or cannot be told
+/// (then the entry is read in full and compared).
+fn unchanged_by_stat(
+    at: &At,
+    base: &crate::manifest::Entry,
+    ids: Option<&IdShift>,
+) -> Option<crate::manifest::Entry> {
+    let st = match at {
+        At::Dir(dir) => nix::sys::stat::fstat(dir.file().as_raw_fd()).ok()?,
+        At::Child { parent, name, .. } => nix::sys::stat::fstatat(
+            Some(parent.file().as_raw_fd()),
+            name.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?,
+        At::Deleted => return None,
+    };
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => EntryKind::File,
+        libc::S_IFDIR => EntryKind::Dir,
+        libc::S_IFLNK => EntryKind::Symlink,
+        libc::S_IFIFO => EntryKind::Fifo,
+        libc::S_IFCHR => EntryKind::Char,
+        libc::S_IFBLK => EntryKind::Block,
+        _ => return None,
+    };
+    // A later name of a hardlinked file is a link entry in the base.
+    let same_kind = kind == base.kind || (kind == EntryKind::File && base.kind == EntryKind::Hardlink);
+    let (mut uid, mut gid) = (st.st_uid, st.st_gid);
+    if let Some(ids) = ids {
+        ids.apply(&mut uid, &mut gid, &mut Vec::new()).ok()?;
+    }
+    let size = if kind == EntryKind::File { st.st_size as u64 } else { 0 };
+    let base_size = if base.kind == EntryKind::Hardlink { size } else { base.size };
+    let same = same_kind
+        && size == base_size
+        && st.st_mode & 0o7777 == base.mode
+        && uid == base.uid
+        && gid == base.gid
+        && (st.st_mtime, st.st_mtime_nsec as u32) == base.mtime
+        && Some((st.st_ctime, st.st_ctime_nsec as u32)) == base.ctime
+        && Some(st.st_ino) == base.ino;
+    same.then(|| base.clone())
 }
 
 /// The entry's owner and id-carrying xattrs (ACLs, capability) shifted,
@@ -75,13 +141,14 @@ fn shift_ids(mut walked: Walked, ids: &IdShift) -> Result<Walked, WriteError> {
 }
 
 fn read_listed_as_is(listed: Listed) -> Result<Source, WriteError> {
-    let Listed { path, at } = listed;
+    let Listed { path, at, .. } = listed;
     match at {
         At::Dir(dir) => {
             let (attrs, _) = FileAttrs::read_open(dir.file()).map_err(read_err(dir.path()))?;
             finish_entry(path, dir.path().to_path_buf(), attrs, None)
         }
         At::Child { parent, name, kind } => read_child(path, &parent, &name, kind),
+        At::Deleted => Ok(Source::Deleted(path)),
     }
 }
 
@@ -253,12 +320,14 @@ fn walked(
         rdev_minor: attrs.rdev_minor,
         xattrs: attrs.xattrs,
         sparse: None,
+        delta: None,
     };
     Ok(Walked {
         meta,
         source,
         identity,
         stat: (attrs.ino, attrs.ctime),
+        base: None,
         large: None,
         small: None,
         prepared: None,

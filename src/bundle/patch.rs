@@ -1,0 +1,150 @@
+//! A changed large file in a delta: read once, chunk by chunk, each chunk
+//! hashed and compared with the base's digest of the same chunk; the
+//! changed ones are kept (in a spool file, not in memory) to be written
+//! as the patch's data. What is sent is what was hashed: the spool holds
+//! the very bytes each digest was taken of.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::delta::{chunk_len, to_ranges};
+use super::large::read_exact_at;
+use super::walk::{read_err, Large};
+use super::writer::WriteError;
+use super::EntryMeta;
+use crate::fileattrs::Stamp;
+use crate::manifest::{self, chunks::zero_chunk, Chunked, CHUNK, MAX_CHUNKS};
+use crate::progress::Progress;
+
+/// Whether a file can go as a patch onto its base: both longer than one
+/// chunk, the base's chunk digests all recorded.
+pub(super) fn patchable(meta: &EntryMeta, base: &manifest::Entry) -> bool {
+    base.kind == super::EntryKind::File
+        && meta.kind == super::EntryKind::File
+        && meta.size > CHUNK
+        && base.size > CHUNK
+        && base.chunks.len() as u64 == base.size.div_ceil(CHUNK)
+}
+
+/// What reading a changed file against its base found.
+pub(super) struct ChangedChunks {
+    /// The file's content digest and chunk digests now.
+    pub chunked: Chunked,
+    /// Chunks whose bytes differ, in order (their bytes are in `spool`).
+    pub data: Vec<(u64, u64)>,
+    /// Chunks that are zeros only now and were not before.
+    pub zero: Vec<(u64, u64)>,
+    pub spool: File,
+    pub spool_len: u64,
+}
+
+/// Reads `large` chunk by chunk against `base`'s chunk digests. A chunk
+/// wholly in a hole (by `meta.sparse`) is not read. The file's stamp is
+/// checked after the last chunk: one that changed meanwhile fails the
+/// export, naming it.
+pub(super) fn changed_chunks(
+    large: &Large,
+    meta: &EntryMeta,
+    base: &manifest::Entry,
+    source: &Path,
+    progress: &dyn Progress,
+) -> Result<ChangedChunks, WriteError> {
+    let size = meta.size;
+    let count = size.div_ceil(CHUNK);
+    let mut spool = tempfile::tempfile().map_err(WriteError::Write)?;
+    let mut spool_len = 0u64;
+    let mut digests: Vec<Option<[u8; 32]>> = Vec::new();
+    let mut outer = Sha256::new();
+    let (mut data, mut zero) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; CHUNK as usize];
+    for i in 0..count {
+        if progress.cancelled() {
+            return Err(WriteError::Cancelled);
+        }
+        let (off, len) = (i * CHUNK, chunk_len(i, size));
+        let hole = meta.sparse.as_ref().is_some_and(|segments| {
+            !segments
+                .iter()
+                .any(|&(s, l)| l > 0 && s < off + len && s + l > off)
+        });
+        let (digest, zeros) = if hole && len == CHUNK {
+            (None, true)
+        } else {
+            let chunk = &mut buf[..len as usize];
+            if hole {
+                chunk.fill(0);
+            } else if !read_exact_at(&large.file, chunk, off).map_err(read_err(source))? {
+                return Err(WriteError::Changed {
+                    path: source.to_path_buf(),
+                    detail: format!("it shrank below {size} bytes while it was read"),
+                });
+            }
+            (Some(<[u8; 32]>::from(Sha256::digest(&*chunk))), hole)
+        };
+        let effective = digest.as_ref().unwrap_or(zero_chunk());
+        outer.update(effective);
+        let before = base
+            .chunks
+            .get(i as usize)
+            .map(|b| b.as_ref().unwrap_or(zero_chunk()));
+        if before != Some(effective) {
+            if zeros {
+                zero.push(i);
+            } else {
+                spool
+                    .write_all(&buf[..len as usize])
+                    .map_err(WriteError::Write)?;
+                spool_len += len;
+                data.push(i);
+            }
+        }
+        if (digests.len() as u64) < MAX_CHUNKS {
+            digests.push(digest);
+        }
+        progress.advance(len);
+    }
+    let after = Stamp::now(&large.file).map_err(read_err(source))?;
+    if let Some(what) = after.change_since(&large.stamp) {
+        return Err(WriteError::Changed {
+            path: source.to_path_buf(),
+            detail: what,
+        });
+    }
+    let recorded = count <= MAX_CHUNKS;
+    Ok(ChangedChunks {
+        chunked: Chunked {
+            content: outer.finalize().into(),
+            chunks: if recorded { digests } else { Vec::new() },
+            recorded,
+        },
+        data: to_ranges(data),
+        zero: to_ranges(zero),
+        spool,
+        spool_len,
+    })
+}
+
+/// Copies the spool to `out` in chunks, hashing what it copies; returns
+/// the SHA-256 of the bytes written.
+pub(super) fn send_spool(
+    spool: &File,
+    len: u64,
+    out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<[u8; 32], WriteError> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK) as usize;
+        if !read_exact_at(spool, &mut buf[..n], done).map_err(WriteError::Write)? {
+            return Err(WriteError::Write(io::Error::other("the patch spool shrank")));
+        }
+        h.update(&buf[..n]);
+        out(&buf[..n]).map_err(WriteError::Write)?;
+        done += n as u64;
+    }
+    Ok(h.finalize().into())
+}
