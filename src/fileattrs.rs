@@ -337,6 +337,45 @@ pub fn restore(path: &Path, attrs: &FileAttrs) -> io::Result<()> {
     set_mtime(path, attrs.mtime, attrs.mtime_nsec)
 }
 
+/// Sets owner, mode, exactly these xattrs (others are removed) and mtime
+/// on an open file or directory, through its descriptor: for what is
+/// changed in place under a volume, where a path could be swapped for a
+/// symlink between the open and the change.
+pub fn restore_fd(
+    file: &File,
+    (uid, gid, mode): (u32, u32, u32),
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    mtime: (i64, u32),
+) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    use xattr::FileExt as _;
+    nix::unistd::fchown(
+        file.as_raw_fd(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )?;
+    nix::sys::stat::fchmod(
+        file.as_raw_fd(),
+        nix::sys::stat::Mode::from_bits_truncate(mode & 0o7777),
+    )?;
+    for name in file.list_xattr()? {
+        if !xattrs.iter().any(|(n, _)| n.as_slice() == name.as_bytes()) {
+            file.remove_xattr(&name)?;
+        }
+    }
+    for (name, value) in xattrs {
+        file.set_xattr(std::ffi::OsStr::from_bytes(name), value)?;
+    }
+    set_mtime_fd(file.as_fd(), mtime)
+}
+
+/// Sets atime and mtime of an open file to `mtime`.
+pub fn set_mtime_fd(fd: std::os::fd::BorrowedFd<'_>, (sec, nsec): (i64, u32)) -> io::Result<()> {
+    let t = nix::sys::time::TimeSpec::new(sec as libc::time_t, nsec as libc::c_long);
+    nix::sys::stat::futimens(fd.as_raw_fd(), &t, &t)?;
+    Ok(())
+}
+
 /// Sets atime and mtime of `path` itself to the given mtime.
 pub fn set_mtime(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
     let c = cpath(path)?;

@@ -25,9 +25,9 @@
 pub mod delta;
 mod hashing;
 mod large;
-mod patch;
 pub mod layout;
 pub mod limits;
+mod patch;
 pub mod reader;
 pub mod since;
 mod tally;

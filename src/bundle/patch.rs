@@ -140,7 +140,9 @@ pub(super) fn send_spool(
     while done < len {
         let n = (len - done).min(CHUNK) as usize;
         if !read_exact_at(spool, &mut buf[..n], done).map_err(WriteError::Write)? {
-            return Err(WriteError::Write(io::Error::other("the patch spool shrank")));
+            return Err(WriteError::Write(io::Error::other(
+                "the patch spool shrank",
+            )));
         }
         h.update(&buf[..n]);
         out(&buf[..n]).map_err(WriteError::Write)?;

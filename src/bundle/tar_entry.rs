@@ -5,8 +5,8 @@
 
 use std::io::Read;
 
-use super::reader::{hostile, io_error, ReadError};
 use super::delta::{DeltaMark, PAX_DELETE, PAX_PATCH_DATA, PAX_PATCH_SIZE, PAX_PATCH_ZERO};
+use super::reader::{hostile, io_error, ReadError};
 use super::{parse_pax_time, EntryKind, EntryMeta};
 
 /// Builds the entry's metadata from its ustar header and PAX records.
@@ -113,7 +113,10 @@ pub(super) fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Entry
     )
     .map_err(|why| hostile(&meta.path, why))?;
     if meta.delta.is_some() && (kind != EntryKind::File || sparse_major.is_some()) {
-        return Err(hostile(&meta.path, "a delta record on an entry that is not a plain file"));
+        return Err(hostile(
+            &meta.path,
+            "a delta record on an entry that is not a plain file",
+        ));
     }
     if sparse_major.is_some() {
         if sparse_major.as_deref() != Some(b"1") || kind != EntryKind::File {

@@ -22,15 +22,15 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::delta::{DeltaMark, Patch};
 use super::large::{copy_and_hash, grow_pipe};
+use super::patch::{changed_chunks, patchable, send_spool};
+use super::since::{Base, VolumeBase};
 use super::ustar::{pad, sparse_alias, write_tar_header};
 use super::walk::{self, At, Batch, Large, Listed, Source, Walked, BATCHES_AHEAD, READERS};
 use super::{
     hex, sums_line, BundleHeader, EntryKind, EntryMeta, RunningDigest, Trailer, VolumeSummary,
 };
-use super::delta::{DeltaMark, Patch};
-use super::patch::{changed_chunks, patchable, send_spool};
-use super::since::{Base, VolumeBase};
 use super::{FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
 use crate::beneath::{DirFd, OpenError};
 use crate::idmap::{IdError, IdShift};
@@ -548,7 +548,14 @@ impl<'p> BundleWriter<'p> {
                     }
                 }
             } else if let Some(large) = large.as_ref().filter(|_| patchable(&meta, &base.entry)) {
-                return self.add_patch(meta, large, &source, &base.entry, (volume, rel_start), stat);
+                return self.add_patch(
+                    meta,
+                    large,
+                    &source,
+                    &base.entry,
+                    (volume, rel_start),
+                    stat,
+                );
             }
         }
         let mut chunked = None;

@@ -317,7 +317,11 @@ fn start_manifest(
     plan: &export::ExportPlan,
 ) -> anyhow::Result<(ManifestWriter, PathBuf)> {
     let header = &plan.header;
-    let id = header.round.as_ref().map(|r| r.id.clone()).unwrap_or_default();
+    let id = header
+        .round
+        .as_ref()
+        .map(|r| r.id.clone())
+        .unwrap_or_default();
     let partial = partial_path(path);
     let writer = ManifestWriter::create(
         &partial,

@@ -155,6 +155,7 @@ fn dry_run_output(cli: &Cli, root: &DataRoot, report: &ImportReport) -> anyhow::
             "free_bytes": report.free_bytes,
             "refusals": refuse,
             "bind_data": bind_targets(report),
+            "delta": delta_json(report),
         }))?;
     } else {
         emit(&dry_run_text(root, report, refuse, cli.quiet))?;
@@ -240,6 +241,7 @@ fn committed_output(
             "bytes": report.trailer.bytes,
             "files": report.trailer.files,
             "containers_from_bundle": report.containers_from_bundle,
+            "delta": delta_json(&report),
             "verify": verdicts,
         }))
     } else {
@@ -261,6 +263,33 @@ fn committed_output(
         .into());
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
+}
+
+/// A delta's summary for --json (null for a full bundle).
+fn delta_json(report: &ImportReport) -> serde_json::Value {
+    match &report.delta {
+        None => serde_json::Value::Null,
+        Some(d) => json!({
+            "base": d.base, "round": d.round, "volumes": d.volumes,
+            "written": d.written, "directories": d.directories, "patched": d.patched,
+            "deleted": d.deleted, "options": d.options, "bytes": d.bytes,
+        }),
+    }
+}
+
+/// What a delta does, in a line.
+fn delta_line(d: &crate::import::delta::DeltaOutcome) -> String {
+    format!(
+        "a delta onto round {} ({}): {} written whole, {} patched, {} deleted, {}, {} of data; its volumes hold round {}",
+        d.base,
+        d.volumes.join(", "),
+        render::count(d.written, "entry", "entries"),
+        render::count(d.patched, "file", "files"),
+        d.deleted,
+        render::count(d.directories, "directory set", "directories set"),
+        render::bytes(d.bytes),
+        d.round
+    )
 }
 
 fn conflict_json(c: &Conflict) -> serde_json::Value {
@@ -317,6 +346,9 @@ fn dry_run_text(
         "dry run: every digest checked, nothing written to {}",
         root.path().display()
     );
+    if let Some(d) = &report.delta {
+        let _ = writeln!(out, "would apply {}", delta_line(d));
+    }
     for v in &report.header.volumes {
         let size = report
             .trailer
@@ -390,15 +422,26 @@ fn import_text(
     }
     super::recover::recovered_lines(&mut out, &report.recovered);
     let _ = writeln!(out, "{}", bundle_line(report));
-    let created = report.create.len();
-    let _ = writeln!(
-        out,
-        "imported into {}: {} created, {} replaced, {} kept (identical)",
-        root.volumes_dir().display(),
-        created,
-        report.replaced.len(),
-        report.skipped_identical.len()
-    );
+    match &report.delta {
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "applied in {}: {}",
+                root.volumes_dir().display(),
+                delta_line(d)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "imported into {}: {} created, {} replaced, {} kept (identical)",
+                root.volumes_dir().display(),
+                report.create.len(),
+                report.replaced.len(),
+                report.skipped_identical.len()
+            );
+        }
+    }
     for path in &report.bind_data {
         let _ = writeln!(out, "bind volume data laid down at {path}");
     }

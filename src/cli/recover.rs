@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::DataRoot;
+use crate::import::delta::DeltaRecovery;
 use crate::import::{self, Recovered, RecoveryOutcome};
 
 #[derive(Debug, Args)]
@@ -59,6 +60,12 @@ pub fn recovered_json(r: &Recovered) -> serde_json::Value {
         RecoveryOutcome::RemovedLeftover { bytes } => json!({
             "staging": r.staging, "outcome": "removed-leftover", "bytes": bytes,
         }),
+        RecoveryOutcome::Delta(DeltaRecovery::RolledBack { base, round }) => json!({
+            "staging": r.staging, "outcome": "rolled-back", "delta": true, "base": base, "round": round,
+        }),
+        RecoveryOutcome::Delta(DeltaRecovery::Finished { base, round }) => json!({
+            "staging": r.staging, "outcome": "finished", "delta": true, "base": base, "round": round,
+        }),
     }
 }
 
@@ -89,6 +96,14 @@ pub fn recovered_lines(out: &mut String, done: &[Recovered]) {
                 "recovered: removed `{}` ({}), staging of an import that died before its commit",
                 r.staging.display(),
                 render::bytes(*bytes)
+            ),
+            RecoveryOutcome::Delta(DeltaRecovery::RolledBack { base, .. }) => writeln!(
+                out,
+                "recovered: rolled back the interrupted import of a delta: its volumes hold round {base} again, as before it"
+            ),
+            RecoveryOutcome::Delta(DeltaRecovery::Finished { round, .. }) => writeln!(
+                out,
+                "recovered: finished the import of a delta: its volumes hold round {round}"
             ),
         };
     }

@@ -46,6 +46,8 @@ pub enum StepError {
         target: PathBuf,
         why: &'static str,
     },
+    #[error("the delta import in `{staging}`: {why}")]
+    Delta { staging: PathBuf, why: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StepError + '_ {
@@ -480,6 +482,9 @@ pub enum RecoveryOutcome {
     /// Staging of an import that died before its commit: only copies of
     /// a bundle, removed.
     RemovedLeftover { bytes: u64 },
+    /// A delta import interrupted while applying (rolled back) or after
+    /// (finished).
+    Delta(super::delta::DeltaRecovery),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -543,6 +548,14 @@ pub fn recover_all(root: &DataRoot) -> Result<Vec<Recovered>, RecoverError> {
 }
 
 fn recover_one(root: &DataRoot, staging: &Path) -> Result<RecoveryOutcome, StepError> {
+    if super::delta::has_journal(staging) {
+        return super::delta::recover(root, staging)
+            .map(RecoveryOutcome::Delta)
+            .map_err(|why| StepError::Delta {
+                staging: staging.to_path_buf(),
+                why,
+            });
+    }
     let Some(mut journal) = Journal::load(staging)? else {
         let bytes = tree_bytes(staging);
         remove_staging(staging)?;
@@ -604,7 +617,11 @@ pub fn pending(root: &DataRoot) -> Vec<Pending> {
     staging_dirs(root)
         .into_iter()
         .map(|staging| Pending {
-            state: Journal::load(&staging).ok().flatten().map(|j| j.state),
+            state: match super::delta::journal_applied(&staging) {
+                Some(true) => Some(State::Committed),
+                Some(false) => Some(State::Committing),
+                None => Journal::load(&staging).ok().flatten().map(|j| j.state),
+            },
             bytes: tree_bytes(&staging),
             staging,
         })

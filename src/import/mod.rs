@@ -18,6 +18,7 @@
 
 mod bind;
 mod commit;
+pub mod delta;
 mod digest;
 mod journal;
 mod landed;
@@ -246,6 +247,8 @@ pub struct ImportReport {
     pub verify_slots: Vec<ContainerSlot>,
     _bundle_configs: Option<tempfile::TempDir>,
     tops: BTreeMap<String, VolumeTop>,
+    /// A delta bundle: what applying it did (or, in a dry run, would do).
+    pub delta: Option<delta::DeltaOutcome>,
 }
 
 /// Finishes or rolls back every interrupted import of `root`, under its
@@ -300,7 +303,8 @@ fn import_locked(
 ) -> Result<ImportReport, ImportError> {
     let mut stage = Stager::new(root, opts.policy, opts.dry_run, &opts.map_paths);
     let mut report = match stage_bundle(root, input, opts, &mut stage, progress) {
-        Ok(report) => report,
+        Ok(Staged::Full(report)) => *report,
+        Ok(Staged::Delta(delta)) => return import_delta(root, *delta, opts),
         Err(e) => {
             stage.discard();
             return Err(match stage.interrupted {
@@ -329,20 +333,96 @@ fn import_locked(
     result.map(|()| report)
 }
 
+/// A bundle read into staging: a full one (with its plan), or a delta.
+enum Staged<'a> {
+    Full(Box<ImportReport>),
+    Delta(Box<StagedDelta<'a>>),
+}
+
+struct StagedDelta<'a> {
+    stage: delta::DeltaStager<'a>,
+    header: BundleHeader,
+    trailer: Trailer,
+}
+
+/// The reader's visitor: a full bundle goes to the `Stager`, a delta (its
+/// header names a base round) to a `DeltaStager`.
+struct Dispatch<'s, 'a> {
+    full: &'s mut Stager<'a>,
+    delta: Option<delta::DeltaStager<'a>>,
+    root: &'a DataRoot,
+    dry_run: bool,
+}
+
+impl reader::Visitor for Dispatch<'_, '_> {
+    fn header(&mut self, header: &BundleHeader) -> Result<(), ReadError> {
+        if header.round.as_ref().is_some_and(|r| r.base.is_some()) {
+            let mut d = delta::DeltaStager::new(self.root, self.dry_run);
+            let r = d.header(header);
+            self.delta = Some(d);
+            return r;
+        }
+        self.full.header(header)
+    }
+
+    fn entry(
+        &mut self,
+        header: &BundleHeader,
+        meta: &crate::bundle::EntryMeta,
+        place: crate::bundle::Place<'_>,
+        data: &mut dyn Read,
+    ) -> Result<(), ReadError> {
+        match &mut self.delta {
+            Some(d) => d.entry(header, meta, place, data),
+            None if meta.delta.is_some() => Err(ReadError::Hostile {
+                entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                reason: "a delta's entry in a bundle that is no delta".into(),
+            }),
+            None => self.full.entry(header, meta, place, data),
+        }
+    }
+}
+
 /// Reads the whole bundle into staging (or, in a dry run, only checks
 /// it), and works out conflicts and refusals.
-fn stage_bundle(
-    root: &DataRoot,
+fn stage_bundle<'a>(
+    root: &'a DataRoot,
     input: Box<dyn Read>,
     opts: &ImportOptions,
-    stage: &mut Stager,
+    stage: &mut Stager<'a>,
     progress: &dyn Progress,
-) -> Result<ImportReport, ImportError> {
+) -> Result<Staged<'a>, ImportError> {
     let free_bytes = nix::sys::statvfs::statvfs(root.path())
         .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0);
     let input = reader::open(input)?;
-    let (header, trailer) = reader::read(input, stage, progress, reader::Check::Content)?;
+    let mut dispatch = Dispatch {
+        full: stage,
+        delta: None,
+        root,
+        dry_run: opts.dry_run,
+    };
+    let read = reader::read(input, &mut dispatch, progress, reader::Check::Content);
+    let Dispatch {
+        full: stage, delta, ..
+    } = dispatch;
+    let (header, trailer) = match (read, delta) {
+        (Ok((header, trailer)), Some(stage)) => {
+            return Ok(Staged::Delta(Box::new(StagedDelta {
+                stage,
+                header,
+                trailer,
+            })))
+        }
+        (Err(e), Some(mut d)) => {
+            d.discard();
+            return Err(match d.interrupted {
+                Some(signal) => ImportError::Interrupted { signal },
+                None => e.into(),
+            });
+        }
+        (read, None) => read?,
+    };
     stage.close_dirs(&[])?;
     bind::check_opts_devices(&header, &stage.opts_locations)?;
     if let Some(dir) = &stage.dir {
@@ -402,7 +482,7 @@ fn stage_bundle(
         .filter(|v| !conflicts.iter().any(|c| c.volume() == Some(&v.name)))
         .map(|v| v.name.clone())
         .collect();
-    Ok(ImportReport {
+    Ok(Staged::Full(Box::new(ImportReport {
         header,
         trailer,
         create,
@@ -424,7 +504,78 @@ fn stage_bundle(
         verify_slots: Vec::new(),
         _bundle_configs: None,
         tops: std::mem::take(&mut stage.tops),
-    })
+        delta: None,
+    })))
+}
+
+/// A staged delta: checked and applied (`delta::commit`), or in a dry
+/// run only checked against the target.
+fn import_delta(
+    root: &DataRoot,
+    staged: StagedDelta<'_>,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let StagedDelta {
+        mut stage,
+        header,
+        trailer,
+    } = staged;
+    let mut report = ImportReport {
+        header,
+        trailer,
+        create: Vec::new(),
+        conflicts: Vec::new(),
+        refusals: Vec::new(),
+        replaced: Vec::new(),
+        skipped_identical: Vec::new(),
+        checkpoints: Vec::new(),
+        bind_data: Vec::new(),
+        rewritten_sources: Vec::new(),
+        metadata: None,
+        recovered: Vec::new(),
+        pending: Vec::new(),
+        interrupted: None,
+        free_bytes: 0,
+        needed_bytes: stage.data_bytes,
+        dry_run: opts.dry_run,
+        containers_from_bundle: Vec::new(),
+        verify_slots: Vec::new(),
+        _bundle_configs: None,
+        tops: BTreeMap::new(),
+        delta: None,
+    };
+    let result = delta::commit(
+        root,
+        &mut stage,
+        &report.header,
+        &report.trailer,
+        opts.dry_run,
+    );
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(ImportError::Refused(why)) if opts.dry_run => {
+            report.refusals = why;
+            stage.discard();
+            return Ok(report);
+        }
+        Err(e) => {
+            stage.discard();
+            return Err(e);
+        }
+    };
+    report.delta = Some(outcome);
+    if let Some(configs) = stage.containers.take() {
+        if let Ok(keep) = tempfile::tempdir() {
+            if let Err(e) = collect_verify_slots(root, configs.path(), keep.path(), &mut report) {
+                report
+                    .pending
+                    .push(format!("the carried containers cannot be verified: {e}"));
+            }
+            report._bundle_configs = Some(keep);
+        }
+    }
+    report.interrupted = interrupt::requested();
+    Ok(report)
 }
 
 /// The header as the target gets it: each bind device moved by

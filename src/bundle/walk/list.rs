@@ -205,11 +205,14 @@ pub(super) fn visit(
             name,
             kind,
         };
-        return (Ok(Listed {
-            path,
-            at,
-            base: None,
-        }), None);
+        return (
+            Ok(Listed {
+                path,
+                at,
+                base: None,
+            }),
+            None,
+        );
     }
     match parent.open_dir(name_path(&name)) {
         Ok(dir) => {
@@ -241,11 +244,14 @@ pub(super) fn visit(
                 name,
                 kind: None,
             };
-            (Ok(Listed {
-            path,
-            at,
-            base: None,
-        }), None)
+            (
+                Ok(Listed {
+                    path,
+                    at,
+                    base: None,
+                }),
+                None,
+            )
         }
         Err(e) => (Err(e.into()), None),
     }

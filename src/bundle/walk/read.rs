@@ -105,13 +105,22 @@ fn unchanged_by_stat(
         _ => return None,
     };
     // A later name of a hardlinked file is a link entry in the base.
-    let same_kind = kind == base.kind || (kind == EntryKind::File && base.kind == EntryKind::Hardlink);
+    let same_kind =
+        kind == base.kind || (kind == EntryKind::File && base.kind == EntryKind::Hardlink);
     let (mut uid, mut gid) = (st.st_uid, st.st_gid);
     if let Some(ids) = ids {
         ids.apply(&mut uid, &mut gid, &mut Vec::new()).ok()?;
     }
-    let size = if kind == EntryKind::File { st.st_size as u64 } else { 0 };
-    let base_size = if base.kind == EntryKind::Hardlink { size } else { base.size };
+    let size = if kind == EntryKind::File {
+        st.st_size as u64
+    } else {
+        0
+    };
+    let base_size = if base.kind == EntryKind::Hardlink {
+        size
+    } else {
+        base.size
+    };
     let same = same_kind
         && size == base_size
         && st.st_mode & 0o7777 == base.mode

@@ -1,0 +1,436 @@
+//! The target side of a delta's base: which round each volume holds
+//! (`<data-root>/volmig-bases/<volume>.manifest`, recorded by the import
+//! of that round), whether the volume is still exactly that round (a stat
+//! walk against the manifest), and what the volume is once the delta is
+//! applied (the base's entries merged with the delta's operations, whose
+//! tree digest must be the source's before anything is changed).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::sys::stat::FileStat;
+
+use super::ops::{Op, OpKind};
+use crate::beneath::{name_path, DirFd};
+use crate::bundle::{unhex, BundleHeader, EntryKind};
+use crate::dataroot::DataRoot;
+use crate::manifest::{
+    chunks::content_from_chunks, path_order, Entry, ManifestReader, Record, TreeDigest, CHUNK,
+};
+
+/// Where the round a volume holds is recorded.
+pub fn base_path(root: &DataRoot, volume: &str) -> PathBuf {
+    root.path()
+        .join("volmig-bases")
+        .join(format!("{volume}.manifest"))
+}
+
+/// Refuses a delta whose base is not the round every volume of the target
+/// holds (by the recorded manifests' round ids).
+pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<(), String> {
+    let Some(base) = header.round.as_ref().and_then(|r| r.base.as_deref()) else {
+        return Err("not a delta bundle".into());
+    };
+    if root.id_map().is_some() {
+        return Err("deltas into a userns-remapped data-root are not supported yet: import a full bundle (export without --since)".into());
+    }
+    let mut problems = Vec::new();
+    for v in &header.volumes {
+        let path = base_path(root, &v.name);
+        let held = match ManifestReader::open(&path) {
+            Ok(r) => r.header().bundle.clone(),
+            Err(_) if !root.volume_dir(&v.name).exists() => {
+                problems.push(format!("volume `{}` is not on the target: a delta applies onto the round it was made from; import that round's full bundle first", v.name));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("volume `{}` has no recorded round ({e}): import a full bundle exported with --manifest-out first", v.name));
+                continue;
+            }
+        };
+        if held != base {
+            problems.push(format!(
+                "volume `{}` holds round {held}, and this delta applies onto round {base}: import the deltas in order, or a full bundle",
+                v.name
+            ));
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("\n")),
+    }
+}
+
+/// Walks a tree beneath its directory descriptor in bundle order
+/// (depth-first, names in byte order), never following a symlink,
+/// yielding each entry's `_data`-relative path and stat.
+pub struct TreeWalk {
+    stack: Vec<(DirFd, Vec<u8>, std::vec::IntoIter<CString>)>,
+    root: Option<DirFd>,
+}
+
+impl TreeWalk {
+    pub fn new(root: DirFd) -> TreeWalk {
+        TreeWalk {
+            stack: Vec::new(),
+            root: Some(root),
+        }
+    }
+
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> io::Result<Option<(Vec<u8>, FileStat)>> {
+        if let Some(root) = self.root.take() {
+            let st = nix::sys::stat::fstat(root.file().as_raw_fd())?;
+            let names = list(&root)?;
+            self.stack.push((root, Vec::new(), names.into_iter()));
+            return Ok(Some((Vec::new(), st)));
+        }
+        while let Some((dir, rel, names)) = self.stack.last_mut() {
+            let Some(name) = names.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let st = nix::sys::stat::fstatat(
+                Some(dir.file().as_raw_fd()),
+                name.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.as_bytes());
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                let sub = dir.open_dir(name_path(&name)).map_err(io::Error::other)?;
+                let names = list(&sub)?;
+                self.stack.push((sub, path.clone(), names.into_iter()));
+            }
+            return Ok(Some((path, st)));
+        }
+        Ok(None)
+    }
+}
+
+fn list(dir: &DirFd) -> io::Result<Vec<CString>> {
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
+    let mut d = nix::dir::Dir::openat(
+        Some(dir.file().as_raw_fd()),
+        ".",
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut names: Vec<CString> = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name();
+        if n != c"." && n != c".." {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Kind of a stat, as a manifest names it.
+pub fn stat_kind(st: &FileStat) -> Option<EntryKind> {
+    Some(match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => EntryKind::File,
+        libc::S_IFDIR => EntryKind::Dir,
+        libc::S_IFLNK => EntryKind::Symlink,
+        libc::S_IFIFO => EntryKind::Fifo,
+        libc::S_IFCHR => EntryKind::Char,
+        libc::S_IFBLK => EntryKind::Block,
+        _ => return None,
+    })
+}
+
+/// What differs between an entry of the tree now and its manifest entry
+/// (kind, size, mode, owner, mtime; with `exact`, ctime and inode too).
+pub fn stat_differs(st: &FileStat, e: &Entry, exact: bool) -> Option<String> {
+    let kind = stat_kind(st)?;
+    let link = e.kind == EntryKind::Hardlink && kind != EntryKind::Dir;
+    if kind != e.kind && !link {
+        return Some(format!("it is a {kind:?} now, a {:?} in the base", e.kind).to_lowercase());
+    }
+    let size = if kind == EntryKind::File {
+        st.st_size as u64
+    } else {
+        0
+    };
+    if !link && size != e.size {
+        return Some(format!("{size} bytes now, {} in the base", e.size));
+    }
+    if st.st_mode & 0o7777 != e.mode || st.st_uid != e.uid || st.st_gid != e.gid {
+        return Some("its mode or owner changed".into());
+    }
+    if (st.st_mtime, st.st_mtime_nsec as u32) != e.mtime {
+        return Some("its mtime changed".into());
+    }
+    if exact
+        && (Some((st.st_ctime, st.st_ctime_nsec as u32)) != e.ctime || Some(st.st_ino) != e.ino)
+    {
+        return Some("it was changed since (its ctime or inode moved)".into());
+    }
+    None
+}
+
+/// Checks that volume `vol` of the target is exactly its recorded base:
+/// every entry there, none more, each with the recorded stat. The error
+/// names the first path that differs.
+pub fn check_target(root: &DataRoot, vol: &str) -> Result<(), String> {
+    let show = |rel: &[u8]| {
+        let p = root.volume_data_dir(vol);
+        match rel.is_empty() {
+            true => p,
+            false => p.join(std::ffi::OsStr::from_bytes(rel)),
+        }
+        .display()
+        .to_string()
+    };
+    let changed = |rel: &[u8], what: String| {
+        format!(
+            "volume `{vol}` changed since its round was imported: `{}`: {what}; a delta applies only onto the exact round it was made from: import a full bundle (volmig export without --since)",
+            show(rel)
+        )
+    };
+    let mut base = open_base(root, vol)?;
+    let data = DirFd::open(&root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
+    let mut walk = TreeWalk::new(data);
+    let mut now = walk.next().map_err(|e| e.to_string())?;
+    loop {
+        let b = next_entry(&mut base)?;
+        match (b, now.take()) {
+            (None, None) => return Ok(()),
+            (Some(b), None) => return Err(changed(&b.path, "it is gone".into())),
+            (None, Some((rel, _))) => return Err(changed(&rel, "it is not in the round".into())),
+            (Some(b), Some((rel, st))) => match path_order(&b.path, &rel) {
+                std::cmp::Ordering::Less => return Err(changed(&b.path, "it is gone".into())),
+                std::cmp::Ordering::Greater => {
+                    return Err(changed(&rel, "it is not in the round".into()))
+                }
+                std::cmp::Ordering::Equal => {
+                    if let Some(what) = stat_differs(&st, &b, true) {
+                        return Err(changed(&rel, what));
+                    }
+                    now = walk.next().map_err(|e| e.to_string())?;
+                }
+            },
+        }
+    }
+}
+
+/// The base manifest of `vol`, positioned at its entries.
+pub fn open_base(root: &DataRoot, vol: &str) -> Result<ManifestReader, String> {
+    let path = base_path(root, vol);
+    let mut r = ManifestReader::open(&path).map_err(|e| e.to_string())?;
+    match r.next().map_err(|e| e.to_string())? {
+        Some(Record::Volume(v)) if v.volume == vol => Ok(r),
+        _ => Err(format!(
+            "`{}` does not describe volume `{vol}`",
+            path.display()
+        )),
+    }
+}
+
+/// The next entry of a positioned base manifest (`None` at its end).
+pub fn next_entry(r: &mut ManifestReader) -> Result<Option<Entry>, String> {
+    match r.next().map_err(|e| e.to_string())? {
+        Some(Record::Entry(e)) => Ok(Some(e)),
+        _ => Ok(None),
+    }
+}
+
+/// What a delta says each of its operations' paths becomes (for a patch:
+/// everything but the content, which the base's chunks give).
+pub type NewEntries = BTreeMap<u64, Entry>;
+
+/// The volume once the operations are applied onto its base, entry by
+/// entry in bundle order, to `out`. Fails when the delta does not fit
+/// the base (a patch of a path that is no file, a deletion of nothing).
+pub fn merge_result(
+    root: &DataRoot,
+    vol: &str,
+    ops: &[&Op],
+    new: &NewEntries,
+    patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
+    out: &mut dyn FnMut(Entry) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut base = open_base(root, vol)?;
+    let mut b = next_entry(&mut base)?;
+    let mut ops = ops
+        .iter()
+        .filter(|o| !matches!(o.kind, OpKind::Opts))
+        .peekable();
+    // A base directory gone (deleted or replaced): its subtree with it.
+    let mut dead: Option<Vec<u8>> = None;
+    let is_dead = |dead: &Option<Vec<u8>>, p: &[u8]| {
+        dead.as_deref().is_some_and(|d| {
+            p.len() > d.len() && p.starts_with(d) && (d.is_empty() || p[d.len()] == b'/')
+        })
+    };
+    loop {
+        let op_rel = ops.peek().map(|o| o.rel());
+        let order = match (&b, &op_rel) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(be), Some(p)) => path_order(&be.path, p),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some(be) = b.take() {
+                    if !is_dead(&dead, &be.path) {
+                        out(be)?;
+                    }
+                }
+                b = next_entry(&mut base)?;
+            }
+            std::cmp::Ordering::Equal | std::cmp::Ordering::Greater => {
+                let Some(op) = ops.next() else { continue };
+                let rel = op.rel();
+                let old = match order {
+                    std::cmp::Ordering::Equal => {
+                        let old = b.take();
+                        b = next_entry(&mut base)?;
+                        old.filter(|o| !is_dead(&dead, &o.path))
+                    }
+                    _ => None,
+                };
+                let replaced_dir = old.as_ref().is_some_and(|o| o.kind == EntryKind::Dir);
+                let show = String::from_utf8_lossy(&rel).into_owned();
+                match &op.kind {
+                    OpKind::Delete => {
+                        if old.is_none() {
+                            return Err(format!(
+                                "the delta deletes `{show}`, which its base does not have"
+                            ));
+                        }
+                        if replaced_dir {
+                            dead = Some(rel);
+                        }
+                    }
+                    OpKind::Patch {
+                        size, data, zero, ..
+                    } => {
+                        let Some(old) = old.filter(|o| o.kind == EntryKind::File) else {
+                            return Err(format!(
+                                "the delta patches `{show}`, which is no file in its base"
+                            ));
+                        };
+                        let mut e = new.get(&op.n).cloned().ok_or("a patch without its entry")?;
+                        e.content = Some(
+                            patched_content(&old, *size, data, zero, patch_chunks.get(&op.n))
+                                .ok_or_else(|| {
+                                    format!("the patch of `{show}` does not fit its base")
+                                })?,
+                        );
+                        e.chunks = Vec::new();
+                        out(e)?;
+                    }
+                    OpKind::Put | OpKind::Link { .. } | OpKind::Dir { .. } => {
+                        if replaced_dir && !matches!(op.kind, OpKind::Dir { .. }) {
+                            dead = Some(rel.clone());
+                        }
+                        let e = new
+                            .get(&op.n)
+                            .cloned()
+                            .ok_or("an operation without its entry")?;
+                        out(e)?;
+                    }
+                    OpKind::Opts => {}
+                }
+            }
+        }
+    }
+}
+
+/// The content digest of a patched file: the base's chunk digests with
+/// the patch's in their places, cut or grown to `size`. `None` when a
+/// chunk of the result is neither patched nor whole in the base.
+fn patched_content(
+    old: &Entry,
+    size: u64,
+    data: &[(u64, u64)],
+    zero: &[(u64, u64)],
+    new: Option<&Vec<[u8; 32]>>,
+) -> Option<[u8; 32]> {
+    let count = size.div_ceil(CHUNK);
+    let old_count = old.size.div_ceil(CHUNK);
+    if old.chunks.len() as u64 != old_count {
+        return None;
+    }
+    let mut new = new.map(|v| v.iter()).into_iter().flatten();
+    let mut data = data.iter().flat_map(|&(a, b)| a..=b).peekable();
+    let mut zero = zero.iter().flat_map(|&(a, b)| a..=b).peekable();
+    let mut chunks: Vec<Option<[u8; 32]>> = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let len = crate::bundle::delta::chunk_len(i, size);
+        if data.next_if_eq(&i).is_some() {
+            chunks.push(Some(*new.next()?));
+        } else if zero.next_if_eq(&i).is_some() {
+            chunks.push(match len == CHUNK {
+                true => None,
+                false => Some(zeros_digest(len)),
+            });
+        } else if i < old_count && crate::bundle::delta::chunk_len(i, old.size) == len {
+            chunks.push(*old.chunks.get(i as usize)?);
+        } else {
+            return None;
+        }
+    }
+    if count <= 1 {
+        // One chunk or less: its digest is the content's.
+        return Some(
+            chunks
+                .first()
+                .copied()
+                .flatten()
+                .unwrap_or_else(|| zeros_digest(size)),
+        );
+    }
+    Some(content_from_chunks(&chunks))
+}
+
+fn zeros_digest(len: u64) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    crate::bundle::hash_zeros(&mut h, len);
+    h.finalize().into()
+}
+
+/// The tree digest of the volume once the delta is applied.
+pub fn result_tree(
+    root: &DataRoot,
+    vol: &str,
+    ops: &[&Op],
+    new: &NewEntries,
+    patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
+) -> Result<String, String> {
+    let mut tree = TreeDigest::default();
+    merge_result(root, vol, ops, new, patch_chunks, &mut |e| {
+        tree.add(&e);
+        Ok(())
+    })?;
+    Ok(tree.hex())
+}
+
+/// A path of the target for messages.
+pub fn shown(root: &DataRoot, vol: &str, rel: &[u8]) -> String {
+    let p = root.volume_data_dir(vol);
+    match rel.is_empty() {
+        true => p.display().to_string(),
+        false => p
+            .join(std::ffi::OsStr::from_bytes(rel))
+            .display()
+            .to_string(),
+    }
+}
+
+/// Hex path to bytes (journal paths).
+pub fn rel_of(hex: &str) -> Vec<u8> {
+    unhex(hex).unwrap_or_default()
+}

@@ -1,0 +1,295 @@
+//! Import of a delta bundle (`volmig export --since`, see
+//! `docs/incremental.md`): applied in place onto a target whose volumes
+//! are exactly the delta's base round, with work proportional to the
+//! delta, and all or nothing.
+//!
+//! The order, and what a crash at each point leaves:
+//! 1. the header's base must be the round every volume holds
+//!    (`base::check_rounds`), before anything is written;
+//! 2. every entry is staged under `<R>/volmig-staging/<id>-delta/` as the
+//!    reader verifies it (`stage`): a crash leaves copies of the bundle
+//!    there, which the next run removes;
+//! 3. the target must still be exactly its base, entry by entry by stat
+//!    (`base::check_target`), and the base merged with the delta must
+//!    give the source's tree digest (`base::result_tree`): refused, with
+//!    nothing changed, otherwise;
+//! 4. what undoes every operation is saved and the journal written
+//!    (`apply::prepare`, `ops::DeltaJournal`), then the operations run
+//!    (`apply::apply`); a failure rolls them back, and a crash is rolled
+//!    back by the next volmig that takes the data-root (`recover`);
+//! 5. what landed is checked against the expected tree while the new
+//!    base manifests are written into staging; then the journal says
+//!    `applied`, and the bases move into place (a crash from here on is
+//!    finished, not undone).
+
+mod apply;
+pub mod base;
+mod ops;
+mod stage;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::Path;
+
+use self::base::NewEntries;
+use self::ops::{DeltaJournal, State};
+pub use self::stage::DeltaStager;
+use super::ImportError;
+use crate::bundle::{BundleHeader, Trailer};
+use crate::dataroot::DataRoot;
+use crate::interrupt::Critical;
+use crate::manifest::{self, ManifestHeader, ManifestWriter};
+
+/// Most entries one delta may change: its operations are held in memory
+/// (about 400 bytes each). More than this is a round to carry in full.
+pub const MAX_OPS: usize = 100_000;
+
+/// What a delta import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeltaOutcome {
+    pub base: String,
+    pub round: String,
+    pub volumes: Vec<String>,
+    /// Entries written whole (files, symlinks, nodes, hardlinks).
+    pub written: usize,
+    pub directories: usize,
+    pub patched: usize,
+    pub deleted: usize,
+    pub options: usize,
+    /// Bytes staged (files and patches).
+    pub bytes: u64,
+}
+
+fn refused(why: String) -> ImportError {
+    ImportError::Refused(vec![why])
+}
+
+/// Steps 3 to 5 of the module doc, for a verified staging.
+/// With `dry_run`, steps 3 only: nothing is written.
+pub fn commit(
+    root: &DataRoot,
+    stage: &mut DeltaStager,
+    header: &BundleHeader,
+    trailer: &Trailer,
+    dry_run: bool,
+) -> Result<DeltaOutcome, ImportError> {
+    let round = header
+        .round
+        .as_ref()
+        .ok_or_else(|| refused("not a delta".into()))?;
+    let base_id = round.base.clone().unwrap_or_default();
+    let trees = trailer.trees.as_ref().ok_or_else(|| {
+        refused(
+            "the delta's trailer has no tree digests: it was not written by export --since".into(),
+        )
+    })?;
+    for v in &header.volumes {
+        base::check_target(root, &v.name).map_err(refused)?;
+        let ops: Vec<&ops::Op> = stage.ops.iter().filter(|o| o.vol == v.name).collect();
+        let tree = base::result_tree(root, &v.name, &ops, &stage.new, &stage.patch_chunks)
+            .map_err(|e| refused(format!("volume `{}`: {e}", v.name)))?;
+        if trees.get(&v.name) != Some(&tree) {
+            return Err(refused(format!(
+                "volume `{}` would not be the source's once this delta is applied (its tree digest differs): the target is not the delta's base; import a full bundle",
+                v.name
+            )));
+        }
+    }
+    let outcome = summary(stage, header, &base_id, &round.id);
+    if dry_run {
+        return Ok(outcome);
+    }
+    let staging = stage
+        .dir
+        .clone()
+        .ok_or_else(|| refused("the delta holds nothing to import".into()))?;
+    if let Some(signal) = crate::interrupt::requested() {
+        return Err(ImportError::Interrupted { signal });
+    }
+    let staged = apply::Staging::open(&staging).map_err(refused)?;
+    let touched = apply::prepare(root, &staged, &mut stage.ops).map_err(refused)?;
+    let mut journal =
+        DeltaJournal::new(&base_id, &round.id, std::mem::take(&mut stage.ops), touched);
+    let dir = File::open(&staging).map_err(super::werr(&staging))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+        .map_err(|e| super::werr(&staging)(e.into()))?;
+    // From the journal on, a signal waits for the end.
+    let critical = Critical::enter();
+    journal.save(&staging).map_err(super::werr(&staging))?;
+    let applied = apply::apply(root, &staged, &journal).and_then(|()| {
+        write_bases(
+            root,
+            &staging,
+            header,
+            &journal,
+            &stage.new,
+            &stage.patch_chunks,
+        )
+    });
+    if let Err(failed) = applied {
+        return Err(match apply::rollback(root, &staged, &journal) {
+            Ok(()) => {
+                let _ = fs::remove_dir_all(&staging);
+                refused(format!("the delta could not be applied ({failed}); everything was rolled back and the target is as it was"))
+            }
+            Err(rollback) => ImportError::Refused(vec![format!(
+                "the delta could not be applied ({failed}), and undoing it failed ({rollback}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
+                staging.display()
+            )]),
+        });
+    }
+    journal.state = State::Applied;
+    journal.save(&staging).map_err(super::werr(&staging))?;
+    finish(root, &staging).map_err(refused)?;
+    drop(critical);
+    Ok(outcome)
+}
+
+fn summary(stage: &DeltaStager, header: &BundleHeader, base: &str, round: &str) -> DeltaOutcome {
+    let mut o = DeltaOutcome {
+        base: base.into(),
+        round: round.into(),
+        volumes: header.volumes.iter().map(|v| v.name.clone()).collect(),
+        bytes: stage.data_bytes,
+        ..Default::default()
+    };
+    for op in &stage.ops {
+        match op.kind {
+            ops::OpKind::Put | ops::OpKind::Link { .. } => o.written += 1,
+            ops::OpKind::Dir { .. } => o.directories += 1,
+            ops::OpKind::Patch { .. } => o.patched += 1,
+            ops::OpKind::Delete => o.deleted += 1,
+            ops::OpKind::Opts => o.options += 1,
+        }
+    }
+    o
+}
+
+/// The new base of each volume, into `<staging>/bases/`: the expected
+/// tree, entry by entry, with the stat of what landed, which must be that
+/// tree (a file missing or changed fails the import, rolled back).
+fn write_bases(
+    root: &DataRoot,
+    staging: &Path,
+    header: &BundleHeader,
+    journal: &DeltaJournal,
+    new: &NewEntries,
+    patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
+) -> Result<(), String> {
+    let dir = staging.join("bases");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for v in &header.volumes {
+        let path = dir.join(format!("{}.manifest", v.name));
+        let mut out = ManifestWriter::create(
+            &path,
+            &ManifestHeader {
+                format: manifest::FORMAT.into(),
+                chunk_size: manifest::CHUNK,
+                bundle: journal.round.clone(),
+                side: "target".into(),
+                host: host.clone(),
+                data_root: root.given().display().to_string(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        out.volume(&v.name).map_err(|e| e.to_string())?;
+        let data = crate::beneath::DirFd::open(&root.volume_data_dir(&v.name))
+            .map_err(|e| e.to_string())?;
+        let mut walk = base::TreeWalk::new(data);
+        let mut tree = manifest::TreeDigest::default();
+        let ops: Vec<&ops::Op> = journal.ops.iter().filter(|o| o.vol == v.name).collect();
+        base::merge_result(root, &v.name, &ops, new, patch_chunks, &mut |mut e| {
+            let landed = walk.next().map_err(|e| e.to_string())?;
+            let shown = base::shown(root, &v.name, &e.path);
+            let Some((rel, st)) = landed else {
+                return Err(format!("`{shown}` did not land"));
+            };
+            if rel != e.path {
+                return Err(format!(
+                    "`{}` landed where `{shown}` was expected",
+                    base::shown(root, &v.name, &rel)
+                ));
+            }
+            if let Some(what) = base::stat_differs(&st, &e, false) {
+                return Err(format!("`{shown}` did not land as the delta says: {what}"));
+            }
+            e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
+            e.ino = Some(st.st_ino);
+            tree.add(&e);
+            out.entry(&e).map_err(|e| e.to_string())
+        })?;
+        if let Some((rel, _)) = walk.next().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "`{}` is on the target and not in the delta's tree",
+                base::shown(root, &v.name, &rel)
+            ));
+        }
+        let entries = tree.entries();
+        out.end(&v.name, entries, &tree.hex())
+            .map_err(|e| e.to_string())?;
+        out.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The last step of an applied delta (idempotent): the new bases into
+/// place, staging removed.
+fn finish(root: &DataRoot, staging: &Path) -> Result<(), String> {
+    let from = staging.join("bases");
+    let to = root.path().join("volmig-bases");
+    fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+    if let Ok(entries) = fs::read_dir(&from) {
+        for e in entries.flatten() {
+            fs::rename(e.path(), to.join(e.file_name()))
+                .map_err(|err| format!("{}: {err}", to.display()))?;
+        }
+    }
+    File::open(&to)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", to.display()))?;
+    fs::remove_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))
+}
+
+/// What recovery did with an interrupted delta import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaRecovery {
+    RolledBack { base: String, round: String },
+    Finished { base: String, round: String },
+}
+
+/// Whether `staging` is a delta import's with a journal.
+pub fn has_journal(staging: &Path) -> bool {
+    staging.join(ops::JOURNAL_FILE).exists()
+}
+
+/// Rolls back (while applying) or finishes (once applied) the delta
+/// import interrupted in `staging`.
+pub fn recover(root: &DataRoot, staging: &Path) -> Result<DeltaRecovery, String> {
+    let journal = DeltaJournal::load(staging)
+        .map_err(|e| e.to_string())?
+        .ok_or("no journal")?;
+    let (base, round) = (journal.base.clone(), journal.round.clone());
+    match journal.state {
+        State::Applying => {
+            let staged = apply::Staging::open(staging)?;
+            apply::rollback(root, &staged, &journal)?;
+            fs::remove_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+            Ok(DeltaRecovery::RolledBack { base, round })
+        }
+        State::Applied => {
+            finish(root, staging)?;
+            Ok(DeltaRecovery::Finished { base, round })
+        }
+    }
+}
+
+/// The state of a delta journal, for `scan` and `verify`.
+pub fn journal_applied(staging: &Path) -> Option<bool> {
+    DeltaJournal::load(staging)
+        .ok()
+        .flatten()
+        .map(|j| j.state == State::Applied)
+}
