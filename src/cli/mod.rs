@@ -9,6 +9,7 @@ mod daemon;
 mod export;
 mod import;
 mod inspect;
+mod migrate;
 mod progress;
 mod recover;
 mod render;
@@ -121,6 +122,11 @@ pub enum Command {
     /// cut, a failed disk), and remove leftover staging. Every import does
     /// this first on its own; scan and verify report what is pending.
     Recover(recover::RecoverArgs),
+    /// Move containers' volumes to another host or data-root in pre-copy
+    /// rounds through a command that reaches it (--via 'ssh HOST'): a full
+    /// round and deltas while they run, then a last delta with them paused
+    /// or stopped. Prints each round's bytes and time and the downtime.
+    Migrate(migrate::MigrateArgs),
     /// Point the containers' stored volume Source paths at this data-root
     /// (after a move to another path, which 20.10.3-25.x fail on for z/Z
     /// mounts). Run it with dockerd stopped: a running one writes its own
@@ -185,6 +191,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(&cli, args),
         Command::Inspect(args) => inspect::run(&cli, args),
         Command::Recover(args) => recover::run(&cli, args),
+        Command::Migrate(args) => migrate::run(&cli, args),
         Command::RewriteSources(args) => rewrite_sources::run(&cli, args),
     };
     match result {

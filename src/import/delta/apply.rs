@@ -526,10 +526,8 @@ fn undo_one(vols: &mut Volumes<'_>, staging: &Staging, op: &Op) -> Result<(), St
             put_back(&at)
         }
         OpKind::Delete => {
-            if now.is_none() {
-                if in_undo {
-                    rename((&staging.undo, &n), (at.parent.file(), &at.name))?;
-                }
+            if now.is_none() && in_undo {
+                rename((&staging.undo, &n), (at.parent.file(), &at.name))?;
             }
             Ok(())
         }
