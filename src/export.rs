@@ -460,6 +460,9 @@ fn mounted_over(root: &DataRoot, name: &str) -> bool {
 pub struct RoundOutput {
     pub manifest: Option<ManifestWriter>,
     pub since: Option<crate::bundle::since::Base>,
+    /// A pre-copy round of running containers: files that change while
+    /// read are carried as read and marked for the next round.
+    pub tolerant: bool,
 }
 
 /// What `write` produced.
@@ -468,6 +471,9 @@ pub struct ExportReport {
     pub trailer: Trailer,
     /// Entries not carried (sockets), with the reason.
     pub skipped: Vec<String>,
+    /// Files that changed while they were read (a pre-copy round carries
+    /// them as read; the next round carries them again).
+    pub changed_while_read: Vec<String>,
 }
 
 /// Writes the planned bundle to `out`.
@@ -490,6 +496,7 @@ pub fn write(
     if let Some(base) = round.since {
         w = w.with_base(base);
     }
+    w = w.tolerate_changes(round.tolerant);
     for c in &plan.containers {
         w.add_file(layout::container(&c.id).as_bytes(), &c.dir, None)?;
         if let Some(cp) = plan
@@ -538,6 +545,14 @@ pub fn write(
         progress.end();
     }
     let skipped = std::mem::take(&mut w.skipped);
+    let changed_while_read = std::mem::take(&mut w.dirty);
     let (trailer, out) = w.finish()?;
-    Ok((ExportReport { trailer, skipped }, out))
+    Ok((
+        ExportReport {
+            trailer,
+            skipped,
+            changed_while_read,
+        },
+        out,
+    ))
 }

@@ -50,9 +50,9 @@ pub(super) fn copy_and_hash(
     segments: &[(u64, u64)],
     size: u64,
     source: &Path,
-    chunked: bool,
+    (chunked, tolerant): (bool, bool),
     out: &mut dyn FnMut(&[u8]) -> io::Result<()>,
-) -> Result<([u8; 32], Option<Chunked>), WriteError> {
+) -> Result<([u8; 32], Option<Chunked>, bool), WriteError> {
     let changed = |detail: String| WriteError::Changed {
         path: source.to_path_buf(),
         detail,
@@ -104,6 +104,7 @@ pub(super) fn copy_and_hash(
         };
         // An error returns from here: `tx` drops and the hasher ends.
         let mut pos = 0u64;
+        let mut shrank = false;
         for &(off, len) in segments {
             send(Piece::Zeros(off - pos));
             let mut done = 0u64;
@@ -119,9 +120,16 @@ pub(super) fn copy_and_hash(
                     continue;
                 };
                 if !read_exact_at(&large.file, buf, off + done).map_err(walk::read_err(source))? {
-                    return Err(changed(format!(
-                        "it shrank below {size} bytes while it was read"
-                    )));
+                    if !tolerant {
+                        return Err(changed(format!(
+                            "it shrank below {size} bytes while it was read"
+                        )));
+                    }
+                    // A pre-copy round: what is gone reads as zeros.
+                    let got = read_prefix_at(&large.file, buf, off + done)
+                        .map_err(walk::read_err(source))?;
+                    buf[got..].fill(0);
+                    shrank = true;
                 }
                 send(Piece::Data(Arc::clone(&chunk)));
                 out(&chunk).map_err(WriteError::Write)?;
@@ -133,8 +141,9 @@ pub(super) fn copy_and_hash(
         drop(tx);
         drop(chunk_tx);
         let after = Stamp::now(&large.file).map_err(walk::read_err(source))?;
-        if let Some(what) = after.change_since(&large.stamp) {
-            return Err(changed(what));
+        let moved = after.change_since(&large.stamp);
+        if let (Some(what), false) = (&moved, tolerant) {
+            return Err(changed(what.clone()));
         }
         let failed = || WriteError::Write(io::Error::other("the hashing thread failed"));
         let digest = hasher.join().map_err(|_| failed())?;
@@ -142,7 +151,7 @@ pub(super) fn copy_and_hash(
             Some(c) => Some(c.join().map_err(|_| failed())?),
             None => None,
         };
-        Ok((digest, chunks))
+        Ok((digest, chunks, shrank || moved.is_some()))
     })
 }
 
@@ -163,6 +172,21 @@ pub(super) fn grow_pipe(out: &File) {
 }
 
 /// Fills `buf` from `offset`; false when the file ends first.
+/// Reads what there is of `buf.len()` bytes from `offset`; returns how
+/// many.
+fn read_prefix_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
     let mut got = 0;
     while got < buf.len() {
@@ -196,17 +220,24 @@ mod tests {
         source: &Path,
     ) -> (Vec<u8>, Result<[u8; 32], WriteError>) {
         let mut bytes = Vec::new();
-        let result = copy_and_hash(large, &[(0, size)], size, source, true, &mut |chunk| {
-            bytes.extend_from_slice(chunk);
-            Ok(())
-        });
+        let result = copy_and_hash(
+            large,
+            &[(0, size)],
+            size,
+            source,
+            (true, false),
+            &mut |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok(())
+            },
+        );
         // The chunk digests are of the same bytes.
-        if let Ok((_, Some(chunked))) = &result {
+        if let Ok((_, Some(chunked), _)) = &result {
             let mut h = crate::manifest::ChunkHasher::default();
             h.update(&bytes);
             assert_eq!(&h.finish(), chunked);
         }
-        (bytes, result.map(|(d, _)| d))
+        (bytes, result.map(|(d, _, _)| d))
     }
 
     #[test]

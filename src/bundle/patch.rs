@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -39,6 +40,8 @@ pub(super) struct ChangedChunks {
     pub zero: Vec<(u64, u64)>,
     pub spool: File,
     pub spool_len: u64,
+    /// It changed while it was read (with `tolerant`: carried as read).
+    pub changed_while_read: bool,
 }
 
 /// Reads `large` chunk by chunk against `base`'s chunk digests. A chunk
@@ -50,8 +53,10 @@ pub(super) fn changed_chunks(
     meta: &EntryMeta,
     base: &manifest::Entry,
     source: &Path,
+    tolerant: bool,
     progress: &dyn Progress,
 ) -> Result<ChangedChunks, WriteError> {
+    let mut shrank = false;
     let size = meta.size;
     let count = size.div_ceil(CHUNK);
     let mut spool = tempfile::tempfile().map_err(WriteError::Write)?;
@@ -77,10 +82,16 @@ pub(super) fn changed_chunks(
             if hole {
                 chunk.fill(0);
             } else if !read_exact_at(&large.file, chunk, off).map_err(read_err(source))? {
-                return Err(WriteError::Changed {
-                    path: source.to_path_buf(),
-                    detail: format!("it shrank below {size} bytes while it was read"),
-                });
+                if !tolerant {
+                    return Err(WriteError::Changed {
+                        path: source.to_path_buf(),
+                        detail: format!("it shrank below {size} bytes while it was read"),
+                    });
+                }
+                // A pre-copy round: read again what is there, zeros past it.
+                chunk.fill(0);
+                let _ = large.file.read_at(chunk, off);
+                shrank = true;
             }
             (Some(<[u8; 32]>::from(Sha256::digest(&*chunk))), hole)
         };
@@ -107,10 +118,11 @@ pub(super) fn changed_chunks(
         progress.advance(len);
     }
     let after = Stamp::now(&large.file).map_err(read_err(source))?;
-    if let Some(what) = after.change_since(&large.stamp) {
+    let moved = after.change_since(&large.stamp);
+    if let (Some(what), false) = (&moved, tolerant) {
         return Err(WriteError::Changed {
             path: source.to_path_buf(),
-            detail: what,
+            detail: what.clone(),
         });
     }
     let recorded = count <= MAX_CHUNKS;
@@ -124,6 +136,7 @@ pub(super) fn changed_chunks(
         zero: to_ranges(zero),
         spool,
         spool_len,
+        changed_while_read: shrank || moved.is_some(),
     })
 }
 

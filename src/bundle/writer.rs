@@ -202,6 +202,11 @@ pub struct BundleWriter<'p> {
     round: Option<RoundOut>,
     /// A delta (`export --since`): the base round's manifest.
     base: Option<Base>,
+    /// A pre-copy round: files that change while read are carried as read
+    /// and marked for the next round (`walk::Listed::tolerant`).
+    tolerant: bool,
+    /// Files that changed while they were read (with `tolerant`).
+    pub dirty: Vec<String>,
 }
 
 /// What a bundle of a pre-copy round records of its volumes' `_data`.
@@ -287,6 +292,8 @@ impl<'p> BundleWriter<'p> {
                 trees: BTreeMap::new(),
             }),
             base: None,
+            tolerant: false,
+            dirty: Vec::new(),
         };
         writer
             .write_plain(HEADER_PATH.as_bytes(), &header_json)
@@ -318,6 +325,15 @@ impl<'p> BundleWriter<'p> {
     /// the source does not goes as deletions.
     pub fn with_base(mut self, base: Base) -> Self {
         self.base = Some(base);
+        self
+    }
+
+    /// A pre-copy round (the containers may be running): a file that
+    /// changes while it is read is carried as read and its manifest entry
+    /// marked, so that the next round carries it again, instead of failing
+    /// the export. What is hashed is still what is written.
+    pub fn tolerate_changes(mut self, tolerant: bool) -> Self {
+        self.tolerant = tolerant;
         self
     }
 
@@ -360,6 +376,7 @@ impl<'p> BundleWriter<'p> {
             path: path.to_vec(),
             at,
             base: None,
+            tolerant: false,
         };
         let source = walk::read_listed(listed, self.ids_for(path))?;
         self.add_source(source, volume, rel_start, None)
@@ -490,7 +507,10 @@ impl<'p> BundleWriter<'p> {
             let (job_tx, job_rx) = mpsc::sync_channel::<walk::Job>(READERS);
             let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
             let (done_tx, done_rx) = mpsc::channel::<(u64, Batch)>();
-            scope.spawn(move || walk::list_tree(prefix, root_dir, &token_rx, &job_tx, vbase));
+            let tolerant = self.tolerant;
+            scope.spawn(move || {
+                walk::list_tree(prefix, root_dir, &token_rx, &job_tx, vbase, tolerant)
+            });
             for _ in 0..READERS {
                 let job_rx = Arc::clone(&job_rx);
                 let done_tx = done_tx.clone();
@@ -536,8 +556,17 @@ impl<'p> BundleWriter<'p> {
             prepared,
             stat,
             base,
+            dirty,
             ..
         } = walked;
+        // A file that changed while read: its stat is not what was read.
+        let mut stat = match dirty {
+            true => {
+                self.dirty.push(source.display().to_string());
+                None
+            }
+            false => Some(stat),
+        };
         if let Some(base) = &base {
             // A delta: what is as in the base is recorded, not carried.
             if prepared.is_some() {
@@ -576,8 +605,12 @@ impl<'p> BundleWriter<'p> {
                 (digest, prep.tail)
             }
             (None, Some(large)) => {
-                let (digest, chunks) = self.write_large(&meta, &large, &source)?;
+                let (digest, chunks, changed) = self.write_large(&meta, &large, &source)?;
                 chunked = chunks;
+                if changed {
+                    self.dirty.push(source.display().to_string());
+                    stat = None;
+                }
                 (Some(digest), meta.describe_tail(Some(&digest)))
             }
             (None, None) => {
@@ -614,9 +647,16 @@ impl<'p> BundleWriter<'p> {
         source: &Path,
         base: &manifest::Entry,
         (volume, rel_start): (Option<&str>, usize),
-        stat: (u64, (i64, u32)),
+        stat: Option<(u64, (i64, u32))>,
     ) -> Result<(), WriteError> {
-        let read = changed_chunks(large, &meta, base, source, self.progress)?;
+        let read = changed_chunks(large, &meta, base, source, self.tolerant, self.progress)?;
+        let stat = match read.changed_while_read {
+            true => {
+                self.dirty.push(source.display().to_string());
+                None
+            }
+            false => stat,
+        };
         let entry = manifest_entry(&meta, rel_start, Some(read.chunked.clone()), stat);
         if let Some(entry) = &entry {
             if entry.same_description(base) {
@@ -657,7 +697,7 @@ impl<'p> BundleWriter<'p> {
         meta: &EntryMeta,
         large: &Large,
         source: &Path,
-    ) -> Result<([u8; 32], Option<Chunked>), WriteError> {
+    ) -> Result<([u8; 32], Option<Chunked>, bool), WriteError> {
         let whole = [(0u64, meta.size)];
         let segments: &[(u64, u64)] = meta.sparse.as_deref().unwrap_or(&whole);
         let data_len: u64 = segments.iter().map(|s| s.1).sum();
@@ -734,14 +774,22 @@ impl<'p> BundleWriter<'p> {
         size: u64,
         source: &Path,
         chunked: bool,
-    ) -> Result<([u8; 32], Option<Chunked>), WriteError> {
+    ) -> Result<([u8; 32], Option<Chunked>, bool), WriteError> {
         let sink = &mut self.sink;
         let progress = self.progress;
-        copy_and_hash(large, segments, size, source, chunked, &mut |chunk| {
-            sink.write_chunk(chunk)?;
-            progress.advance(chunk.len() as u64);
-            Ok(())
-        })
+        let tolerant = self.tolerant;
+        copy_and_hash(
+            large,
+            segments,
+            size,
+            source,
+            (chunked, tolerant),
+            &mut |chunk| {
+                sink.write_chunk(chunk)?;
+                progress.advance(chunk.len() as u64);
+                Ok(())
+            },
+        )
     }
 
     /// Adds one written entry to SHA256SUMS, the entries digest and its
@@ -894,7 +942,7 @@ fn manifest_entry(
     meta: &EntryMeta,
     rel_start: usize,
     content: Option<Chunked>,
-    stat: (u64, (i64, u32)),
+    stat: Option<(u64, (i64, u32))>,
 ) -> Option<manifest::Entry> {
     let rel = &meta.path[rel_start.min(meta.path.len())..];
     let data_rel = data_relative(rel)?;
@@ -906,8 +954,9 @@ fn manifest_entry(
             *link = link.get(prefix_len..).unwrap_or_default().to_vec();
         }
     }
-    entry.ino = Some(stat.0);
-    entry.ctime = Some(stat.1);
+    // Without a stat (it changed while read), the next round re-reads it.
+    entry.ino = stat.map(|s| s.0);
+    entry.ctime = stat.map(|s| s.1);
     Some(entry)
 }
 

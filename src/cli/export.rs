@@ -52,7 +52,11 @@ pub struct ExportArgs {
     #[arg(long, value_name = "NAME")]
     pub checkpoint: Option<String>,
 
-    /// Export containers that are running (their data may change while it is read).
+    /// Export containers that are running (their data may change while it
+    /// is read). A file that changes while it is read fails the export,
+    /// except in a pre-copy round (with --manifest-out or --since): it is
+    /// then carried as read and marked in the manifest, so that the next
+    /// round carries it again.
     #[arg(long)]
     pub allow_running: bool,
 
@@ -178,6 +182,7 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
             "files": t.files,
             "bytes": t.bytes,
             "skipped": report.skipped,
+            "changed_while_read": report.changed_while_read,
             "data_not_carried": plan.data_left_behind(),
         }))?;
     } else if !cli.quiet {
@@ -186,6 +191,12 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         }
         for s in plan.data_left_behind() {
             eprintln!("note: data not carried: {s}");
+        }
+        if !report.changed_while_read.is_empty() {
+            eprintln!(
+                "note: {} changed while read (the containers run): carried as read, and again by the next round (--since)",
+                render::count(report.changed_while_read.len(), "file", "files")
+            );
         }
         eprintln!(
             "exported {}, {} ({} in {}) to {written_to}",
@@ -230,7 +241,14 @@ fn produce(
         }
         None => (None, None),
     };
-    let mut round = Some(export::RoundOutput { manifest, since });
+    // A pre-copy round of running containers: what changes while read
+    // goes again next round, rather than fail this one.
+    let tolerant = args.allow_running && (args.manifest_out.is_some() || args.since.is_some());
+    let mut round = Some(export::RoundOutput {
+        manifest,
+        since,
+        tolerant,
+    });
     let show = !cli.quiet && std::io::stderr().is_terminal();
     let total = show.then(|| plan.content_bytes(root));
     let progress: Box<dyn crate::progress::Progress> =

@@ -73,6 +73,7 @@ pub(in crate::bundle) fn list_tree(
     tokens: &Receiver<()>,
     jobs: &SyncSender<Job>,
     mut base: Option<VolumeBase<'_>>,
+    tolerant: bool,
 ) {
     let mut out = Batcher {
         seq: 0,
@@ -91,7 +92,12 @@ pub(in crate::bundle) fn list_tree(
             path: prefix.to_vec(),
             at: At::Dir(root),
             base: None,
+            tolerant: false,
         }
+    });
+    let first = first.map(|mut l| {
+        l.tolerant = tolerant;
+        l
     });
     if !merged(&mut out, first, base.as_mut(), prefix) {
         return;
@@ -106,6 +112,10 @@ pub(in crate::bundle) fn list_tree(
         path.push(b'/');
         path.extend_from_slice(name.as_bytes());
         let (item, descend) = visit(&level.dir, path, name, kind);
+        let item = item.map(|mut l| {
+            l.tolerant = tolerant;
+            l
+        });
         if let Some(next) = descend {
             stack.push(next);
         }
@@ -141,6 +151,7 @@ fn deletion(prefix: &[u8], e: manifest::Entry) -> Listed {
         path,
         at: At::Deleted,
         base: None,
+        tolerant: false,
     }
 }
 
@@ -210,6 +221,7 @@ pub(super) fn visit(
                 path,
                 at,
                 base: None,
+                tolerant: false,
             }),
             None,
         );
@@ -228,6 +240,7 @@ pub(super) fn visit(
                         Ok(Listed {
                             path,
                             base: None,
+                            tolerant: false,
                             at: At::Dir(dir),
                         }),
                         Some(level),
@@ -249,6 +262,7 @@ pub(super) fn visit(
                     path,
                     at,
                     base: None,
+                    tolerant: false,
                 }),
                 None,
             )

@@ -74,6 +74,10 @@ pub(super) struct Walked {
     pub prepared: Option<Prepared>,
     /// In a delta: the entry's base (`since`), for the writer to compare.
     pub base: Option<Box<BaseEntry>>,
+    /// It changed while it was read, and a pre-copy round carried it as
+    /// read (`Listed::tolerant`): its manifest entry is marked so that the
+    /// next round carries it again.
+    pub dirty: bool,
 }
 
 /// An entry's base in a delta, and whether an unchanged stat proves it
@@ -115,6 +119,10 @@ pub(super) struct Listed {
     pub at: At,
     /// In a delta: the base's entry at the same path.
     pub base: Option<Box<BaseEntry>>,
+    /// A pre-copy round: a file that keeps changing while it is read is
+    /// carried as read (what is hashed is what is written) and marked
+    /// dirty, instead of failing the export.
+    pub tolerant: bool,
 }
 
 pub(super) enum At {

@@ -150,13 +150,15 @@ fn shift_ids(mut walked: Walked, ids: &IdShift) -> Result<Walked, WriteError> {
 }
 
 fn read_listed_as_is(listed: Listed) -> Result<Source, WriteError> {
-    let Listed { path, at, .. } = listed;
+    let Listed {
+        path, at, tolerant, ..
+    } = listed;
     match at {
         At::Dir(dir) => {
             let (attrs, _) = FileAttrs::read_open(dir.file()).map_err(read_err(dir.path()))?;
             finish_entry(path, dir.path().to_path_buf(), attrs, None)
         }
-        At::Child { parent, name, kind } => read_child(path, &parent, &name, kind),
+        At::Child { parent, name, kind } => read_child(path, &parent, &name, kind, tolerant),
         At::Deleted => Ok(Source::Deleted(path)),
     }
 }
@@ -166,6 +168,7 @@ pub(super) fn read_child(
     parent: &DirFd,
     name: &CStr,
     kind: Option<FileKind>,
+    tolerant: bool,
 ) -> Result<Source, WriteError> {
     let source = parent.path().join(name_path(name));
     let kind = match kind {
@@ -181,7 +184,7 @@ pub(super) fn read_child(
         // listing, opening it neither blocks nor takes a terminal.
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
         match parent.open_file(name_path(name), flags) {
-            Ok(file) => return read_file(path, source, file),
+            Ok(file) => return read_file(path, source, file, tolerant),
             // A symlink (ELOOP) or a socket (ENXIO) now: read it unopened.
             Err(OpenError::Symlink { .. }) => {}
             Err(e) if e.errno() == Some(libc::ENXIO) => {}
@@ -210,7 +213,16 @@ pub(super) fn read_child(
 /// checked against its stamp: what changed while it was read is read
 /// again, once (nothing of it is written yet); a large one is left to the
 /// writer with its stamp.
-fn read_file(path: Vec<u8>, source: PathBuf, file: File) -> Result<Source, WriteError> {
+///
+/// `tolerant` (a pre-copy round): one that changed both times is carried
+/// as a third read gives it, padded with zeros to the size taken, and
+/// marked dirty.
+fn read_file(
+    path: Vec<u8>,
+    source: PathBuf,
+    file: File,
+    tolerant: bool,
+) -> Result<Source, WriteError> {
     let mut change = String::new();
     for _ in 0..2 {
         let (attrs, meta) = FileAttrs::read_open(&file).map_err(read_err(&source))?;
@@ -246,6 +258,28 @@ fn read_file(path: Vec<u8>, source: PathBuf, file: File) -> Result<Source, Write
             }
             (None, _) => change = format!("it shrank below {size} bytes while it was read"),
             (Some(_), Some(what)) => change = what,
+        }
+    }
+    if tolerant {
+        let (attrs, _) = FileAttrs::read_open(&file).map_err(read_err(&source))?;
+        if attrs.kind == FileKind::File && attrs.size <= SMALL_FILE {
+            let size = attrs.size as usize;
+            let mut content = vec![0u8; size];
+            let mut got = 0;
+            while got < size {
+                match file.read_at(&mut content[got..], got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(read_err(&source)(e)),
+                }
+            }
+            let sha: [u8; 32] = Sha256::digest(&content).into();
+            let mut walked = walked(path, source, attrs, None)?;
+            walked.small = Some((content, sha));
+            walked.dirty = true;
+            prepare(&mut walked, Some(&sha))?;
+            return Ok(Source::Entry(Box::new(walked)));
         }
     }
     Err(WriteError::Changed {
@@ -337,6 +371,7 @@ fn walked(
         identity,
         stat: (attrs.ino, attrs.ctime),
         base: None,
+        dirty: false,
         large: None,
         small: None,
         prepared: None,

@@ -73,6 +73,7 @@ fn a_directory_swapped_after_it_was_opened_is_read_through_its_descriptor() {
                 path: b"p/a/secret".to_vec(),
                 at,
                 base: None,
+                tolerant: false,
             },
             None,
         )

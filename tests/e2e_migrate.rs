@@ -1,0 +1,144 @@
+//! Issue 9 end to end: `volmig migrate` of a running container between two
+//! private dockerds 20.10, through ssh to a private sshd, in pre-copy
+//! rounds; the last round with the container paused. The target then runs
+//! a container on the volume with its data, and the downtime is printed.
+//! `VOLMIG_SKIP_E2E=1` skips it; without root, sshd or dockerd it fails
+//! with the reason.
+
+mod e2e;
+
+use std::fs;
+use std::process::Command;
+use std::time::Instant;
+
+use e2e::sshd::{require_sshd, LocalSshd};
+use e2e::PrivateDaemon;
+
+const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
+
+#[test]
+fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
+    if e2e::skipped() {
+        return;
+    }
+    e2e::require_daemon_prerequisites();
+    require_sshd();
+    let t0 = Instant::now();
+    let src = PrivateDaemon::start("msrc");
+    let dst = PrivateDaemon::start("mdst");
+    let sshd = LocalSshd::start("mssh");
+    src.load_busybox_image("e2emig", None);
+    dst.load_busybox_image("e2emig", None);
+    src.dk(&["volume", "create", "--label", "tier=db", "appdata"]);
+    // Data laid down before the container starts: a large file (patched
+    // in chunks when it changes) and many small ones.
+    let data = src.root.join("volumes/appdata/_data");
+    let big: Vec<u8> = (0..(48u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fs::write(data.join("big.bin"), &big).unwrap();
+    for d in 0..10 {
+        fs::create_dir(data.join(format!("d{d}"))).unwrap();
+        for f in 0..100 {
+            fs::write(data.join(format!("d{d}/f{f}")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    fs::write(data.join("marker"), "moved by volmig\n").unwrap();
+    // The container writes to its volume all the time: a counter, and a
+    // rewrite inside the large file.
+    src.dk(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "-v",
+        "appdata:/data",
+        "e2emig",
+        "sh",
+        "-c",
+        "i=0; while true; do echo $i >> /data/log; \
+         echo $i | dd of=/data/big.bin bs=1 seek=$((i * 4096 % 50000000)) conv=notrunc 2>/dev/null; \
+         i=$((i+1)); sleep 0.05; done",
+    ]);
+    let out = Command::new(VOLMIG)
+        .arg("--data-root")
+        .arg(&src.root)
+        .arg("-H")
+        .arg(src.host())
+        .arg("--json")
+        .arg("migrate")
+        .arg("app")
+        .arg("--via")
+        .arg(sshd.ssh_command())
+        .arg("--target-data-root")
+        .arg(&dst.root)
+        .arg("--target-host")
+        .arg(dst.host())
+        .arg("--target-volmig")
+        .arg(VOLMIG)
+        .arg("--pause")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "migrate failed:\n{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let downtime = doc["downtime_seconds"].as_f64().unwrap();
+    let rounds = doc["rounds"].as_array().unwrap();
+    println!(
+        "e2e_migrate: {} rounds, downtime {downtime:.2} s",
+        rounds.len()
+    );
+    for r in rounds {
+        println!(
+            "  round {}: {} bytes in {:.2} s ({})",
+            r["round"],
+            r["bytes"],
+            r["seconds"].as_f64().unwrap(),
+            r["kind"]
+        );
+    }
+    eprintln!("{stderr}");
+    assert!(rounds.len() >= 2, "{doc}");
+    assert_eq!(rounds[0]["kind"], "full");
+    let last = rounds.last().unwrap()["bytes"].as_u64().unwrap();
+    let first = rounds[0]["bytes"].as_u64().unwrap();
+    assert!(
+        last * 10 < first,
+        "the final round carried {last} bytes of {first}"
+    );
+    assert!(
+        downtime < 2.0,
+        "downtime {downtime:.2} s (target: under 2 s)"
+    );
+    // The source container is stopped, the target has the volume with its
+    // labels and data, and a container there runs with it.
+    assert_eq!(
+        src.dk(&["inspect", "-f", "{{.State.Running}}", "app"])
+            .trim(),
+        "false"
+    );
+    let labels = dst.dk(&["volume", "inspect", "-f", "{{json .Labels}}", "appdata"]);
+    assert!(labels.contains("\"tier\":\"db\""), "{labels}");
+    let shown = dst.dk(&[
+        "run",
+        "--rm",
+        "-v",
+        "appdata:/data",
+        "e2emig",
+        "cat",
+        "/data/marker",
+    ]);
+    assert_eq!(shown, "moved by volmig\n");
+    // The counter on the target is a prefix of the source's: every line
+    // written before the pause arrived, in order.
+    let theirs = fs::read_to_string(dst.root.join("volumes/appdata/_data/log")).unwrap();
+    let ours = fs::read_to_string(data.join("log")).unwrap();
+    assert!(
+        !theirs.is_empty() && ours.starts_with(&theirs),
+        "target log is not a prefix of the source's"
+    );
+    for (i, line) in theirs.lines().enumerate() {
+        assert_eq!(line, i.to_string());
+    }
+    println!("e2e_migrate: took {:.1}s", t0.elapsed().as_secs_f64());
+}
