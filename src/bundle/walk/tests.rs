@@ -90,7 +90,8 @@ fn a_file_swapped_for_a_symlink_is_carried_as_the_symlink() {
     let a = Arc::new(DirFd::open(&data.join("a")).unwrap());
     fs::remove_file(data.join("a/secret")).unwrap();
     symlink(outside.join("secret"), data.join("a/secret")).unwrap();
-    let walked = entry(read_child(b"p".to_vec(), &a, c"secret", Some(FileKind::File)).unwrap());
+    let walked =
+        entry(read_child(b"p".to_vec(), &a, c"secret", Some(FileKind::File), false).unwrap());
     assert_eq!(walked.meta.kind, EntryKind::Symlink);
     assert!(walked.small.is_none() && walked.large.is_none());
 }
@@ -101,7 +102,7 @@ fn a_file_swapped_for_a_symlink_is_carried_as_the_symlink() {
 fn a_file_swapped_for_a_directory_is_refused() {
     let (_tmp, data, _) = volume();
     let root = Arc::new(DirFd::open(&data).unwrap());
-    let err = read_child(b"p".to_vec(), &root, c"a", Some(FileKind::File))
+    let err = read_child(b"p".to_vec(), &root, c"a", Some(FileKind::File), false)
         .err()
         .unwrap();
     assert!(matches!(err, WriteError::Changed { .. }), "{err}");
