@@ -63,7 +63,9 @@ pub(super) fn hostile(path: &[u8], reason: impl Into<String>) -> ReadError {
     }
 }
 
-pub(super) fn io_error(e: io::Error) -> ReadError {
+/// An error of the stream (or of a file's data in it) as the reader
+/// reports it: truncation, corruption, or an I/O error.
+pub fn io_error(e: io::Error) -> ReadError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         ReadError::Truncated(String::new())
     } else if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other {

@@ -8,6 +8,7 @@
 //! memory together.
 
 pub mod chunks;
+pub mod from_bundle;
 pub mod io;
 
 use std::io::Write as _;
@@ -52,11 +53,12 @@ pub fn new_round_id(host: &str, data_root: &str) -> String {
 pub struct ManifestHeader {
     pub format: String,
     pub chunk_size: u64,
-    /// The SHA-256 of the trailer entry of the bundle this manifest
+    /// The round id (`BundleHeader::round`) of the bundle this manifest
     /// describes: a delta names its base by it.
     pub bundle: String,
-    /// `source` (written by export: stat of the source) or `target`
-    /// (recorded by import: stat of what it laid down).
+    /// `source` (written by export: stat of the source), `target`
+    /// (recorded by import: stat of what it laid down) or `bundle`
+    /// (recovered from a bundle by `inspect --manifest`: no stat).
     pub side: String,
     pub host: String,
     pub data_root: String,
