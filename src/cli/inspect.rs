@@ -1,17 +1,19 @@
-//! `volmig inspect`: what a bundle holds; `--check` re-hashes everything.
+//! `volmig inspect`: what a bundle holds; `--check` re-hashes everything;
+//! `--manifest FILE` also writes the manifest of a full bundle.
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
 
 use super::import::open_input;
-use super::progress::TermProgress;
+use super::progress::{Interruptible, TermProgress};
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::bundle::reader::{self, Check, ReadError, Visitor};
 use crate::bundle::{BundleHeader, EntryMeta, Place, Trailer};
+use crate::manifest::from_bundle::{self, partial_path, Recovered};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -22,6 +24,22 @@ pub struct InspectArgs {
     /// Re-hash every file and check every digest; exit 1 on any mismatch.
     #[arg(long)]
     pub check: bool,
+
+    /// Recover the manifest of a full bundle into FILE, for a later
+    /// `export --since FILE` when the `--manifest-out` file of its export
+    /// was lost: per volume, every `_data` entry with its attributes and
+    /// content digest (and chunk digests for files over 1 MiB), computed
+    /// from the bundle's bytes. Implies --check: FILE appears only once
+    /// every digest and the volumes' tree digests matched the trailer
+    /// (it is written as FILE.partial until then, removed on failure).
+    /// A bundle does not carry the source's ctime and inode numbers, so
+    /// the manifest has none and its entries always count as changed: an
+    /// `export --since FILE` re-hashes every file to find what changed
+    /// instead of trusting an unchanged stat. Refused (exit 2) for a
+    /// bundle without a round id (exported without --manifest-out: no
+    /// delta could name it as its base) and for a delta bundle.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 }
 
 /// Reads entries and keeps nothing.
@@ -43,6 +61,9 @@ impl Visitor for Discard {
 }
 
 pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
+    if let Some(path) = &args.manifest {
+        return run_manifest(cli, args, path);
+    }
     let (input, size) = open_input(&args.input)?;
     let input = reader::open(input)?;
     let progress = TermProgress::boxed(cli.quiet, size);
@@ -80,6 +101,110 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
         emit(&text(&header, &trailer, args.check))?;
     }
     Ok(Outcome::Good)
+}
+
+/// `inspect --manifest FILE`: the bundle checked as by `--check`, and its
+/// manifest written to FILE.
+fn run_manifest(cli: &Cli, args: &InspectArgs, path: &Path) -> anyhow::Result<Outcome> {
+    refuse_overwriting_input(&args.input, path)?;
+    super::signals::poll(
+        "stopping at the next entry and removing the partial manifest",
+        "a partial manifest (FILE.partial) may be left beside FILE",
+    );
+    let (input, size) = open_input(&args.input)?;
+    let input = reader::open(input)?;
+    let progress = Interruptible(TermProgress::boxed(cli.quiet, size));
+    let result = from_bundle::write_manifest(input, path, &progress);
+    drop(progress);
+    let recovered = match result {
+        Ok(r) => r,
+        // Broken as `--check` says it: exit 1, the same words.
+        Err(e) if e.bundle_is_broken() => {
+            if cli.json {
+                emit_json(&json!({"ok": false, "checked": true, "error": e.to_string()}))?;
+            } else {
+                emit(&format!("check FAILED: {e}\n"))?;
+            }
+            return Ok(Outcome::Broken);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if cli.json {
+        emit_json(&json!({
+            "ok": true,
+            "checked": true,
+            "header": recovered.header,
+            "trailer": recovered.trailer,
+            "manifest": path,
+            "round": recovered.round,
+            "trees_checked": recovered.trees_checked,
+            "volumes": recovered.volumes,
+        }))?;
+    } else if !cli.quiet {
+        let mut out = text(&recovered.header, &recovered.trailer, true);
+        out.push_str(&manifest_text(&recovered, path));
+        emit(&out)?;
+    }
+    Ok(Outcome::Good)
+}
+
+/// The manifest's file (or its partial file) must not be the bundle
+/// being read: the partial is truncated at the start, the rename would
+/// replace the bundle at the end.
+fn refuse_overwriting_input(input: &Path, manifest: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let input = if input.as_os_str() == "-" {
+        Path::new("/dev/stdin")
+    } else {
+        input
+    };
+    let Ok(bundle) = std::fs::metadata(input) else {
+        // Opening it says why.
+        return Ok(());
+    };
+    for target in [manifest.to_path_buf(), partial_path(manifest)] {
+        if let Ok(m) = std::fs::metadata(&target) {
+            if (m.dev(), m.ino()) == (bundle.dev(), bundle.ino()) {
+                anyhow::bail!(
+                    "`{}` is the bundle being read: name another file for --manifest",
+                    target.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn manifest_text(r: &Recovered, path: &Path) -> String {
+    let mut out = String::new();
+    let entries: u64 = r.volumes.iter().map(|v| v.entries).sum();
+    let _ = writeln!(
+        out,
+        "manifest of round {} written to `{}`: {}, {} (without ctime or inode: a later `export --since` re-hashes every file)",
+        r.round,
+        path.display(),
+        render::count(r.volumes.len(), "volume", "volumes"),
+        render::count(entries as usize, "entry", "entries"),
+    );
+    for v in &r.volumes {
+        let _ = writeln!(
+            out,
+            "  volume {}: {}, tree {}",
+            v.name,
+            render::count(v.entries as usize, "entry", "entries"),
+            v.tree
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if r.trees_checked {
+            "tree digests checked against the trailer: OK"
+        } else {
+            "the trailer has no tree digests: not checked"
+        }
+    );
+    out
 }
 
 fn text(header: &BundleHeader, trailer: &Trailer, checked: bool) -> String {

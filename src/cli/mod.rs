@@ -116,7 +116,8 @@ pub enum Command {
     /// all-or-nothing, then verify every carried container. Exit 1 if one
     /// would fail to start.
     Import(import::ImportArgs),
-    /// Show what a bundle holds; --check re-hashes everything.
+    /// Show what a bundle holds; --check re-hashes everything; --manifest
+    /// FILE recovers the manifest of a full bundle whose own was lost.
     Inspect(inspect::InspectArgs),
     /// Finish or roll back an import that was interrupted (kill -9, power
     /// cut, a failed disk), and remove leftover staging. Every import does
