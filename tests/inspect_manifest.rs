@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bundle_support::{
-    export_to, parse_entries, position, stderr, stdout, write_at, write_entries, APP_ID,
+    export_to, parse_entries, position, reseal, stderr, stdout, write_at, write_entries, APP_ID,
 };
 use common::{json_run, volume_mount, FakeDataRoot};
 use sha2::{Digest, Sha256};
@@ -406,6 +406,23 @@ fn a_delta_is_refused_and_the_bundle_read_is_never_overwritten() {
     assert!(text.contains("is a delta"), "{text}");
     assert!(!m.exists() && !partial(&m).exists());
 
+    // A full bundle with a delta's deletion mark in it: no manifest.
+    let mut entries = parse_entries(&bytes);
+    let at = position(&entries, b"volumes/vol/_data/empty");
+    entries[at]
+        .pax
+        .push(("VOLMIG.delete".into(), b"1".to_vec()));
+    reseal(&mut entries);
+    let marked = work.path().join("marked.tar");
+    fs::write(&marked, write_entries(&entries)).unwrap();
+    let (code, text, _) = inspect_both(&marked, &m);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("volumes/vol/_data/empty") && text.contains("no delta"),
+        "{text}"
+    );
+    assert!(!m.exists() && !partial(&m).exists());
+
     // FILE, or FILE.partial, is the bundle itself: refused, untouched.
     let (code, text, _) = inspect_both(&bundle, &bundle);
     assert_eq!(code, 2, "{text}");
@@ -418,4 +435,85 @@ fn a_delta_is_refused_and_the_bundle_read_is_never_overwritten() {
     assert!(!x.exists());
     assert_eq!(fs::read(&bundle).unwrap(), bytes);
     assert_eq!(fs::read(&named).unwrap(), bytes);
+}
+
+/// The `_data` entries a bundle carries, as `rel` with ` (delete)` or
+/// ` (patch)` for marked ones.
+fn carried(bundle: &Path) -> Vec<String> {
+    parse_entries(&fs::read(bundle).unwrap())
+        .iter()
+        .filter_map(|e| {
+            let rel = e.path.strip_prefix(b"volumes/vol/_data")?;
+            let rel = String::from_utf8_lossy(rel.strip_prefix(b"/").unwrap_or(rel)).into_owned();
+            let mark = if e.pax.iter().any(|(k, _)| k == "VOLMIG.delete") {
+                " (delete)"
+            } else if e.pax.iter().any(|(k, _)| k == "VOLMIG.patch.size") {
+                " (patch)"
+            } else {
+                ""
+            };
+            Some(format!("{rel}{mark}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_recovered_manifest_is_a_base_for_export_since() {
+    let src = source();
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name);
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    export_to(
+        &src,
+        &["app"],
+        &["--manifest-out", &arg(&path("m1"))],
+        &path("b0"),
+    );
+    let out = common::volmig()
+        .arg("inspect")
+        .arg(path("b0"))
+        .arg("--manifest")
+        .arg(path("m2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A chunk of the 3 MiB file, a small file, a deletion.
+    let d = src.path().join("volumes/vol/_data");
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(d.join("big"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"changed", (2 << 20) + 17).unwrap();
+    drop(f);
+    fs::write(d.join("a/top.txt"), b"TOP\n").unwrap();
+    fs::remove_file(d.join("empty")).unwrap();
+
+    // Without the source's stat every file is re-hashed, and the delta
+    // is the one the export's own manifest gives.
+    let since = |m: &str, out: &str| {
+        let extra = ["--since".to_string(), arg(&path(m))];
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        export_to(&src, &["app"], &extra, &path(out));
+        carried(&path(out))
+    };
+    let from_m1 = since("m1", "d1");
+    let from_m2 = since("m2", "d2");
+    assert_eq!(from_m2, from_m1);
+    assert!(from_m2.contains(&"big (patch)".to_string()), "{from_m2:?}");
+    assert!(from_m2.contains(&"a/top.txt".to_string()), "{from_m2:?}");
+    assert!(
+        from_m2.contains(&"empty (delete)".to_string()),
+        "{from_m2:?}"
+    );
+    assert!(
+        !from_m2.iter().any(|e| e == "sparse" || e == "tail-hole"),
+        "{from_m2:?}"
+    );
+
+    // That delta is no base of a manifest (but a sound bundle).
+    let (code, text, check) = inspect_both(&path("d2"), &path("m3"));
+    assert_eq!((code, check), (2, 0), "{text}");
+    assert!(text.contains("is a delta"), "{text}");
+    assert!(!path("m3").exists() && !partial(&path("m3")).exists());
 }

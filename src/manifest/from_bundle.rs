@@ -309,6 +309,14 @@ impl Visitor for Recorder {
         place: Place<'_>,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
+        if meta.delta.is_some() {
+            // A deletion or a patch describes no entry of a tree (import
+            // refuses it in a full bundle too).
+            return Err(ReadError::Hostile {
+                entry: String::from_utf8_lossy(&meta.path).into_owned(),
+                reason: "a delta's entry in a bundle that is no delta".into(),
+            });
+        }
         let Place::VolumeData { name, rel } = place else {
             // The reader drains and checks what is not read here.
             return Ok(());
