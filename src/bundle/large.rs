@@ -277,6 +277,35 @@ mod tests {
     }
 
     #[test]
+    fn a_pre_copy_round_carries_a_changing_file_as_read_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("big");
+        fs::write(&p, vec![b'A'; 2 << 20]).unwrap();
+        let l = large(&p);
+        // Shrunk and rewritten after the stamp: the rest reads as zeros.
+        let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(1 << 20).unwrap();
+        f.write_all_at(&vec![b'B'; 1 << 20], 0).unwrap();
+        set_mtime(&p, 1, 0).unwrap();
+        let mut bytes = Vec::new();
+        let (digest, _, changed) =
+            copy_and_hash(&l, &[(0, 2 << 20)], 2 << 20, &p, (false, true), &mut |c| {
+                bytes.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+        assert!(changed, "the change must be reported");
+        assert_eq!(bytes.len(), 2 << 20);
+        assert!(bytes[..1 << 20].iter().all(|&b| b == b'B'));
+        assert!(bytes[1 << 20..].iter().all(|&b| b == 0));
+        assert_eq!(
+            digest,
+            <[u8; 32]>::from(Sha256::digest(&bytes)),
+            "hashed is written"
+        );
+    }
+
+    #[test]
     fn a_file_that_shrinks_or_grows_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("big");
