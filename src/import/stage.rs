@@ -422,15 +422,9 @@ impl Visitor for Stager<'_> {
         place: Place<'_>,
         digest: Option<&[u8; 32]>,
     ) -> Result<(), ReadError> {
-        let (Some(base), Place::VolumeData { name, rel }) = (&mut self.base, place) else {
-            return Ok(());
-        };
-        // What was laid down: the ids shifted as `stage_entry` shifted them.
-        let shifted = match &self.ids {
-            Some(ids) => Some(shift_ids(meta, ids)?),
-            None => None,
-        };
-        base.add(name, rel, meta, shifted.as_ref(), digest);
+        if let (Some(base), Place::VolumeData { name, rel }) = (&mut self.base, place) {
+            base.add(name, rel, meta, digest);
+        }
         Ok(())
     }
 }
@@ -442,14 +436,11 @@ impl Stager<'_> {
         place: Place<'_>,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
-        let shifted;
-        let meta = match &self.ids {
-            Some(ids) if matches!(place, Place::VolumeData { .. }) => {
-                shifted = shift_ids(meta, ids)?;
-                &shifted
-            }
-            _ => meta,
+        let shifted = match &self.ids {
+            Some(ids) if matches!(place, Place::VolumeData { .. }) => Some(shift_ids(meta, ids)?),
+            _ => None,
         };
+        let meta = shifted.as_ref().unwrap_or(meta);
         if meta.kind == EntryKind::File {
             let written = match &meta.sparse {
                 Some(segments) => segments.iter().map(|s| s.1).sum(),
@@ -475,7 +466,12 @@ impl Stager<'_> {
         self.close_dirs(&meta.path)?;
         let chunks = matches!(place, Place::VolumeData { .. })
             && self.base.as_ref().is_some_and(|b| b.wants_chunks(meta));
-        self.make_entry(meta, data, chunks)
+        self.make_entry(meta, data, chunks)?;
+        // The base records the ids as laid down, not as the bundle has them.
+        if let (Some(shifted), Some(base)) = (shifted, &mut self.base) {
+            base.set_laid(shifted);
+        }
+        Ok(())
     }
 
     /// An opts.json whose device `--map-path` moves, with the new device

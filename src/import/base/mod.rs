@@ -508,7 +508,7 @@ mod tests {
             let rel = rel.strip_prefix(b"/").unwrap_or(rel);
             let sha: Option<[u8; 32]> = (m.kind == EntryKind::File)
                 .then(|| <sha2::Sha256 as sha2::Digest>::digest(b"hello").into());
-            spool.add("v", rel, m, None, sha.as_ref());
+            spool.add("v", rel, m, sha.as_ref());
             let content = sha.map(|c| Chunked {
                 content: c,
                 chunks: Vec::new(),

@@ -33,6 +33,9 @@ struct Spooling {
     trees: BTreeMap<String, String>,
     /// The chunk digests of the large file just staged, for its record.
     chunked: Option<Chunked>,
+    /// The entry just staged as it was laid down, when that differs from
+    /// the bundle's (ids shifted for a remapped target).
+    laid: Option<EntryMeta>,
 }
 
 impl BaseSpool {
@@ -55,6 +58,7 @@ impl BaseSpool {
                 current: None,
                 trees: BTreeMap::new(),
                 chunked: None,
+                laid: None,
             })
         };
         BaseSpool { state: start() }
@@ -73,20 +77,27 @@ impl BaseSpool {
         }
     }
 
+    /// The entry staged last as it was laid down, when that is not as the
+    /// bundle has it (ids shifted for a remapped target).
+    pub(in crate::import) fn set_laid(&mut self, laid: EntryMeta) {
+        if let Ok(s) = &mut self.state {
+            s.laid = Some(laid);
+        }
+    }
+
     /// Spools one entry of volume `name`'s data at `rel` (relative to
-    /// `_data`): `meta` as the bundle has it, `laid` as it was laid down
-    /// when that differs (ids shifted for a remapped target), `digest` a
-    /// regular file's SHA-256.
+    /// `_data`): `meta` as the bundle has it (the one just staged, with
+    /// what `set_chunked` and `set_laid` said of it), `digest` a regular
+    /// file's SHA-256.
     pub(in crate::import) fn add(
         &mut self,
         name: &str,
         rel: &[u8],
         meta: &EntryMeta,
-        laid: Option<&EntryMeta>,
         digest: Option<&[u8; 32]>,
     ) {
         let Ok(s) = &mut self.state else { return };
-        if let Err(why) = s.add(name, rel, meta, laid, digest) {
+        if let Err(why) = s.add(name, rel, meta, digest) {
             self.state = Err(why);
         }
     }
@@ -111,7 +122,6 @@ impl Spooling {
         name: &str,
         rel: &[u8],
         meta: &EntryMeta,
-        laid: Option<&EntryMeta>,
         digest: Option<&[u8; 32]>,
     ) -> Result<(), String> {
         if self.current.as_ref().is_none_or(|(v, _)| v != name) {
@@ -151,8 +161,8 @@ impl Spooling {
         if let Some((_, tree)) = &mut self.current {
             tree.add(&as_bundled);
         }
-        let written = match laid {
-            Some(laid) => self.writer.entry(&entry(laid)?),
+        let written = match self.laid.take() {
+            Some(laid) => self.writer.entry(&entry(&laid)?),
             None => self.writer.entry(&as_bundled),
         };
         written.map_err(|e| e.to_string())
