@@ -88,6 +88,19 @@ pub trait Visitor {
         place: Place<'_>,
         data: &mut dyn Read,
     ) -> Result<(), ReadError>;
+    /// Called after `entry`, once the entry's bytes are all read, with a
+    /// regular file's SHA-256 of its logical content (`None` for other
+    /// kinds, and with `Check::Structure`). Not yet checked against
+    /// SHA256SUMS: that comes at its end. Import records it in the base of
+    /// a pre-copy round rather than hash every file a second time.
+    fn digested(
+        &mut self,
+        _meta: &EntryMeta,
+        _place: Place<'_>,
+        _digest: Option<&[u8; 32]>,
+    ) -> Result<(), ReadError> {
+        Ok(())
+    }
 }
 
 /// Opens a bundle stream, detecting zstd by its magic number.
@@ -382,6 +395,7 @@ impl<'h> Walk<'h> {
             visitor.entry(self.index.header(), &meta, place.clone(), &mut hashing)?;
             hashing.finish(&mut self.scratch)?
         };
+        visitor.digested(&meta, place.clone(), digest.as_ref())?;
         progress.advance(meta.size);
         self.count(&meta, &place, digest)?;
         self.previous = Some(meta.path);

@@ -238,6 +238,8 @@ fn committed_output(
             },
             "recovered": report.recovered.iter().map(super::recover::recovered_json).collect::<Vec<_>>(),
             "pending": report.pending,
+            "bases": report.bases,
+            "warnings": report.warnings,
             "bytes": report.trailer.bytes,
             "files": report.trailer.files,
             "containers_from_bundle": report.containers_from_bundle,
@@ -413,6 +415,9 @@ fn import_text(
         for p in &report.pending {
             let _ = writeln!(out, "error: {p}");
         }
+        for w in &report.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
         for r in &failing {
             for f in r.all_findings().filter(|f| f.severity.is_failure()) {
                 let _ = writeln!(out, "{}: {}", r.name, f.message);
@@ -478,6 +483,17 @@ fn import_text(
     }
     for p in &report.pending {
         let _ = writeln!(out, "error: {p}");
+    }
+    if !report.bases.is_empty() {
+        let _ = writeln!(
+            out,
+            "base for deltas recorded: {} in {}",
+            render::count(report.bases.len(), "volume", "volumes"),
+            root.bases_dir().display()
+        );
+    }
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {w}");
     }
     live_stale_sources(&mut out, root, report, verdicts);
     for name in &report.containers_from_bundle {

@@ -253,6 +253,20 @@ impl DataRoot {
         self.effective.join("volmig-staging")
     }
 
+    /// Where import records, per volume, the base a later delta applies
+    /// onto (`docs/incremental.md`): beside `volumes/`, never inside it
+    /// (dockerd takes every directory there for a volume, and a file
+    /// there is one of its own).
+    pub fn bases_dir(&self) -> PathBuf {
+        self.effective.join("volmig-bases")
+    }
+
+    /// The recorded base of volume `name` (a `volmig-manifest/1`). `name`
+    /// is a volume name: one plain path component.
+    pub fn base_manifest(&self, name: &str) -> PathBuf {
+        self.bases_dir().join(format!("{name}.manifest"))
+    }
+
     /// What volmig's import lock is taken on: the data-root directory
     /// itself (see `import::lock`).
     pub fn import_lock(&self) -> PathBuf {

@@ -11,11 +11,15 @@
 //! 3. write the journal (`journal`) and carry out the commit (`commit`):
 //!    metadata.db in one atomic replacement, then one rename or exchange
 //!    per volume; a crash leaves a journal the next run carries forward;
-//! 4. rewrite stale volume Sources in container configs, remove staging.
+//! 4. rewrite stale volume Sources in container configs; for a bundle of a
+//!    pre-copy round, record what was laid down as the base for deltas
+//!    (`base`: outside the transaction, a failure there is a warning);
+//!    remove staging.
 //!
 //! Nothing is ever written under `<R>/volumes/` but finished volumes (and
 //! metadata.db): dockerd takes every directory there for a volume.
 
+mod base;
 mod bind;
 mod commit;
 pub mod delta;
@@ -233,6 +237,11 @@ pub struct ImportReport {
     pub pending: Vec<String>,
     /// The signal that arrived during the commit (which finished first).
     pub interrupted: Option<i32>,
+    /// Bases for deltas recorded (`<R>/volmig-bases/<volume>.manifest`).
+    pub bases: Vec<String>,
+    /// What went wrong after the commit without making the import fail
+    /// (a base not recorded): each says what it means.
+    pub warnings: Vec<String>,
     /// Free bytes on the target filesystem (before the import).
     pub free_bytes: u64,
     /// Bytes the files take once written: holes of sparse files excluded
@@ -325,7 +334,8 @@ fn import_locked(
             "the bundle holds nothing to import".into(),
         ]));
     };
-    let result = commit_staged(root, &staging, &stage, &mut report, engine);
+    let spool = stage.base.take();
+    let result = commit_staged(root, &staging, &stage, spool, &mut report, engine);
     if result.is_err() {
         // Refused by remove_staging while a journal there is unsettled.
         stage.discard();
@@ -497,6 +507,8 @@ fn stage_bundle<'a>(
         recovered: Vec::new(),
         pending: Vec::new(),
         interrupted: None,
+        bases: Vec::new(),
+        warnings: Vec::new(),
         free_bytes,
         needed_bytes: needed,
         dry_run: opts.dry_run,
@@ -598,6 +610,7 @@ fn commit_staged(
     root: &DataRoot,
     staging: &Path,
     stage: &Stager,
+    spool: Option<base::BaseSpool>,
     report: &mut ImportReport,
     engine: Option<&dyn Engine>,
 ) -> Result<(), ImportError> {
@@ -652,6 +665,18 @@ fn commit_staged(
         }
     }
     drop(db);
+    // The recorded bases describe the volumes as they were: they go now
+    // (a round's new ones are recorded last, once nothing else changes
+    // the volumes).
+    let volumes: Vec<String> = report
+        .header
+        .volumes
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    report
+        .warnings
+        .extend(base::forget(root, volumes.iter().map(String::as_str)));
     report_moves(root, &journal, report);
     report.metadata = Some(match (&journal.metadata, engine) {
         (Some(plan), _) => MetadataOutcome::Written(plan.new.len()),
@@ -681,6 +706,17 @@ fn commit_staged(
         Err(e) => report.pending.push(format!(
             "the carried containers cannot be verified: no temporary directory: {e}"
         )),
+    }
+    if let (Some(round), Some(spool)) = (&report.header.round, spool) {
+        let data_dir = |name: &str| match stage.binds.get(name) {
+            Some(bind) => bind.target.clone(),
+            None => root.volume_data_dir(name),
+        };
+        let recorded = base::record(root, spool, &round.id, &report.trailer, &volumes, &data_dir);
+        report
+            .bases
+            .extend(recorded.bases.iter().map(|p| p.display().to_string()));
+        report.warnings.extend(recorded.warnings);
     }
     if report.pending.is_empty() {
         if let Err(e) = commit::remove_staging(staging) {

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::base::BaseSpool;
 use super::journal::Item;
 use super::landed::{disk_kind, entry_kind, TreePrint};
 use super::{Conflict, OnConflict};
@@ -24,6 +25,7 @@ use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
 use crate::fileattrs::{self, FileAttrs, FileKind};
 use crate::idmap::{Direction, IdShift};
+use crate::manifest::ChunkHasher;
 
 /// What `Visitor::entry` returns when a signal asked to stop: the caller
 /// sees `Stager::interrupted` and reports the signal.
@@ -63,6 +65,10 @@ pub(super) struct Stager<'a> {
     pub(super) opts_locations: BTreeMap<String, DataLocation>,
     /// A remapped target: volume data ids become its host ids.
     ids: Option<IdShift>,
+    /// A bundle of a pre-copy round: the spool of the base to record
+    /// after the commit (`base`). `None` for other bundles, which then
+    /// cost nothing more.
+    pub(super) base: Option<BaseSpool>,
 }
 
 /// Where a carried bind volume's data goes.
@@ -110,6 +116,7 @@ impl<'a> Stager<'a> {
             ids: root
                 .id_map()
                 .map(|map| IdShift::new(map.clone(), Direction::ToHost)),
+            base: None,
         }
     }
 
@@ -370,6 +377,9 @@ impl Visitor for Stager<'_> {
             self.create_staging()?;
             if let Some(dir) = &self.dir {
                 super::bind::place_staging(dir, &mut self.binds)?;
+                if let Some(round) = &header.round {
+                    self.base = Some(BaseSpool::start(dir, &round.id));
+                }
             }
         }
         Ok(())
@@ -405,6 +415,18 @@ impl Visitor for Stager<'_> {
         }
         Ok(())
     }
+
+    fn digested(
+        &mut self,
+        meta: &EntryMeta,
+        place: Place<'_>,
+        digest: Option<&[u8; 32]>,
+    ) -> Result<(), ReadError> {
+        if let (Some(base), Place::VolumeData { name, rel }) = (&mut self.base, place) {
+            base.add(name, rel, meta, digest);
+        }
+        Ok(())
+    }
 }
 
 impl Stager<'_> {
@@ -414,14 +436,11 @@ impl Stager<'_> {
         place: Place<'_>,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
-        let shifted;
-        let meta = match &self.ids {
-            Some(ids) if matches!(place, Place::VolumeData { .. }) => {
-                shifted = shift_ids(meta, ids)?;
-                &shifted
-            }
-            _ => meta,
+        let shifted = match &self.ids {
+            Some(ids) if matches!(place, Place::VolumeData { .. }) => Some(shift_ids(meta, ids)?),
+            _ => None,
         };
+        let meta = shifted.as_ref().unwrap_or(meta);
         if meta.kind == EntryKind::File {
             let written = match &meta.sparse {
                 Some(segments) => segments.iter().map(|s| s.1).sum(),
@@ -445,7 +464,14 @@ impl Stager<'_> {
             _ => {}
         }
         self.close_dirs(&meta.path)?;
-        self.make_entry(meta, data)
+        let chunks = matches!(place, Place::VolumeData { .. })
+            && self.base.as_ref().is_some_and(|b| b.wants_chunks(meta));
+        self.make_entry(meta, data, chunks)?;
+        // The base records the ids as laid down, not as the bundle has them.
+        if let (Some(shifted), Some(base)) = (shifted, &mut self.base) {
+            base.set_laid(shifted);
+        }
+        Ok(())
     }
 
     /// An opts.json whose device `--map-path` moves, with the new device
@@ -508,8 +534,14 @@ impl Stager<'_> {
     }
 
     /// Creates one staged entry of any kind, with its attributes (a
-    /// directory's once it is complete).
-    fn make_entry(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> Result<(), ReadError> {
+    /// directory's once it is complete). With `chunks`, a file's chunk
+    /// digests go to the base spool: computed from the bytes written.
+    fn make_entry(
+        &mut self,
+        meta: &EntryMeta,
+        data: &mut dyn Read,
+        chunks: bool,
+    ) -> Result<(), ReadError> {
         let target = self.staged(&meta.path);
         let fail = |e: io::Error| visitor_err(&target, e);
         match meta.kind {
@@ -531,10 +563,16 @@ impl Stager<'_> {
                     .create_new(true)
                     .open(&target)
                     .map_err(fail)?;
-                write_content(&mut file, meta, data).map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => ReadError::Truncated(String::new()),
-                    _ => fail(e),
+                let mut chunker = chunks.then(ChunkHasher::default);
+                write_content(&mut file, meta, data, chunker.as_mut()).map_err(|e| {
+                    match e.kind() {
+                        io::ErrorKind::UnexpectedEof => ReadError::Truncated(String::new()),
+                        _ => fail(e),
+                    }
                 })?;
+                if let (Some(chunker), Some(base)) = (chunker, &mut self.base) {
+                    base.set_chunked(chunker.finish());
+                }
             }
             EntryKind::Symlink => {
                 let link = std::ffi::OsStr::from_bytes(meta.link.as_deref().unwrap_or_default());
@@ -620,14 +658,23 @@ pub(super) fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.write_all(bytes)
 }
 
-/// Writes a file's content; holes of a sparse file stay holes.
-fn write_content(file: &mut File, meta: &EntryMeta, data: &mut dyn Read) -> io::Result<()> {
+/// Writes a file's content; holes of a sparse file stay holes. With
+/// `chunker`, the same bytes (holes as zeros) are fed to it.
+fn write_content(
+    file: &mut File,
+    meta: &EntryMeta,
+    data: &mut dyn Read,
+    mut chunker: Option<&mut ChunkHasher>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; crate::bundle::IO_CHUNK];
     let whole = [(0, meta.size)];
     let segments = meta.sparse.as_deref().unwrap_or(&whole);
     for &(off, len) in segments {
         if meta.sparse.is_some() {
             file.seek(SeekFrom::Start(off))?;
+        }
+        if let Some(c) = chunker.as_deref_mut() {
+            c.zeros(off.saturating_sub(c.len()));
         }
         let mut left = len;
         while left > 0 {
@@ -640,8 +687,14 @@ fn write_content(file: &mut File, meta: &EntryMeta, data: &mut dyn Read) -> io::
                 ));
             }
             file.write_all(&buf[..n])?;
+            if let Some(c) = chunker.as_deref_mut() {
+                c.update(&buf[..n]);
+            }
             left -= n as u64;
         }
+    }
+    if let Some(c) = chunker {
+        c.zeros(meta.size.saturating_sub(c.len()));
     }
     if meta.sparse.is_some() {
         // Holes at the end exist only as the file's length.

@@ -223,13 +223,21 @@ impl ManifestWriter {
     /// Ends the stream and makes it durable.
     pub fn finish(self) -> Result<(), ManifestError> {
         let path = self.path.clone();
+        let file = self.into_file()?;
+        file.sync_all()
+            .map_err(|source| ManifestError::Write { path, source })
+    }
+
+    /// Ends the stream and hands the file back, not made durable: for a
+    /// spool read back by the same process (import's base records).
+    pub fn into_file(self) -> Result<File, ManifestError> {
+        let path = self.path.clone();
         let failed = |source| ManifestError::Write {
             path: path.clone(),
             source,
         };
         let buffered = self.out.finish().map_err(failed)?;
-        let file = buffered.into_inner().map_err(|e| failed(e.into_error()))?;
-        file.sync_all().map_err(failed)
+        buffered.into_inner().map_err(|e| failed(e.into_error()))
     }
 }
 
