@@ -553,12 +553,19 @@ impl<'h> Walk<'h> {
         let Some(trailer) = self.trailer else {
             return Err(ReadError::Truncated(": it ends before its trailer".into()));
         };
+        // A delta carries a volume's `_data` only when it changed.
+        let is_delta = self
+            .index
+            .header()
+            .round
+            .as_ref()
+            .is_some_and(|r| r.base.is_some());
         if let Some(missing) = self
             .index
             .header()
             .volumes
             .iter()
-            .find(|v| !self.data_seen.contains(v.name.as_str()))
+            .find(|v| !is_delta && !self.data_seen.contains(v.name.as_str()))
         {
             return Err(ReadError::Corrupt(format!(
                 "volume `{}` is described by the header but not carried in the bundle",

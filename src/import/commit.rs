@@ -419,6 +419,14 @@ pub fn remove_staging(staging: &Path) -> Result<(), StepError> {
     // # Safety of data
     // A journal still committing or rolling back means the staging holds
     // what the commit needs: the new volumes, or replaced ones.
+    if super::delta::journal_applying(staging) == Some(true) {
+        return Err(StepError::Io {
+            path: staging.to_path_buf(),
+            source: io::Error::other(
+                "holds an interrupted delta's journal and undo data: kept; run `volmig recover`",
+            ),
+        });
+    }
     if let Some(j) = Journal::load(staging)? {
         if j.state != State::Committed {
             return Err(StepError::Io {
@@ -617,9 +625,9 @@ pub fn pending(root: &DataRoot) -> Vec<Pending> {
     staging_dirs(root)
         .into_iter()
         .map(|staging| Pending {
-            state: match super::delta::journal_applied(&staging) {
-                Some(true) => Some(State::Committed),
-                Some(false) => Some(State::Committing),
+            state: match super::delta::journal_applying(&staging) {
+                Some(true) => Some(State::Committing),
+                Some(false) => Some(State::Committed),
                 None => Journal::load(&staging).ok().flatten().map(|j| j.state),
             },
             bytes: tree_bytes(&staging),

@@ -391,6 +391,18 @@ impl reader::Visitor for Dispatch<'_, '_> {
             None => self.full.entry(header, meta, place, data),
         }
     }
+
+    fn digested(
+        &mut self,
+        meta: &crate::bundle::EntryMeta,
+        place: crate::bundle::Place<'_>,
+        digest: Option<&[u8; 32]>,
+    ) -> Result<(), ReadError> {
+        match &mut self.delta {
+            Some(_) => Ok(()),
+            None => self.full.digested(meta, place, digest),
+        }
+    }
 }
 
 /// Reads the whole bundle into staging (or, in a dry run, only checks
@@ -554,6 +566,8 @@ fn import_delta(
         verify_slots: Vec::new(),
         _bundle_configs: None,
         tops: BTreeMap::new(),
+        bases: Vec::new(),
+        warnings: Vec::new(),
         delta: None,
     };
     let result = delta::commit(

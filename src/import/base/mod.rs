@@ -492,6 +492,7 @@ mod tests {
                 rdev_minor: 0,
                 xattrs: Vec::new(),
                 sparse: None,
+                delta: None,
             }
         };
         let metas = vec![meta("", &data), meta("/f", &data.join("f"))];

@@ -47,6 +47,14 @@ fn nix_err(what: impl std::fmt::Display) -> impl FnOnce(nix::errno::Errno) -> St
 /// The parent of `rel` beneath `data`, and its last name; `None` when
 /// the parent does not exist (yet).
 fn locate(data: &DirFd, rel: &[u8]) -> Result<Option<At>, String> {
+    if rel.is_empty() {
+        // `_data` itself: changed in place, as `.` of its own descriptor.
+        let parent = data.open_dir(Path::new(".")).map_err(|e| e.to_string())?;
+        return Ok(Some(At {
+            parent,
+            name: CString::new(".").unwrap_or_default(),
+        }));
+    }
     let (dir, name) = match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => (&rel[..i], &rel[i + 1..]),
         None => (&b""[..], rel),
@@ -57,7 +65,9 @@ fn locate(data: &DirFd, rel: &[u8]) -> Result<Option<At>, String> {
     };
     let parent = match data.open_dir(dir_path) {
         Ok(p) => p,
-        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+        // Not there yet, or not a directory yet: an earlier operation of
+        // the delta makes it one.
+        Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
     let name = CString::new(name).map_err(|_| "a name with a NUL byte".to_string())?;

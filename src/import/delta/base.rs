@@ -10,7 +10,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use nix::sys::stat::FileStat;
 
@@ -21,13 +20,6 @@ use crate::dataroot::DataRoot;
 use crate::manifest::{
     chunks::content_from_chunks, path_order, Entry, ManifestReader, Record, TreeDigest, CHUNK,
 };
-
-/// Where the round a volume holds is recorded.
-pub fn base_path(root: &DataRoot, volume: &str) -> PathBuf {
-    root.path()
-        .join("volmig-bases")
-        .join(format!("{volume}.manifest"))
-}
 
 /// Refuses a delta whose base is not the round every volume of the target
 /// holds (by the recorded manifests' round ids).
@@ -40,7 +32,7 @@ pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<(), String
     }
     let mut problems = Vec::new();
     for v in &header.volumes {
-        let path = base_path(root, &v.name);
+        let path = root.base_manifest(&v.name);
         let held = match ManifestReader::open(&path) {
             Ok(r) => r.header().bundle.clone(),
             Err(_) if !root.volume_dir(&v.name).exists() => {
@@ -225,7 +217,7 @@ pub fn check_target(root: &DataRoot, vol: &str) -> Result<(), String> {
 
 /// The base manifest of `vol`, positioned at its entries.
 pub fn open_base(root: &DataRoot, vol: &str) -> Result<ManifestReader, String> {
-    let path = base_path(root, vol);
+    let path = root.base_manifest(vol);
     let mut r = ManifestReader::open(&path).map_err(|e| e.to_string())?;
     match r.next().map_err(|e| e.to_string())? {
         Some(Record::Volume(v)) if v.volume == vol => Ok(r),
@@ -322,13 +314,13 @@ pub fn merge_result(
                             ));
                         };
                         let mut e = new.get(&op.n).cloned().ok_or("a patch without its entry")?;
-                        e.content = Some(
+                        let (content, chunks) =
                             patched_content(&old, *size, data, zero, patch_chunks.get(&op.n))
                                 .ok_or_else(|| {
                                     format!("the patch of `{show}` does not fit its base")
-                                })?,
-                        );
-                        e.chunks = Vec::new();
+                                })?;
+                        e.content = Some(content);
+                        e.chunks = chunks;
                         out(e)?;
                     }
                     OpKind::Put | OpKind::Link { .. } | OpKind::Dir { .. } => {
@@ -357,7 +349,7 @@ fn patched_content(
     data: &[(u64, u64)],
     zero: &[(u64, u64)],
     new: Option<&Vec<[u8; 32]>>,
-) -> Option<[u8; 32]> {
+) -> Option<([u8; 32], Vec<Option<[u8; 32]>>)> {
     let count = size.div_ceil(CHUNK);
     let old_count = old.size.div_ceil(CHUNK);
     if old.chunks.len() as u64 != old_count {
@@ -384,15 +376,18 @@ fn patched_content(
     }
     if count <= 1 {
         // One chunk or less: its digest is the content's.
-        return Some(
-            chunks
-                .first()
-                .copied()
-                .flatten()
-                .unwrap_or_else(|| zeros_digest(size)),
-        );
+        let one = chunks
+            .first()
+            .copied()
+            .flatten()
+            .unwrap_or_else(|| zeros_digest(size));
+        return Some((one, Vec::new()));
     }
-    Some(content_from_chunks(&chunks))
+    let content = content_from_chunks(&chunks);
+    if count > crate::manifest::MAX_CHUNKS {
+        chunks.clear();
+    }
+    Some((content, chunks))
 }
 
 fn zeros_digest(len: u64) -> [u8; 32] {

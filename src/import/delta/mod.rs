@@ -127,9 +127,13 @@ pub fn commit(
         )
     });
     if let Err(failed) = applied {
-        return Err(match apply::rollback(root, &staged, &journal) {
+        let undone = apply::rollback(root, &staged, &journal).and_then(|()| {
+            journal.state = State::RolledBack;
+            journal.save(&staging).map_err(|e| e.to_string())
+        });
+        return Err(match undone {
             Ok(()) => {
-                let _ = fs::remove_dir_all(&staging);
+                let _ = super::commit::remove_staging(&staging);
                 refused(format!("the delta could not be applied ({failed}); everything was rolled back and the target is as it was"))
             }
             Err(rollback) => ImportError::Refused(vec![format!(
@@ -239,7 +243,7 @@ fn write_bases(
 /// place, staging removed.
 fn finish(root: &DataRoot, staging: &Path) -> Result<(), String> {
     let from = staging.join("bases");
-    let to = root.path().join("volmig-bases");
+    let to = root.bases_dir();
     fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
     if let Ok(entries) = fs::read_dir(&from) {
         for e in entries.flatten() {
@@ -250,7 +254,7 @@ fn finish(root: &DataRoot, staging: &Path) -> Result<(), String> {
     File::open(&to)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("{}: {e}", to.display()))?;
-    fs::remove_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))
+    super::commit::remove_staging(staging).map_err(|e| e.to_string())
 }
 
 /// What recovery did with an interrupted delta import.
@@ -272,11 +276,18 @@ pub fn recover(root: &DataRoot, staging: &Path) -> Result<DeltaRecovery, String>
         .map_err(|e| e.to_string())?
         .ok_or("no journal")?;
     let (base, round) = (journal.base.clone(), journal.round.clone());
+    let mut journal = journal;
     match journal.state {
         State::Applying => {
             let staged = apply::Staging::open(staging)?;
             apply::rollback(root, &staged, &journal)?;
-            fs::remove_dir_all(staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+            journal.state = State::RolledBack;
+            journal.save(staging).map_err(|e| e.to_string())?;
+            super::commit::remove_staging(staging).map_err(|e| e.to_string())?;
+            Ok(DeltaRecovery::RolledBack { base, round })
+        }
+        State::RolledBack => {
+            super::commit::remove_staging(staging).map_err(|e| e.to_string())?;
             Ok(DeltaRecovery::RolledBack { base, round })
         }
         State::Applied => {
@@ -286,10 +297,13 @@ pub fn recover(root: &DataRoot, staging: &Path) -> Result<DeltaRecovery, String>
     }
 }
 
-/// The state of a delta journal, for `scan` and `verify`.
-pub fn journal_applied(staging: &Path) -> Option<bool> {
-    DeltaJournal::load(staging)
-        .ok()
-        .flatten()
-        .map(|j| j.state == State::Applied)
+/// Whether `staging` holds a delta journal that still needs its undo
+/// data: one interrupted while applying (`None`: no delta journal).
+pub fn journal_applying(staging: &Path) -> Option<bool> {
+    match DeltaJournal::load(staging) {
+        Ok(Some(j)) => Some(j.state == State::Applying),
+        Ok(None) => None,
+        // Unreadable: kept, as if it needed everything.
+        Err(_) => Some(true),
+    }
 }

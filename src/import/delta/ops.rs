@@ -147,8 +147,10 @@ pub enum State {
     /// Operations are being carried out: a crash rolls them back.
     Applying,
     /// All were carried out and are durable: a crash finishes the rest
-    /// (the new base, opts.json already in place).
+    /// (the new bases move into place).
     Applied,
+    /// All were undone: the staging holds nothing anyone needs.
+    RolledBack,
 }
 
 /// A directory whose mtime the operations move (an entry renamed in or

@@ -75,7 +75,7 @@ impl<'a> DeltaStager<'a> {
     /// Removes this import's staging (nothing outside it was written).
     pub fn discard(&mut self) {
         if let Some(dir) = self.dir.take() {
-            let _ = fs::remove_dir_all(dir);
+            let _ = crate::import::commit::remove_staging(&dir);
         }
     }
 
