@@ -14,6 +14,9 @@ use sha2::{Digest, Sha256};
 
 use super::{CHUNK, MAX_CHUNKS};
 
+/// A SHA-256.
+pub type Sha = [u8; 32];
+
 /// SHA-256 of one chunk of zeros.
 pub fn zero_chunk() -> &'static [u8; 32] {
     static ZERO: OnceLock<[u8; 32]> = OnceLock::new();

@@ -17,6 +17,7 @@ use super::ops::{Op, OpKind};
 use crate::beneath::{name_path, DirFd};
 use crate::bundle::{unhex, BundleHeader, EntryKind};
 use crate::dataroot::DataRoot;
+use crate::manifest::chunks::Sha;
 use crate::manifest::{
     chunks::content_from_chunks, path_order, Entry, ManifestReader, Record, TreeDigest, CHUNK,
 };
@@ -349,7 +350,7 @@ fn patched_content(
     data: &[(u64, u64)],
     zero: &[(u64, u64)],
     new: Option<&Vec<[u8; 32]>>,
-) -> Option<([u8; 32], Vec<Option<[u8; 32]>>)> {
+) -> Option<(Sha, Vec<Option<Sha>>)> {
     let count = size.div_ceil(CHUNK);
     let old_count = old.size.div_ceil(CHUNK);
     if old.chunks.len() as u64 != old_count {
