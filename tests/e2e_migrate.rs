@@ -100,6 +100,7 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
     eprintln!("{stderr}");
     assert!(rounds.len() >= 2, "{doc}");
     assert_eq!(rounds[0]["kind"], "full");
+    assert_eq!(rounds.last().unwrap()["kind"], "final");
     let last = rounds.last().unwrap()["bytes"].as_u64().unwrap();
     let first = rounds[0]["bytes"].as_u64().unwrap();
     assert!(
