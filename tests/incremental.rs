@@ -394,3 +394,29 @@ fn a_delta_out_of_order_is_refused() {
     r.import(&second);
     r.same();
 }
+
+#[test]
+fn labels_changed_between_rounds_are_reported_with_the_fix_not_dropped() {
+    let mut r = Rounds::start(source());
+    volmig::dataroot::metadata::write_records(
+        &r.src.path().join("volumes/metadata.db"),
+        &[volmig::dataroot::metadata::VolumeRecord {
+            name: "appdata".into(),
+            driver: "local".into(),
+            labels: Some([("tier".to_string(), "gold".to_string())].into()),
+            options: None,
+        }],
+    )
+    .unwrap();
+    fs::write(r.src_data("appdata").join("a.txt"), b"with new labels").unwrap();
+    let bundle = r.delta();
+    let o = r.dst.volmig().arg("import").arg(&bundle).output().unwrap();
+    // The data is applied; the labels are named as what is left to do.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("labels or options of volume `appdata` changed"),
+        "{out}"
+    );
+    r.same();
+}

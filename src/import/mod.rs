@@ -590,6 +590,24 @@ fn import_delta(
         }
     };
     report.delta = Some(outcome);
+    // Labels and driver options live in metadata.db, which a delta does not
+    // rewrite: a change since the base is reported with its fix, not lost
+    // silently.
+    if let Ok(Some(store)) = metadata::read_store(&root.metadata_db()) {
+        for v in &report.header.volumes {
+            let theirs = bundle_record(v);
+            if store
+                .records
+                .get(&v.name)
+                .is_some_and(|ours| *ours != theirs)
+            {
+                report.pending.push(format!(
+                    "the labels or options of volume `{}` changed on the source since the base round: this delta does not carry them into metadata.db; import a full bundle of the next round (export without --since) with --on-conflict skip-identical to write them",
+                    v.name
+                ));
+            }
+        }
+    }
     if let Some(configs) = stage.containers.take() {
         if let Ok(keep) = tempfile::tempdir() {
             if let Err(e) = collect_verify_slots(root, configs.path(), keep.path(), &mut report) {
