@@ -30,6 +30,7 @@ mod lock;
 mod plan;
 mod register;
 mod stage;
+mod staged;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -54,6 +55,7 @@ pub use journal::{Item, State};
 pub use lock::{ImportLock, LockError};
 use plan::{bundle_record, plan_commit};
 use stage::{Stager, VolumeTop};
+use staged::{import_delta, Dispatch, Staged, StagedDelta};
 
 /// What to do when a bundle volume already exists on the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,68 +345,6 @@ fn import_locked(
     result.map(|()| report)
 }
 
-/// A bundle read into staging: a full one (with its plan), or a delta.
-enum Staged<'a> {
-    Full(Box<ImportReport>),
-    Delta(Box<StagedDelta<'a>>),
-}
-
-struct StagedDelta<'a> {
-    stage: delta::DeltaStager<'a>,
-    header: BundleHeader,
-    trailer: Trailer,
-}
-
-/// The reader's visitor: a full bundle goes to the `Stager`, a delta (its
-/// header names a base round) to a `DeltaStager`.
-struct Dispatch<'s, 'a> {
-    full: &'s mut Stager<'a>,
-    delta: Option<delta::DeltaStager<'a>>,
-    root: &'a DataRoot,
-    dry_run: bool,
-}
-
-impl reader::Visitor for Dispatch<'_, '_> {
-    fn header(&mut self, header: &BundleHeader) -> Result<(), ReadError> {
-        if header.round.as_ref().is_some_and(|r| r.base.is_some()) {
-            let mut d = delta::DeltaStager::new(self.root, self.dry_run);
-            let r = d.header(header);
-            self.delta = Some(d);
-            return r;
-        }
-        self.full.header(header)
-    }
-
-    fn entry(
-        &mut self,
-        header: &BundleHeader,
-        meta: &crate::bundle::EntryMeta,
-        place: crate::bundle::Place<'_>,
-        data: &mut dyn Read,
-    ) -> Result<(), ReadError> {
-        match &mut self.delta {
-            Some(d) => d.entry(header, meta, place, data),
-            None if meta.delta.is_some() => Err(ReadError::Hostile {
-                entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                reason: "a delta's entry in a bundle that is no delta".into(),
-            }),
-            None => self.full.entry(header, meta, place, data),
-        }
-    }
-
-    fn digested(
-        &mut self,
-        meta: &crate::bundle::EntryMeta,
-        place: crate::bundle::Place<'_>,
-        digest: Option<&[u8; 32]>,
-    ) -> Result<(), ReadError> {
-        match &mut self.delta {
-            Some(_) => Ok(()),
-            None => self.full.digested(meta, place, digest),
-        }
-    }
-}
-
 /// Reads the whole bundle into staging (or, in a dry run, only checks
 /// it), and works out conflicts and refusals.
 fn stage_bundle<'a>(
@@ -530,96 +470,6 @@ fn stage_bundle<'a>(
         tops: std::mem::take(&mut stage.tops),
         delta: None,
     })))
-}
-
-/// A staged delta: checked and applied (`delta::commit`), or in a dry
-/// run only checked against the target.
-fn import_delta(
-    root: &DataRoot,
-    staged: StagedDelta<'_>,
-    opts: &ImportOptions,
-) -> Result<ImportReport, ImportError> {
-    let StagedDelta {
-        mut stage,
-        header,
-        trailer,
-    } = staged;
-    let mut report = ImportReport {
-        header,
-        trailer,
-        create: Vec::new(),
-        conflicts: Vec::new(),
-        refusals: Vec::new(),
-        replaced: Vec::new(),
-        skipped_identical: Vec::new(),
-        checkpoints: Vec::new(),
-        bind_data: Vec::new(),
-        rewritten_sources: Vec::new(),
-        metadata: None,
-        recovered: Vec::new(),
-        pending: Vec::new(),
-        interrupted: None,
-        free_bytes: 0,
-        needed_bytes: stage.data_bytes,
-        dry_run: opts.dry_run,
-        containers_from_bundle: Vec::new(),
-        verify_slots: Vec::new(),
-        _bundle_configs: None,
-        tops: BTreeMap::new(),
-        bases: Vec::new(),
-        warnings: Vec::new(),
-        delta: None,
-    };
-    let result = delta::commit(
-        root,
-        &mut stage,
-        &report.header,
-        &report.trailer,
-        opts.dry_run,
-    );
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(ImportError::Refused(why)) if opts.dry_run => {
-            report.refusals = why;
-            stage.discard();
-            return Ok(report);
-        }
-        Err(e) => {
-            stage.discard();
-            return Err(e);
-        }
-    };
-    report.delta = Some(outcome);
-    // Labels and driver options live in metadata.db, which a delta does not
-    // rewrite: a change since the base is reported with its fix, not lost
-    // silently.
-    if let Ok(Some(store)) = metadata::read_store(&root.metadata_db()) {
-        for v in &report.header.volumes {
-            let theirs = bundle_record(v);
-            if store
-                .records
-                .get(&v.name)
-                .is_some_and(|ours| *ours != theirs)
-            {
-                report.pending.push(format!(
-                    "the labels or options of volume `{}` changed on the source since the base round: this delta does not carry them into metadata.db; import a full bundle of the next round (export without --since) with --on-conflict skip-identical to write them",
-                    v.name
-                ));
-            }
-        }
-    }
-    if let Some(configs) = stage.containers.take() {
-        if let Ok(keep) = tempfile::tempdir() {
-            if let Err(e) = collect_verify_slots(root, configs.path(), keep.path(), &mut report) {
-                report
-                    .pending
-                    .push(format!("the carried containers cannot be verified: {e}"));
-            }
-            report._bundle_configs = Some(keep);
-        }
-    }
-    report.interrupted = interrupt::requested();
-    Ok(report)
 }
 
 /// The header as the target gets it: each bind device moved by

@@ -15,29 +15,34 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::delta::{DeltaMark, Patch};
-use super::large::{copy_and_hash, grow_pipe};
-use super::patch::{changed_chunks, patchable, send_spool};
+use super::large::grow_pipe;
+use super::patch::patchable;
 use super::since::{Base, VolumeBase};
-use super::ustar::{pad, sparse_alias, write_tar_header};
-use super::walk::{self, At, Batch, Large, Listed, Source, Walked, BATCHES_AHEAD, READERS};
+use super::ustar::{pad, write_tar_header};
+use super::walk::{self, At, Batch, Listed, Source, Walked, BATCHES_AHEAD, READERS};
 use super::{
     hex, sums_line, BundleHeader, EntryKind, EntryMeta, RunningDigest, Trailer, VolumeSummary,
 };
 use super::{FORMAT, HEADER_PATH, SUMS_PATH, TRAILER_PATH};
 use crate::beneath::{DirFd, OpenError};
 use crate::idmap::{IdError, IdShift};
-use crate::manifest::{self, Chunked, ManifestError, ManifestWriter, TreeDigest};
+use crate::manifest::{Chunked, ManifestError};
 use crate::progress::Progress;
 
 pub use super::walk::file_bytes;
+
+mod large_entry;
+mod round;
+mod sink;
+
+use round::{manifest_entry, RoundOut};
+use sink::Sink;
 
 /// Output buffer, and the copy size of the zstd and SHA256SUMS paths.
 const CHUNK: usize = 1 << 20;
@@ -80,98 +85,6 @@ pub enum WriteError {
     },
 }
 
-/// The output: a file (or a duplicate of stdout), raw or zstd-compressed.
-enum Sink {
-    Raw(BufWriter<File>),
-    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::Raw(w) => w.write(buf),
-            Sink::Zstd(w) => w.write(buf),
-        }
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Raw(w) => w.write_all(buf),
-            Sink::Zstd(w) => w.write_all(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Raw(w) => w.flush(),
-            Sink::Zstd(w) => w.flush(),
-        }
-    }
-}
-
-impl Sink {
-    /// Writes a whole chunk of file data, past the buffer when raw (a
-    /// chunk is as large as a write needs to be; copying it into the
-    /// buffer first would cost a copy of every byte).
-    fn write_chunk(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Raw(w) => {
-                if !w.buffer().is_empty() {
-                    w.flush()?;
-                }
-                w.get_mut().write_all(buf)
-            }
-            Sink::Zstd(w) => w.write_all(buf),
-        }
-    }
-
-    /// Copies `len` bytes of `file` (our own SHA256SUMS spool: nobody else
-    /// writes it) from its start, through the kernel when the output
-    /// allows it. Returns how many bytes the file had.
-    fn send_spool(&mut self, file: &File, len: u64, scratch: &mut Vec<u8>) -> io::Result<u64> {
-        if let Sink::Raw(w) = self {
-            w.flush()?;
-            let out = w.get_ref();
-            let mut off = 0i64;
-            let mut sent = 0u64;
-            while sent < len {
-                let want = ((len - sent) as usize).min(1 << 30);
-                match nix::sys::sendfile::sendfile64(out, file, Some(&mut off), want) {
-                    Ok(0) => return Ok(sent),
-                    Ok(n) => sent += n as u64,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) if sent == 0 => {
-                        break
-                    }
-                    Err(e) => return Err(io::Error::from(e)),
-                }
-            }
-            if sent > 0 || len == 0 {
-                return Ok(sent);
-            }
-        }
-        // Compressed output, or an output sendfile does not take.
-        scratch.resize(CHUNK, 0);
-        let mut done = 0u64;
-        while done < len {
-            let want = ((len - done) as usize).min(CHUNK);
-            let n = file.read_at(&mut scratch[..want], done)?;
-            if n == 0 {
-                break;
-            }
-            self.write_all(&scratch[..n])?;
-            done += n as u64;
-        }
-        Ok(done)
-    }
-
-    fn finish(self) -> io::Result<File> {
-        let w = match self {
-            Sink::Raw(w) => w,
-            Sink::Zstd(z) => z.finish()?,
-        };
-        w.into_inner().map_err(|e| e.into_error())
-    }
-}
-
 #[derive(Default)]
 struct VolumeTally {
     digest: RunningDigest,
@@ -207,47 +120,6 @@ pub struct BundleWriter<'p> {
     tolerant: bool,
     /// Files that changed while they were read (with `tolerant`).
     pub dirty: Vec<String>,
-}
-
-/// What a bundle of a pre-copy round records of its volumes' `_data`.
-struct RoundOut {
-    manifest: Option<ManifestWriter>,
-    /// The volume whose entries are being written, and its digest so far.
-    current: Option<(Arc<str>, TreeDigest)>,
-    trees: BTreeMap<String, String>,
-}
-
-impl RoundOut {
-    /// Records one `_data` entry of `volume`.
-    fn add(&mut self, volume: &str, entry: &manifest::Entry) -> Result<(), ManifestError> {
-        if self.current.as_ref().is_none_or(|(v, _)| &**v != volume) {
-            self.close()?;
-            if let Some(m) = &mut self.manifest {
-                m.volume(volume)?;
-            }
-            self.current = Some((Arc::from(volume), TreeDigest::default()));
-        }
-        if let Some((_, tree)) = &mut self.current {
-            tree.add(entry);
-        }
-        if let Some(m) = &mut self.manifest {
-            m.entry(entry)?;
-        }
-        Ok(())
-    }
-
-    /// Ends the current volume.
-    fn close(&mut self) -> Result<(), ManifestError> {
-        if let Some((volume, tree)) = self.current.take() {
-            let entries = tree.entries();
-            let hex = tree.hex();
-            if let Some(m) = &mut self.manifest {
-                m.end(&volume, entries, &hex)?;
-            }
-            self.trees.insert(volume.to_string(), hex);
-        }
-        Ok(())
-    }
 }
 
 impl<'p> BundleWriter<'p> {
@@ -307,33 +179,6 @@ impl<'p> BundleWriter<'p> {
     /// opts.json, containers/) keep their host ids.
     pub fn with_id_shift(mut self, ids: Option<IdShift>) -> Self {
         self.ids = ids;
-        self
-    }
-
-    /// Writes the manifest of what the bundle carries to `manifest` (the
-    /// header must have a `round`, whose id the manifest names).
-    pub fn with_manifest(mut self, manifest: ManifestWriter) -> Self {
-        if let Some(round) = &mut self.round {
-            round.manifest = Some(manifest);
-        }
-        self
-    }
-
-    /// Makes this bundle a delta onto `base` (the header's round must name
-    /// it): entries as in the base are not carried, changed large files
-    /// go as patches of their changed chunks, and what the base has and
-    /// the source does not goes as deletions.
-    pub fn with_base(mut self, base: Base) -> Self {
-        self.base = Some(base);
-        self
-    }
-
-    /// A pre-copy round (the containers may be running): a file that
-    /// changes while it is read is carried as read and its manifest entry
-    /// marked, so that the next round carries it again, instead of failing
-    /// the export. What is hashed is still what is written.
-    pub fn tolerate_changes(mut self, tolerant: bool) -> Self {
-        self.tolerant = tolerant;
         self
     }
 
@@ -405,47 +250,6 @@ impl<'p> BundleWriter<'p> {
             Source::Unchanged(entry) => self.record(volume, &entry),
             Source::Deleted(path) => self.add_deletion(path, volume, rel_start),
         }
-    }
-
-    /// Records a `_data` entry of `volume` in the round (manifest, tree
-    /// digest), written or not.
-    fn record(&mut self, volume: Option<&str>, entry: &manifest::Entry) -> Result<(), WriteError> {
-        if let (Some(round), Some(volume)) = (&mut self.round, volume) {
-            round.add(volume, entry)?;
-        }
-        Ok(())
-    }
-
-    /// A delta's deletion entry at `path`.
-    fn add_deletion(
-        &mut self,
-        path: Vec<u8>,
-        volume: Option<&str>,
-        rel_start: usize,
-    ) -> Result<(), WriteError> {
-        let meta = EntryMeta {
-            path,
-            kind: EntryKind::File,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            size: 0,
-            link: None,
-            rdev_major: 0,
-            rdev_minor: 0,
-            xattrs: Vec::new(),
-            sparse: None,
-            delta: Some(DeltaMark::Delete),
-        };
-        write_tar_header(&mut self.sink, &meta, 0, Vec::new()).map_err(WriteError::Write)?;
-        let digest: [u8; 32] = Sha256::digest(b"").into();
-        self.files += 1;
-        self.entries += 1;
-        let tail = meta.describe_tail(Some(&digest));
-        self.describe(&meta, volume, rel_start, Some(&digest), &tail)
-            .map_err(WriteError::Write)
     }
 
     /// Adds the tree at `root` under bundle path `prefix`, depth-first in
@@ -637,161 +441,6 @@ impl<'p> BundleWriter<'p> {
         Ok(())
     }
 
-    /// A delta's changed large file: only its changed chunks, or nothing
-    /// when it is as in the base after all (`--checksum`, or a stat that
-    /// moved with nothing else).
-    fn add_patch(
-        &mut self,
-        meta: EntryMeta,
-        large: &Large,
-        source: &Path,
-        base: &manifest::Entry,
-        (volume, rel_start): (Option<&str>, usize),
-        stat: Option<(u64, (i64, u32))>,
-    ) -> Result<(), WriteError> {
-        let read = changed_chunks(large, &meta, base, source, self.tolerant, self.progress)?;
-        let stat = match read.changed_while_read {
-            true => {
-                self.dirty.push(source.display().to_string());
-                None
-            }
-            false => stat,
-        };
-        let entry = manifest_entry(&meta, rel_start, Some(read.chunked.clone()), stat);
-        if let Some(entry) = &entry {
-            if entry.same_description(base) {
-                return self.record(volume, entry);
-            }
-        }
-        let mut shown = meta.clone();
-        shown.size = read.spool_len;
-        shown.sparse = None;
-        shown.delta = Some(DeltaMark::Patch(Box::new(Patch {
-            size: meta.size,
-            data: read.data,
-            zero: read.zero,
-        })));
-        write_tar_header(&mut self.sink, &shown, read.spool_len, Vec::new())
-            .map_err(|e| walk::header_error(e, source))?;
-        let sink = &mut self.sink;
-        let digest = send_spool(&read.spool, read.spool_len, &mut |chunk| {
-            sink.write_chunk(chunk)
-        })?;
-        pad(&mut self.sink, read.spool_len).map_err(WriteError::Write)?;
-        self.files += 1;
-        self.bytes += read.spool_len;
-        self.entries += 1;
-        let tail = shown.describe_tail(Some(&digest));
-        self.describe(&shown, volume, rel_start, Some(&digest), &tail)
-            .map_err(WriteError::Write)?;
-        match &entry {
-            Some(entry) => self.record(volume, entry),
-            None => Ok(()),
-        }
-    }
-
-    /// A large or sparse file: its header (GNU sparse 1.0 with its map for
-    /// a sparse one), then its data by `stream_large`. Returns its digest.
-    fn write_large(
-        &mut self,
-        meta: &EntryMeta,
-        large: &Large,
-        source: &Path,
-    ) -> Result<([u8; 32], Option<Chunked>, bool), WriteError> {
-        let whole = [(0u64, meta.size)];
-        let segments: &[(u64, u64)] = meta.sparse.as_deref().unwrap_or(&whole);
-        let data_len: u64 = segments.iter().map(|s| s.1).sum();
-        if meta.sparse.is_some() {
-            // GNU sparse 1.0: a decimal map, padded to a block, then the data.
-            // GNU tar sizes the extracted file by the end of its last
-            // segment, so a file that ends in a hole gets an empty segment
-            // at its end, as GNU tar itself writes (without it `tar -x`
-            // truncates the file to its last data byte).
-            let end = segments.last().map_or(0, |&(off, len)| off + len);
-            let terminator = (end < meta.size).then_some((meta.size, 0));
-            let map_segments: Vec<(u64, u64)> =
-                segments.iter().copied().chain(terminator).collect();
-            let mut map = format!("{}\n", map_segments.len());
-            for (off, len) in &map_segments {
-                map.push_str(&format!("{off}\n{len}\n"));
-            }
-            let mut map = map.into_bytes();
-            map.resize(map.len().div_ceil(512) * 512, 0);
-            let pax = vec![
-                ("GNU.sparse.major".to_string(), b"1".to_vec()),
-                ("GNU.sparse.minor".to_string(), b"0".to_vec()),
-                ("GNU.sparse.name".to_string(), meta.path.clone()),
-                (
-                    "GNU.sparse.realsize".to_string(),
-                    meta.size.to_string().into_bytes(),
-                ),
-            ];
-            let mut shown = meta.clone();
-            shown.path = sparse_alias(&meta.path);
-            write_tar_header(&mut self.sink, &shown, map.len() as u64 + data_len, pax)
-                .map_err(|e| walk::header_error(e, source))?;
-            self.sink.write_all(&map).map_err(WriteError::Write)?;
-        } else {
-            write_tar_header(&mut self.sink, meta, meta.size, Vec::new())
-                .map_err(|e| walk::header_error(e, source))?;
-        }
-        let chunked = self.round.is_some() && meta.size > manifest::CHUNK;
-        let digest = self.stream_large(large, segments, meta.size, source, chunked)?;
-        pad(&mut self.sink, data_len).map_err(WriteError::Write)?;
-        Ok(digest)
-    }
-
-    /// Writes the data `segments` of a large file and returns the SHA-256
-    /// of its logical content (holes as zeros).
-    ///
-    /// # Security
-    /// What is hashed must be exactly what is written (issue 7, item 6).
-    /// Large files used to go out by `sendfile` while a pool hashed them
-    /// with a second `pread`: two reads of a file a container may be
-    /// rewriting, so an export exited 0 with a bundle that failed its own
-    /// `inspect --check`. A before/after stamp check cannot make two reads
-    /// agree: mtime and ctime move by the clock tick on kernels without
-    /// multigrain timestamps (before 6.13), so a rewrite within one tick
-    /// goes unseen; and sendfile hands the pipe page-cache pages by
-    /// reference, so even bytes "sent" change with the file until the
-    /// reader of the pipe copies them. So each chunk is read once into a
-    /// buffer, written from it here and hashed from it on a second thread
-    /// (`copy_and_hash`): equal by construction.
-    /// Measured (2 GiB in 8 files into `| cat`, 2 shared cores, medians of
-    /// 5): 2.23-2.42 s against 1.95-2.61 s with sendfile in the same
-    /// rounds: the price is the copy into the pipe that sendfile skipped,
-    /// and one core hashing a file where the pool used both.
-    ///
-    /// The file's stamp from when its size was taken is checked after the
-    /// last byte: a file that changed meanwhile is already partly in the
-    /// stream (nothing can be taken back from a pipe), so the export fails
-    /// naming it rather than carry a torn copy. Bytes past the size taken
-    /// are never read: the header's size is the size written and hashed.
-    fn stream_large(
-        &mut self,
-        large: &Large,
-        segments: &[(u64, u64)],
-        size: u64,
-        source: &Path,
-        chunked: bool,
-    ) -> Result<([u8; 32], Option<Chunked>, bool), WriteError> {
-        let sink = &mut self.sink;
-        let progress = self.progress;
-        let tolerant = self.tolerant;
-        copy_and_hash(
-            large,
-            segments,
-            size,
-            source,
-            (chunked, tolerant),
-            &mut |chunk| {
-                sink.write_chunk(chunk)?;
-                progress.advance(chunk.len() as u64);
-                Ok(())
-            },
-        )
-    }
-
     /// Adds one written entry to SHA256SUMS, the entries digest and its
     /// volume's tally.
     fn describe(
@@ -932,39 +581,5 @@ impl<'p> BundleWriter<'p> {
         let mut out = self.sink.finish().map_err(WriteError::Write)?;
         out.flush().map_err(WriteError::Write)?;
         Ok((trailer, out))
-    }
-}
-
-/// The manifest entry of a written entry of a volume's `_data` (`None`
-/// for anything else): its `_data`-relative path and hardlink target,
-/// its content digest, the stat it was read with.
-fn manifest_entry(
-    meta: &EntryMeta,
-    rel_start: usize,
-    content: Option<Chunked>,
-    stat: Option<(u64, (i64, u32))>,
-) -> Option<manifest::Entry> {
-    let rel = &meta.path[rel_start.min(meta.path.len())..];
-    let data_rel = data_relative(rel)?;
-    let mut entry = manifest::Entry::from_meta(data_rel, meta, content);
-    if let Some(link) = &mut entry.link {
-        if meta.kind == EntryKind::Hardlink {
-            // A bundle path: the manifest's are `_data`-relative.
-            let prefix_len = rel_start + b"_data/".len();
-            *link = link.get(prefix_len..).unwrap_or_default().to_vec();
-        }
-    }
-    // Without a stat (it changed while read), the next round re-reads it.
-    entry.ino = stat.map(|s| s.0);
-    entry.ctime = stat.map(|s| s.1);
-    Some(entry)
-}
-
-/// `_data` -> `""`, `_data/a/b` -> `a/b`; `None` for the volume's other
-/// entries (its directory, opts.json).
-fn data_relative(rel: &[u8]) -> Option<&[u8]> {
-    match rel {
-        b"_data" => Some(b""),
-        _ => rel.strip_prefix(b"_data/"),
     }
 }
