@@ -1,7 +1,15 @@
 //! The bytes of tar headers as the writer emits them: ustar fields raw
 //! (names byte for byte, nothing normalised), PAX records for what ustar
-//! cannot hold, GNU sparse 1.0 names. Pure formatting: nothing here reads
-//! a file.
+//! cannot hold, GNU sparse 1.0 headers and maps. Pure formatting: nothing
+//! here reads a file.
+//!
+//! Written by hand rather than with tar-rs's `Builder`, which neither
+//! writes GNU sparse 1.0 (sparse files would travel with their holes as
+//! zeros, or as GNU's old `S` form other readers refuse) nor formats a
+//! header apart from writing its data: the export's readers format each
+//! small file's header on their own threads, ahead of the one thread that
+//! writes the stream. tar-rs's `Header` still fills the ustar fields and
+//! the checksum.
 
 use std::io::{self, Write};
 
@@ -14,6 +22,42 @@ pub(super) fn sparse_alias(path: &[u8]) -> Vec<u8> {
         Some(i) => [&path[..i], b"/GNUSparseFile.0/", &path[i + 1..]].concat(),
         None => [b"GNUSparseFile.0/", path].concat(),
     }
+}
+
+/// Writes a sparse file's header in GNU sparse 1.0 form, with `data_len`
+/// bytes of data segments to follow, and returns the sparse map that must
+/// come first in its data (a decimal map padded to a block). GNU tar sizes
+/// the extracted file by the end of its last segment, so a file that ends
+/// in a hole gets an empty segment at its end, as GNU tar itself writes
+/// (without it `tar -x` truncates the file to its last data byte).
+pub(super) fn write_sparse_header(
+    w: &mut impl Write,
+    meta: &EntryMeta,
+    segments: &[(u64, u64)],
+    data_len: u64,
+) -> io::Result<Vec<u8>> {
+    let end = segments.last().map_or(0, |&(off, len)| off + len);
+    let terminator = (end < meta.size).then_some((meta.size, 0));
+    let map_segments: Vec<(u64, u64)> = segments.iter().copied().chain(terminator).collect();
+    let mut map = format!("{}\n", map_segments.len());
+    for (off, len) in &map_segments {
+        map.push_str(&format!("{off}\n{len}\n"));
+    }
+    let mut map = map.into_bytes();
+    map.resize(map.len().div_ceil(512) * 512, 0);
+    let pax = vec![
+        ("GNU.sparse.major".to_string(), b"1".to_vec()),
+        ("GNU.sparse.minor".to_string(), b"0".to_vec()),
+        ("GNU.sparse.name".to_string(), meta.path.clone()),
+        (
+            "GNU.sparse.realsize".to_string(),
+            meta.size.to_string().into_bytes(),
+        ),
+    ];
+    let mut shown = meta.clone();
+    shown.path = sparse_alias(&meta.path);
+    write_tar_header(w, &shown, map.len() as u64 + data_len, pax)?;
+    Ok(map)
 }
 
 pub(super) fn pad(w: &mut impl Write, size: u64) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{BundleWriter, WriteError};
 use crate::bundle::large::copy_and_hash;
-use crate::bundle::ustar::{pad, sparse_alias, write_tar_header};
+use crate::bundle::ustar::{pad, write_sparse_header, write_tar_header};
 use crate::bundle::walk::{self, Large};
 use crate::bundle::EntryMeta;
 use crate::manifest::{self, Chunked};
@@ -24,33 +24,7 @@ impl BundleWriter<'_> {
         let segments: &[(u64, u64)] = meta.sparse.as_deref().unwrap_or(&whole);
         let data_len: u64 = segments.iter().map(|s| s.1).sum();
         if meta.sparse.is_some() {
-            // GNU sparse 1.0: a decimal map, padded to a block, then the data.
-            // GNU tar sizes the extracted file by the end of its last
-            // segment, so a file that ends in a hole gets an empty segment
-            // at its end, as GNU tar itself writes (without it `tar -x`
-            // truncates the file to its last data byte).
-            let end = segments.last().map_or(0, |&(off, len)| off + len);
-            let terminator = (end < meta.size).then_some((meta.size, 0));
-            let map_segments: Vec<(u64, u64)> =
-                segments.iter().copied().chain(terminator).collect();
-            let mut map = format!("{}\n", map_segments.len());
-            for (off, len) in &map_segments {
-                map.push_str(&format!("{off}\n{len}\n"));
-            }
-            let mut map = map.into_bytes();
-            map.resize(map.len().div_ceil(512) * 512, 0);
-            let pax = vec![
-                ("GNU.sparse.major".to_string(), b"1".to_vec()),
-                ("GNU.sparse.minor".to_string(), b"0".to_vec()),
-                ("GNU.sparse.name".to_string(), meta.path.clone()),
-                (
-                    "GNU.sparse.realsize".to_string(),
-                    meta.size.to_string().into_bytes(),
-                ),
-            ];
-            let mut shown = meta.clone();
-            shown.path = sparse_alias(&meta.path);
-            write_tar_header(&mut self.sink, &shown, map.len() as u64 + data_len, pax)
+            let map = write_sparse_header(&mut self.sink, meta, segments, data_len)
                 .map_err(|e| walk::header_error(e, source))?;
             self.sink.write_all(&map).map_err(WriteError::Write)?;
         } else {
