@@ -162,7 +162,8 @@ pub fn run(cli: &Cli, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         Some(&manifest(n)),
         &manifest(n + 1),
         args.pause,
-    );
+    )
+    .map(|r| RoundFigures { kind: "final", ..r });
     let downtime = down.elapsed();
     let last = match last {
         Ok(r) => r,
