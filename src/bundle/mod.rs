@@ -226,6 +226,20 @@ impl EntryKind {
         })
     }
 
+    /// The kind of a `stat`'s `st_mode` (a socket, never carried, has
+    /// none).
+    pub fn from_mode(mode: u32) -> Option<EntryKind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFDIR => EntryKind::Dir,
+            libc::S_IFLNK => EntryKind::Symlink,
+            libc::S_IFIFO => EntryKind::Fifo,
+            libc::S_IFCHR => EntryKind::Char,
+            libc::S_IFBLK => EntryKind::Block,
+            _ => return None,
+        })
+    }
+
     fn tag(self) -> u8 {
         match self {
             EntryKind::File => b'f',

@@ -496,24 +496,7 @@ impl Stager<'_> {
         name: &str,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
-        // # Security
-        // An opts.json dockerd cannot decode stops the whole daemon.
-        let mut bytes = Vec::new();
-        data.take(MAX_OPTS_JSON + 1)
-            .read_to_end(&mut bytes)
-            .map_err(ReadError::Io)?;
-        // Whole or not at all: a prefix can decode (`{}` then spaces)
-        // and would be staged in place of the file the digest covers.
-        if bytes.len() as u64 > MAX_OPTS_JSON {
-            return Err(ReadError::Hostile {
-                entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                reason: format!("{} bytes is too large for an opts.json", meta.size),
-            });
-        }
-        let options = VolumeOptions::decode(&bytes).map_err(|go_error| ReadError::Hostile {
-            entry: String::from_utf8_lossy(&meta.path).into_owned(),
-            reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
-        })?;
+        let (bytes, options) = read_opts(meta, name, data)?;
         self.opts_locations
             .insert(name.to_string(), DataLocation::of(Some(&options)));
         let mapped = self.mapped_opts(bytes.clone());
@@ -637,6 +620,34 @@ impl Stager<'_> {
         self.written.add(data_path, entry_kind(EntryKind::Dir), 0);
         Ok(())
     }
+}
+
+/// A bundle's `volumes/<name>/opts.json`, read whole (it is small) and
+/// decoded as dockerd decodes it, for a full import and a delta alike.
+pub(super) fn read_opts(
+    meta: &EntryMeta,
+    name: &str,
+    data: &mut dyn Read,
+) -> Result<(Vec<u8>, VolumeOptions), ReadError> {
+    // # Security
+    // An opts.json dockerd cannot decode stops the whole daemon.
+    let mut bytes = Vec::new();
+    data.take(MAX_OPTS_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    // Whole or not at all: a prefix can decode (`{}` then spaces)
+    // and would be staged in place of the file the digest covers.
+    if bytes.len() as u64 > MAX_OPTS_JSON {
+        return Err(ReadError::Hostile {
+            entry: String::from_utf8_lossy(&meta.path).into_owned(),
+            reason: format!("{} bytes is too large for an opts.json", meta.size),
+        });
+    }
+    let options = VolumeOptions::decode(&bytes).map_err(|go_error| ReadError::Hostile {
+        entry: String::from_utf8_lossy(&meta.path).into_owned(),
+        reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
+    })?;
+    Ok((bytes, options))
 }
 
 /// A volume data entry with the target's host ids (userns-remap); a

@@ -95,15 +95,7 @@ fn unchanged_by_stat(
         .ok()?,
         At::Deleted => return None,
     };
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => EntryKind::File,
-        libc::S_IFDIR => EntryKind::Dir,
-        libc::S_IFLNK => EntryKind::Symlink,
-        libc::S_IFIFO => EntryKind::Fifo,
-        libc::S_IFCHR => EntryKind::Char,
-        libc::S_IFBLK => EntryKind::Block,
-        _ => return None,
-    };
+    let kind = EntryKind::from_mode(st.st_mode)?;
     // A later name of a hardlinked file is a link entry in the base.
     let same_kind =
         kind == base.kind || (kind == EntryKind::File && base.kind == EntryKind::Hardlink);

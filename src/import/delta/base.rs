@@ -130,15 +130,7 @@ fn list(dir: &DirFd) -> io::Result<Vec<CString>> {
 
 /// Kind of a stat, as a manifest names it.
 pub fn stat_kind(st: &FileStat) -> Option<EntryKind> {
-    Some(match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => EntryKind::File,
-        libc::S_IFDIR => EntryKind::Dir,
-        libc::S_IFLNK => EntryKind::Symlink,
-        libc::S_IFIFO => EntryKind::Fifo,
-        libc::S_IFCHR => EntryKind::Char,
-        libc::S_IFBLK => EntryKind::Block,
-        _ => return None,
-    })
+    EntryKind::from_mode(st.st_mode)
 }
 
 /// What differs between an entry of the tree now and its manifest entry

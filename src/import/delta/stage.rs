@@ -16,7 +16,6 @@ use super::MAX_OPS;
 use crate::bundle::delta::{chunk_len, DeltaMark};
 use crate::bundle::reader::{ReadError, Visitor};
 use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
-use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
 use crate::fileattrs::{self, FileKind};
 use crate::idmap::{Direction, IdShift};
@@ -228,20 +227,7 @@ impl DeltaStager<'_> {
         meta: &EntryMeta,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
-        let mut bytes = Vec::new();
-        data.take(MAX_OPTS_JSON + 1)
-            .read_to_end(&mut bytes)
-            .map_err(ReadError::Io)?;
-        if bytes.len() as u64 > MAX_OPTS_JSON {
-            return Err(ReadError::Hostile {
-                entry: String::from_utf8_lossy(&meta.path).into_owned(),
-                reason: format!("{} bytes is too large for an opts.json", meta.size),
-            });
-        }
-        VolumeOptions::decode(&bytes).map_err(|go_error| ReadError::Hostile {
-            entry: String::from_utf8_lossy(&meta.path).into_owned(),
-            reason: format!("dockerd could not parse it and would not start: error while unmarshaling volume options for volume: {name}: {go_error}"),
-        })?;
+        let (bytes, _) = crate::import::stage::read_opts(meta, name, data)?;
         // Replaced only when it differs from the target's.
         let current =
             crate::dataroot::regular_file::read(&self.root.volume_opts(name), MAX_OPTS_JSON).ok();
