@@ -173,9 +173,7 @@ impl BundleWriter<'_> {
         write_tar_header(&mut self.sink, &shown, read.spool_len, Vec::new())
             .map_err(|e| walk::header_error(e, source))?;
         let sink = &mut self.sink;
-        let digest = send_spool(&read.spool, read.spool_len, &mut |chunk| {
-            sink.write_chunk(chunk)
-        })?;
+        let digest = send_spool(&read.spools, &mut |chunk| sink.write_chunk(chunk))?;
         pad(&mut self.sink, read.spool_len).map_err(WriteError::Write)?;
         self.files += 1;
         self.bytes += read.spool_len;
