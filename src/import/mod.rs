@@ -109,6 +109,11 @@ pub enum ImportError {
         recovered: Vec<Recovered>,
         source: Box<ImportError>,
     },
+    /// A delta import that changed the target and could not settle it
+    /// (undoing it failed, or its last step once applied): the journal in
+    /// `staging` keeps what `volmig recover` needs.
+    #[error("{why}")]
+    DeltaUnsettled { why: String, staging: PathBuf },
     #[error("commit failed at {source}; everything was rolled back and the target is as it was")]
     Commit { source: Box<StepError> },
     #[error("commit failed at {commit}, and undoing it failed at {rollback}: the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`", staging.display())]
@@ -126,6 +131,7 @@ impl ImportError {
             self,
             ImportError::Recover(_)
                 | ImportError::CommitIncomplete { .. }
+                | ImportError::DeltaUnsettled { .. }
                 | ImportError::AfterRecovery { .. }
         )
     }

@@ -493,7 +493,98 @@ pub fn rollback(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> R
         }
     }
     restore_touched(&mut vols, &journal.touched)?;
-    sync(root)
+    sync(root)?;
+    let changed: BTreeSet<&str> = journal
+        .ops
+        .iter()
+        .filter(|o| !matches!(o.kind, OpKind::Opts))
+        .map(|o| o.vol.as_str())
+        .collect();
+    for vol in changed {
+        record_base_again(root, vol)?;
+    }
+    Ok(())
+}
+
+/// After a rollback, volume `vol` is its base again, but not by stat: an
+/// entry moved aside and back, a file whose bytes or attributes were put
+/// back, a directory whose mtime was, all have new ctimes, and the base
+/// would refuse every delta as made for another target. Each entry of
+/// the base is checked against the target (kind, size, mode, owner,
+/// mtime: what the rollback restores) and recorded again with the
+/// target's ctime and inode, beside the base, then renamed over it.
+/// Idempotent: a crash meanwhile leaves the old base, or the new one,
+/// and the journal still `applying`.
+fn record_base_again(root: &DataRoot, vol: &str) -> Result<(), String> {
+    use crate::manifest::{ManifestReader, ManifestWriter, Record, TreeDigest};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.base_manifest(vol);
+    let dir = root.bases_dir();
+    let tmp = dir.join(format!(".{vol}.manifest.volmig-tmp"));
+    let mut base = ManifestReader::open(&path).map_err(|e| e.to_string())?;
+    let header = base.header().clone();
+    match base.next().map_err(|e| e.to_string())? {
+        Some(Record::Volume(v)) if v.volume == vol => {}
+        _ => {
+            return Err(format!(
+                "`{}` does not describe volume `{vol}`",
+                path.display()
+            ))
+        }
+    }
+    let wrote = (|| -> Result<(), String> {
+        // A leftover of a killed run is replaced: we hold the import lock.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(tmp.display())(e)),
+            _ => {}
+        }
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(io_err(tmp.display()))?;
+        let mut out = ManifestWriter::new(file, &tmp, &header).map_err(|e| e.to_string())?;
+        out.volume(vol).map_err(|e| e.to_string())?;
+        let data = DirFd::open(&root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
+        let mut walk = super::base::TreeWalk::new(data);
+        let mut tree = TreeDigest::default();
+        let not_back = |rel: &[u8], what: String| {
+            format!(
+                "`{}` is not as its base has it after the rollback: {what}",
+                super::base::shown(root, vol, rel)
+            )
+        };
+        while let Some(Record::Entry(mut e)) = base.next().map_err(|e| e.to_string())? {
+            let Some((rel, st)) = walk.next().map_err(|e| e.to_string())? else {
+                return Err(not_back(&e.path, "it is missing".into()));
+            };
+            if rel != e.path {
+                return Err(not_back(&rel, "it is not in the base".into()));
+            }
+            if let Some(what) = super::base::stat_differs(&st, &e, false) {
+                return Err(not_back(&rel, what));
+            }
+            e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
+            e.ino = Some(st.st_ino);
+            tree.add(&e);
+            out.entry(&e).map_err(|e| e.to_string())?;
+        }
+        if let Some((rel, _)) = walk.next().map_err(|e| e.to_string())? {
+            return Err(not_back(&rel, "it is not in the base".into()));
+        }
+        out.end(vol, tree.entries(), &tree.hex())
+            .map_err(|e| e.to_string())?;
+        out.finish().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(io_err(path.display()))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir.display()))
+    })();
+    wrote.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 fn undo_one(vols: &mut Volumes<'_>, staging: &Staging, op: &Op) -> Result<(), String> {

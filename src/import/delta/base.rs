@@ -45,7 +45,15 @@ pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<(), String
                 continue;
             }
         };
-        if held != base {
+        let round = header.round.as_ref().map(|r| r.id.as_str());
+        if Some(held.as_str()) == round {
+            // An import of this delta already applied it (perhaps one
+            // interrupted, that recovery just finished).
+            problems.push(format!(
+                "volume `{}` already holds round {held}: this delta was applied",
+                v.name
+            ));
+        } else if held != base {
             problems.push(format!(
                 "volume `{}` holds round {held}, and this delta applies onto round {base}: import the deltas in order, or a full bundle",
                 v.name

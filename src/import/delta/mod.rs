@@ -113,38 +113,74 @@ pub fn commit(
     let dir = File::open(&staging).map_err(super::werr(&staging))?;
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
         .map_err(|e| super::werr(&staging)(e.into()))?;
-    // From the journal on, a signal waits for the end.
+    // From the journal on, a signal waits for the end, and the staging
+    // is the journal's: removed here once settled, else kept for
+    // `volmig recover` (never discarded by the caller).
     let critical = Critical::enter();
-    journal.save(&staging).map_err(super::werr(&staging))?;
-    let applied = apply::apply(root, &staged, &journal).and_then(|()| {
-        write_bases(
-            root,
-            &staging,
-            header,
-            &journal,
-            &stage.new,
-            &stage.patch_chunks,
-        )
-    });
+    stage.dir = None;
+    let applied = journal
+        .save(&staging)
+        .map_err(|e| format!("{}: {e}", staging.display()))
+        .and_then(|()| apply::apply(root, &staged, &journal))
+        .and_then(|()| {
+            write_bases(
+                root,
+                &staging,
+                header,
+                &journal,
+                &stage.new,
+                &stage.patch_chunks,
+            )
+        })
+        .and_then(|()| {
+            journal.state = State::Applied;
+            journal.save(&staging).map_err(|e| e.to_string())
+        });
     if let Err(failed) = applied {
+        if journal.state == State::Applied {
+            // Its save failed, maybe after its rename: the journal must
+            // say `applying` again before anything is undone.
+            journal.state = State::Applying;
+            if let Err(again) = journal.save(&staging) {
+                return Err(ImportError::DeltaUnsettled {
+                    why: format!(
+                        "the delta was applied, but its journal could not say so ({failed}; {again}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
+                        staging.display()
+                    ),
+                    staging,
+                });
+            }
+        }
         let undone = apply::rollback(root, &staged, &journal).and_then(|()| {
             journal.state = State::RolledBack;
             journal.save(&staging).map_err(|e| e.to_string())
         });
         return Err(match undone {
             Ok(()) => {
-                let _ = super::commit::remove_staging(&staging);
-                refused(format!("the delta could not be applied ({failed}); everything was rolled back and the target is as it was"))
+                let left = match super::commit::remove_staging(&staging) {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" (its staging is left: {e}; `volmig recover` removes it)"),
+                };
+                refused(format!("the delta could not be applied ({failed}); everything was rolled back and the target is as it was{left}"))
             }
-            Err(rollback) => ImportError::Refused(vec![format!(
-                "the delta could not be applied ({failed}), and undoing it failed ({rollback}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
-                staging.display()
-            )]),
+            Err(rollback) => ImportError::DeltaUnsettled {
+                why: format!(
+                    "the delta could not be applied ({failed}), and undoing it failed ({rollback}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
+                    staging.display()
+                ),
+                staging,
+            },
         });
     }
-    journal.state = State::Applied;
-    journal.save(&staging).map_err(super::werr(&staging))?;
-    finish(root, &staging).map_err(refused)?;
+    if let Err(failed) = finish(root, &staging) {
+        return Err(ImportError::DeltaUnsettled {
+            why: format!(
+                "the delta was applied, but finishing it failed ({failed}): the journal in `{}` keeps what is left to do (the new bases into place); fix the cause, then run `volmig recover`",
+                staging.display()
+            ),
+            staging,
+        });
+    }
     drop(critical);
     Ok(outcome)
 }

@@ -102,10 +102,11 @@ impl<'a> DeltaStager<'a> {
             .mode(0o700)
             .create(&dir)
             .map_err(fail(&dir))?;
+        // Ours from here: `discard` removes it if what follows fails.
+        self.dir = Some(dir.clone());
         for sub in ["staged", "undo"] {
             fs::create_dir(dir.join(sub)).map_err(fail(&dir))?;
         }
-        self.dir = Some(dir);
         Ok(())
     }
 
