@@ -113,39 +113,7 @@ pub fn run(cli: &Cli, args: &MigrateArgs) -> anyhow::Result<Outcome> {
         "containers paused or stopped for the migration are left so; check `docker ps -a`",
     );
     let manifest = |n: u32| dir.join(format!("round-{n}.manifest"));
-    let mut rounds = Vec::new();
-    // Round 1, full, while the containers run.
-    rounds.push(round(cli, args, 1, None, &manifest(1), true)?);
-    say(cli, &rounds[0], "full, containers running");
-    let mut n = 1;
-    let stop_rule;
-    loop {
-        if crate::interrupt::requested().is_some() {
-            bail!("interrupted: the target holds round {n}; nothing was quiesced");
-        }
-        let last = rounds[rounds.len() - 1].bytes;
-        if n >= args.max_rounds {
-            stop_rule = format!("{} rounds done (--max-rounds)", args.max_rounds);
-            break;
-        }
-        if n > 1 && last <= args.min_delta {
-            stop_rule = format!(
-                "the last delta ({}) is under --min-delta ({})",
-                render::bytes(last),
-                render::bytes(args.min_delta)
-            );
-            break;
-        }
-        let r = round(cli, args, n + 1, Some(&manifest(n)), &manifest(n + 1), true)?;
-        n += 1;
-        say(cli, &r, "delta, containers running");
-        let shrank = r.bytes * 2 < last;
-        rounds.push(r);
-        if !shrank && n > 2 {
-            stop_rule = "the delta stopped shrinking by half".to_string();
-            break;
-        }
-    }
+    let (mut rounds, n, stop_rule) = pre_copy(cli, args, &manifest)?;
     if !cli.quiet && !cli.json {
         eprintln!("final round: {stop_rule}");
     }
@@ -187,24 +155,89 @@ pub fn run(cli: &Cli, args: &MigrateArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
+    report(
+        cli,
+        args,
+        ids.len(),
+        &rounds,
+        downtime.as_secs_f64(),
+        &stop_rule,
+    )?;
+    Ok(Outcome::Good)
+}
+
+/// The rounds while the containers run: round 1 in full, then deltas
+/// while each is under half the one before and over `--min-delta`, at
+/// most `--max-rounds`. Returns them, the last round's number, and the
+/// rule that ended them.
+fn pre_copy(
+    cli: &Cli,
+    args: &MigrateArgs,
+    manifest: &dyn Fn(u32) -> PathBuf,
+) -> anyhow::Result<(Vec<RoundFigures>, u32, String)> {
+    let mut rounds = Vec::new();
+    // Round 1, full, while the containers run.
+    rounds.push(round(cli, args, 1, None, &manifest(1), true)?);
+    say(cli, &rounds[0], "full, containers running");
+    let mut n = 1;
+    let stop_rule;
+    loop {
+        if crate::interrupt::requested().is_some() {
+            bail!("interrupted: the target holds round {n}; nothing was quiesced");
+        }
+        let last = rounds[rounds.len() - 1].bytes;
+        if n >= args.max_rounds {
+            stop_rule = format!("{} rounds done (--max-rounds)", args.max_rounds);
+            break;
+        }
+        if n > 1 && last <= args.min_delta {
+            stop_rule = format!(
+                "the last delta ({}) is under --min-delta ({})",
+                render::bytes(last),
+                render::bytes(args.min_delta)
+            );
+            break;
+        }
+        let r = round(cli, args, n + 1, Some(&manifest(n)), &manifest(n + 1), true)?;
+        n += 1;
+        say(cli, &r, "delta, containers running");
+        let shrank = r.bytes * 2 < last;
+        rounds.push(r);
+        if !shrank && n > 2 {
+            stop_rule = "the delta stopped shrinking by half".to_string();
+            break;
+        }
+    }
+    Ok((rounds, n, stop_rule))
+}
+
+/// The outcome, as text on stderr or one JSON document.
+fn report(
+    cli: &Cli,
+    args: &MigrateArgs,
+    containers: usize,
+    rounds: &[RoundFigures],
+    downtime: f64,
+    stop_rule: &str,
+) -> anyhow::Result<()> {
     if cli.json {
         emit_json(&json!({
             "ok": true,
             "rounds": rounds,
-            "downtime_seconds": downtime.as_secs_f64(),
+            "downtime_seconds": downtime,
             "stop_rule": stop_rule,
             "source_left": if args.keep_source_running { "running" } else { "stopped" },
         }))?;
     } else if !cli.quiet {
         eprintln!(
             "migrated {} in {} rounds; downtime {:.2} s (from the quiesce to the end of the target's import); on the source the containers are {}",
-            render::count(ids.len(), "container", "containers"),
+            render::count(containers, "container", "containers"),
             rounds.len(),
-            downtime.as_secs_f64(),
+            downtime,
             if args.keep_source_running { "running again" } else { "stopped" }
         );
     }
-    Ok(Outcome::Good)
+    Ok(())
 }
 
 fn say(cli: &Cli, r: &RoundFigures, what: &str) {

@@ -78,23 +78,7 @@ pub fn commit(
         .as_ref()
         .ok_or_else(|| refused("not a delta".into()))?;
     let base_id = round.base.clone().unwrap_or_default();
-    let trees = trailer.trees.as_ref().ok_or_else(|| {
-        refused(
-            "the delta's trailer has no tree digests: it was not written by export --since".into(),
-        )
-    })?;
-    for v in &header.volumes {
-        base::check_target(root, &v.name).map_err(refused)?;
-        let ops: Vec<&ops::Op> = stage.ops.iter().filter(|o| o.vol == v.name).collect();
-        let tree = base::result_tree(root, &v.name, &ops, &stage.new, &stage.patch_chunks)
-            .map_err(|e| refused(format!("volume `{}`: {e}", v.name)))?;
-        if trees.get(&v.name) != Some(&tree) {
-            return Err(refused(format!(
-                "volume `{}` would not be the source's once this delta is applied (its tree digest differs): the target is not the delta's base; import a full bundle",
-                v.name
-            )));
-        }
-    }
+    check(root, stage, header, trailer)?;
     let outcome = summary(stage, header, &base_id, &round.id);
     if dry_run {
         return Ok(outcome);
@@ -137,40 +121,7 @@ pub fn commit(
             journal.save(&staging).map_err(|e| e.to_string())
         });
     if let Err(failed) = applied {
-        if journal.state == State::Applied {
-            // Its save failed, maybe after its rename: the journal must
-            // say `applying` again before anything is undone.
-            journal.state = State::Applying;
-            if let Err(again) = journal.save(&staging) {
-                return Err(ImportError::DeltaUnsettled {
-                    why: format!(
-                        "the delta was applied, but its journal could not say so ({failed}; {again}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
-                        staging.display()
-                    ),
-                    staging,
-                });
-            }
-        }
-        let undone = apply::rollback(root, &staged, &journal).and_then(|()| {
-            journal.state = State::RolledBack;
-            journal.save(&staging).map_err(|e| e.to_string())
-        });
-        return Err(match undone {
-            Ok(()) => {
-                let left = match super::commit::remove_staging(&staging) {
-                    Ok(()) => String::new(),
-                    Err(e) => format!(" (its staging is left: {e}; `volmig recover` removes it)"),
-                };
-                refused(format!("the delta could not be applied ({failed}); everything was rolled back and the target is as it was{left}"))
-            }
-            Err(rollback) => ImportError::DeltaUnsettled {
-                why: format!(
-                    "the delta could not be applied ({failed}), and undoing it failed ({rollback}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
-                    staging.display()
-                ),
-                staging,
-            },
-        });
+        return Err(undo(root, &staged, &mut journal, staging, failed));
     }
     if let Err(failed) = finish(root, &staging) {
         return Err(ImportError::DeltaUnsettled {
@@ -183,6 +134,80 @@ pub fn commit(
     }
     drop(critical);
     Ok(outcome)
+}
+
+/// Step 3: the target is exactly the base, and the base merged with the
+/// delta gives the source's tree, volume by volume; nothing is written.
+fn check(
+    root: &DataRoot,
+    stage: &DeltaStager,
+    header: &BundleHeader,
+    trailer: &Trailer,
+) -> Result<(), ImportError> {
+    let trees = trailer.trees.as_ref().ok_or_else(|| {
+        refused(
+            "the delta's trailer has no tree digests: it was not written by export --since".into(),
+        )
+    })?;
+    for v in &header.volumes {
+        base::check_target(root, &v.name).map_err(refused)?;
+        let ops: Vec<&ops::Op> = stage.ops.iter().filter(|o| o.vol == v.name).collect();
+        let tree = base::result_tree(root, &v.name, &ops, &stage.new, &stage.patch_chunks)
+            .map_err(|e| refused(format!("volume `{}`: {e}", v.name)))?;
+        if trees.get(&v.name) != Some(&tree) {
+            return Err(refused(format!(
+                "volume `{}` would not be the source's once this delta is applied (its tree digest differs): the target is not the delta's base; import a full bundle",
+                v.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A failure from the journal on: the journal is made to say `applying`
+/// again if it said more, everything is undone, and the error says what
+/// became of the target (rolled back, or left to `volmig recover`).
+fn undo(
+    root: &DataRoot,
+    staged: &apply::Staging,
+    journal: &mut DeltaJournal,
+    staging: std::path::PathBuf,
+    failed: String,
+) -> ImportError {
+    if journal.state == State::Applied {
+        // Its save failed, maybe after its rename: the journal must
+        // say `applying` again before anything is undone.
+        journal.state = State::Applying;
+        if let Err(again) = journal.save(&staging) {
+            return ImportError::DeltaUnsettled {
+                why: format!(
+                    "the delta was applied, but its journal could not say so ({failed}; {again}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
+                    staging.display()
+                ),
+                staging,
+            };
+        }
+    }
+    let undone = apply::rollback(root, staged, journal).and_then(|()| {
+        journal.state = State::RolledBack;
+        journal.save(&staging).map_err(|e| e.to_string())
+    });
+    match undone {
+        Ok(()) => {
+            let left = match super::commit::remove_staging(&staging) {
+                Ok(()) => String::new(),
+                Err(e) => format!(" (its staging is left: {e}; `volmig recover` removes it)"),
+            };
+            refused(format!("the delta could not be applied ({failed}); everything was rolled back and the target is as it was{left}"))
+        }
+        Err(rollback) => ImportError::DeltaUnsettled {
+            why: format!(
+                "the delta could not be applied ({failed}), and undoing it failed ({rollback}): the journal in `{}` keeps what is needed; fix the cause, then run `volmig recover`",
+                staging.display()
+            ),
+            staging,
+        },
+    }
 }
 
 fn summary(stage: &DeltaStager, header: &BundleHeader, base: &str, round: &str) -> DeltaOutcome {
