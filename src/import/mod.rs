@@ -268,6 +268,38 @@ pub struct ImportReport {
     pub delta: Option<delta::DeltaOutcome>,
 }
 
+impl ImportReport {
+    /// A report of nothing done yet.
+    fn new(header: BundleHeader, trailer: Trailer, dry_run: bool) -> ImportReport {
+        ImportReport {
+            header,
+            trailer,
+            create: Vec::new(),
+            conflicts: Vec::new(),
+            refusals: Vec::new(),
+            replaced: Vec::new(),
+            skipped_identical: Vec::new(),
+            checkpoints: Vec::new(),
+            bind_data: Vec::new(),
+            rewritten_sources: Vec::new(),
+            metadata: None,
+            recovered: Vec::new(),
+            pending: Vec::new(),
+            interrupted: None,
+            bases: Vec::new(),
+            warnings: Vec::new(),
+            free_bytes: 0,
+            needed_bytes: 0,
+            dry_run,
+            containers_from_bundle: Vec::new(),
+            verify_slots: Vec::new(),
+            _bundle_configs: None,
+            tops: BTreeMap::new(),
+            delta: None,
+        }
+    }
+}
+
 /// Finishes or rolls back every interrupted import of `root`, under its
 /// import lock (`volmig recover`).
 pub fn recover(root: &DataRoot, wait: bool) -> Result<Vec<Recovered>, ImportError> {
@@ -450,32 +482,14 @@ fn stage_bundle<'a>(
         .filter(|v| !conflicts.iter().any(|c| c.volume() == Some(&v.name)))
         .map(|v| v.name.clone())
         .collect();
-    Ok(Staged::Full(Box::new(ImportReport {
-        header,
-        trailer,
-        create,
-        conflicts,
-        refusals,
-        replaced: Vec::new(),
-        skipped_identical: Vec::new(),
-        checkpoints: Vec::new(),
-        bind_data: Vec::new(),
-        rewritten_sources: Vec::new(),
-        metadata: None,
-        recovered: Vec::new(),
-        pending: Vec::new(),
-        interrupted: None,
-        bases: Vec::new(),
-        warnings: Vec::new(),
-        free_bytes,
-        needed_bytes: needed,
-        dry_run: opts.dry_run,
-        containers_from_bundle: Vec::new(),
-        verify_slots: Vec::new(),
-        _bundle_configs: None,
-        tops: std::mem::take(&mut stage.tops),
-        delta: None,
-    })))
+    let mut report = ImportReport::new(header, trailer, opts.dry_run);
+    report.create = create;
+    report.conflicts = conflicts;
+    report.refusals = refusals;
+    report.free_bytes = free_bytes;
+    report.needed_bytes = needed;
+    report.tops = std::mem::take(&mut stage.tops);
+    Ok(Staged::Full(Box::new(report)))
 }
 
 /// The header as the target gets it: each bind device moved by

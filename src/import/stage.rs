@@ -288,21 +288,7 @@ pub(super) fn restore_attrs(path: &Path, meta: &EntryMeta) -> io::Result<()> {
 
 impl Visitor for Stager<'_> {
     fn header(&mut self, header: &BundleHeader) -> Result<(), ReadError> {
-        for v in &header.volumes {
-            // # Security
-            // metadata.db records are keyed by volume name: a record whose
-            // own Name is another volume's would rewrite that volume's
-            // driver and labels on the target.
-            if let Some(record) = v.record.as_ref().filter(|r| r.name != v.name) {
-                return Err(ReadError::Hostile {
-                    entry: crate::bundle::HEADER_PATH.into(),
-                    reason: format!(
-                        "volume `{}` carries the metadata.db record of `{}`: a record must name its own volume",
-                        v.name, record.name
-                    ),
-                });
-            }
-        }
+        check_record_names(header)?;
         // A file or symlink where a volume or checkpoint would go is not a
         // volume to replace: moving it aside and back is not what anyone
         // asked for, and it cannot be exchanged like a directory.
@@ -620,6 +606,28 @@ impl Stager<'_> {
         self.written.add(data_path, entry_kind(EntryKind::Dir), 0);
         Ok(())
     }
+}
+
+/// Refuses a header whose volume carries another volume's metadata.db
+/// record (full and delta imports alike).
+///
+/// # Security
+/// metadata.db records are keyed by volume name: a record whose own Name
+/// is another volume's would rewrite that volume's driver and labels on
+/// the target.
+pub(super) fn check_record_names(header: &BundleHeader) -> Result<(), ReadError> {
+    for v in &header.volumes {
+        if let Some(record) = v.record.as_ref().filter(|r| r.name != v.name) {
+            return Err(ReadError::Hostile {
+                entry: crate::bundle::HEADER_PATH.into(),
+                reason: format!(
+                    "volume `{}` carries the metadata.db record of `{}`: a record must name its own volume",
+                    v.name, record.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A bundle's `volumes/<name>/opts.json`, read whole (it is small) and

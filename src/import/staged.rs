@@ -3,7 +3,6 @@
 //! `delta::DeltaStager`, and `import_delta` takes a staged delta to its
 //! end (`delta::commit`), as `import_locked` does a full one.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 
 use super::plan::bundle_record;
@@ -89,32 +88,8 @@ pub(super) fn import_delta(
         header,
         trailer,
     } = staged;
-    let mut report = ImportReport {
-        header,
-        trailer,
-        create: Vec::new(),
-        conflicts: Vec::new(),
-        refusals: Vec::new(),
-        replaced: Vec::new(),
-        skipped_identical: Vec::new(),
-        checkpoints: Vec::new(),
-        bind_data: Vec::new(),
-        rewritten_sources: Vec::new(),
-        metadata: None,
-        recovered: Vec::new(),
-        pending: Vec::new(),
-        interrupted: None,
-        free_bytes: 0,
-        needed_bytes: stage.data_bytes,
-        dry_run: opts.dry_run,
-        containers_from_bundle: Vec::new(),
-        verify_slots: Vec::new(),
-        _bundle_configs: None,
-        tops: BTreeMap::new(),
-        bases: Vec::new(),
-        warnings: Vec::new(),
-        delta: None,
-    };
+    let mut report = ImportReport::new(header, trailer, opts.dry_run);
+    report.needed_bytes = stage.data_bytes;
     let result = delta::commit(
         root,
         &mut stage,

@@ -124,17 +124,7 @@ impl<'a> DeltaStager<'a> {
 
 impl Visitor for DeltaStager<'_> {
     fn header(&mut self, header: &BundleHeader) -> Result<(), ReadError> {
-        for v in &header.volumes {
-            if let Some(record) = v.record.as_ref().filter(|r| r.name != v.name) {
-                return Err(ReadError::Hostile {
-                    entry: crate::bundle::HEADER_PATH.into(),
-                    reason: format!(
-                        "volume `{}` carries the metadata.db record of `{}`: a record must name its own volume",
-                        v.name, record.name
-                    ),
-                });
-            }
-        }
+        crate::import::stage::check_record_names(header)?;
         // Refused here, before anything is written, when the target is not
         // the delta's base (the stat check of every entry comes after the
         // stream, which must be read to its trailer first).
