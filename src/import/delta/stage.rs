@@ -31,9 +31,6 @@ pub struct DeltaStager<'a> {
     /// This import's staging directory, once created.
     pub dir: Option<PathBuf>,
     pub ops: Vec<Op>,
-    /// What each staged file's content hashes to (manifest rules): the
-    /// result's digest is computed from these and the base.
-    pub contents: BTreeMap<u64, manifest::Chunked>,
     /// What each operation's path becomes (`base::merge_result`).
     pub new: super::base::NewEntries,
     /// The digests of a patch's new chunks, in its data order.
@@ -59,7 +56,6 @@ impl<'a> DeltaStager<'a> {
             dry_run,
             dir: None,
             ops: Vec::new(),
-            contents: BTreeMap::new(),
             new: BTreeMap::new(),
             patch_chunks: BTreeMap::new(),
             data_bytes: 0,
@@ -304,8 +300,7 @@ impl DeltaStager<'_> {
                 _ if rel.is_empty() => Err(hostile(meta, "`_data` that is not a directory")),
                 _ => {
                     let n = self.push(vol, rel, OpKind::Put)?;
-                    self.stage_put(n, meta, data)?;
-                    let content = self.contents.remove(&n);
+                    let content = self.stage_put(n, meta, data)?;
                     self.new
                         .insert(n, manifest::Entry::from_meta(rel, meta, content));
                     Ok(())
@@ -315,24 +310,24 @@ impl DeltaStager<'_> {
     }
 
     /// A whole entry at `staged/<n>`, with its attributes; a file's content
-    /// is hashed as it is written (manifest rules).
+    /// is hashed as it is written (manifest rules), and its digests returned.
     fn stage_put(
         &mut self,
         n: u64,
         meta: &EntryMeta,
         data: &mut dyn Read,
-    ) -> Result<(), ReadError> {
+    ) -> Result<Option<manifest::Chunked>, ReadError> {
         if meta.kind == EntryKind::File {
             self.data_bytes = self.data_bytes.saturating_add(meta.size);
         }
         if self.dry_run {
-            if meta.kind == EntryKind::File {
-                let chunked = hash_content(meta, data, None)?;
-                self.contents.insert(n, chunked);
-            }
-            return Ok(());
+            return match meta.kind {
+                EntryKind::File => hash_content(meta, data, None).map(Some),
+                _ => Ok(None),
+            };
         }
         let at = self.staged(n);
+        let mut chunked = None;
         match meta.kind {
             EntryKind::File => {
                 let mut f = File::options()
@@ -340,11 +335,10 @@ impl DeltaStager<'_> {
                     .create_new(true)
                     .open(&at)
                     .map_err(fail(&at))?;
-                let chunked = hash_content(meta, data, Some(&mut f))?;
+                chunked = Some(hash_content(meta, data, Some(&mut f))?);
                 if meta.sparse.is_some() {
                     f.set_len(meta.size).map_err(fail(&at))?;
                 }
-                self.contents.insert(n, chunked);
             }
             EntryKind::Symlink => {
                 let link = std::ffi::OsStr::from_bytes(meta.link.as_deref().unwrap_or_default());
@@ -361,7 +355,8 @@ impl DeltaStager<'_> {
             }
             EntryKind::Dir | EntryKind::Hardlink => {}
         }
-        crate::import::stage::restore_attrs(&at, meta).map_err(fail(&at))
+        crate::import::stage::restore_attrs(&at, meta).map_err(fail(&at))?;
+        Ok(chunked)
     }
 
     /// A patch's new chunks, in one file at `staged/<n>`, each hashed.
