@@ -37,8 +37,13 @@ use std::sync::OnceLock;
 
 use bundle_support::{bin, small_source, strace, tree, write_at, Node};
 use common::FakeDataRoot;
+use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
 
-const VOLUMES: [&str; 2] = ["appdata", "shared"];
+/// `pgdata` is the volume the delta adds (`db`'s, exported from round 1).
+const VOLUMES: [&str; 3] = ["appdata", "shared", "pgdata"];
+
+/// The pseudo-volume of the state that holds metadata.db's records.
+const RECORDS: &str = "metadata.db";
 
 /// Every call the delta import writes with (`strace -f -c` of one).
 const STEPS: [&str; 25] = [
@@ -87,11 +92,38 @@ const CHANGES: [&str; 11] = [
 
 type Volumes = BTreeMap<String, BTreeMap<Vec<u8>, Node>>;
 
+/// Every volume there is (an absent one has no key), and the records.
 fn volumes(root: &Path) -> Volumes {
-    VOLUMES
+    let mut out: Volumes = VOLUMES
         .iter()
+        .filter(|v| root.join("volumes").join(v).exists())
         .map(|v| (v.to_string(), tree(&root.join("volumes").join(v)).nodes))
-        .collect()
+        .collect();
+    let records = read_store(&root.join("volumes/metadata.db"))
+        .unwrap()
+        .map(|s| s.records)
+        .unwrap_or_default();
+    let records = records
+        .into_iter()
+        .map(|(name, r)| {
+            let node = Node {
+                kind: 'r',
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                mtime_nsec: 0,
+                size: 0,
+                content: None,
+                link: Some(serde_json::to_vec(&r).unwrap()),
+                rdev: 0,
+                xattrs: Vec::new(),
+            };
+            (name.into_bytes(), node)
+        })
+        .collect();
+    out.insert(RECORDS.to_string(), records);
+    out
 }
 
 fn data(root: &Path, volume: &str) -> PathBuf {
@@ -155,10 +187,11 @@ struct Count {
     before_done: usize,
 }
 
-fn export(src: &FakeDataRoot, extra: &[&str], out: &Path) {
+fn export(src: &FakeDataRoot, containers: &[&str], extra: &[&str], out: &Path) {
     run_ok(
         volmig(&src.path())
-            .args(["export", "app"])
+            .arg("export")
+            .args(containers)
             .args(extra)
             .arg("-o")
             .arg(out),
@@ -182,6 +215,7 @@ fn build() -> World {
     write_at(&d.join("tree/y"), b"y", (T, 25));
     export(
         &src,
+        &["app"],
         &["--manifest-out", m(0).to_str().unwrap()],
         &dir.path().join("b0"),
     );
@@ -228,8 +262,33 @@ fn build() -> World {
     fs::set_permissions(d.join("sub/c.txt"), fs::Permissions::from_mode(0o600)).unwrap();
     fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::write(data(&src.path(), "shared").join("s.txt"), b"SHARED\n").unwrap();
+    // A label changed, and a volume added whole, with its record.
+    let record = |name: &str, labels: &[(&str, &str)]| VolumeRecord {
+        name: name.into(),
+        driver: "local".into(),
+        labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        options: None,
+    };
+    write_records(
+        &src.path().join("volumes/metadata.db"),
+        &[
+            record("appdata", &[("tier", "gold")]),
+            record("pgdata", &[("tier", "db")]),
+        ],
+    )
+    .unwrap();
+    let pg = data(&src.path(), "pgdata");
+    fs::create_dir_all(pg.join("base/1")).unwrap();
+    write_at(&pg.join("PG_VERSION"), b"15\n", (T, 26));
+    write_at(&pg.join("base/1/rel"), &big(1 << 19, 3), (T, 27));
     export(
         &src,
+        &["app", "db"],
         &[
             "--since",
             m(0).to_str().unwrap(),
@@ -247,8 +306,10 @@ fn build() -> World {
         .unwrap();
     f.write_all_at(b"round two", 3 << 20).unwrap();
     drop(f);
+    fs::write(pg.join("PG_VERSION"), b"16\n").unwrap();
     export(
         &src,
+        &["app", "db"],
         &[
             "--since",
             m(1).to_str().unwrap(),
@@ -324,6 +385,10 @@ impl World {
             "the import of d1 without faults",
         );
         assert!(text.contains("2 files patched, 2 deleted"), "{text}");
+        assert!(
+            text.contains("pgdata added whole, 2 records in metadata.db"),
+            "{text}"
+        );
         let log = fs::read_to_string(log.path()).unwrap();
         let main = log.split_once(' ').unwrap().0.to_string();
         let mut counts: BTreeMap<&'static str, Count> = BTreeMap::new();
@@ -362,8 +427,8 @@ impl World {
         let mut diffs = Vec::new();
         for (v, nodes) in &now {
             for (p, n) in nodes {
-                let base = self.base[v].get(p);
-                let migrated = self.migrated[v].get(p);
+                let base = self.base.get(v).and_then(|b| b.get(p));
+                let migrated = self.migrated.get(v).and_then(|m| m.get(p));
                 if base != Some(n) && migrated != Some(n) {
                     diffs.push(format!(
                         "{v}/{}: now {n:?}\n    base {base:?}\n    migrated {migrated:?}",
@@ -382,9 +447,22 @@ impl World {
     fn assert_known_paths(&self, t: &FakeDataRoot, what: &str) {
         let now = volumes(&t.path());
         for (v, nodes) in &now {
+            // A volume the delta adds is in `volumes/` whole or not at
+            // all: dockerd takes every directory there for a volume.
+            if !self.base.contains_key(v) {
+                assert!(
+                    self.migrated.get(v) == Some(nodes),
+                    "{what}: volume `{v}` is in volumes/ but not whole"
+                );
+                continue;
+            }
+            let known = |p: &Vec<u8>| {
+                self.base[v].contains_key(p)
+                    || self.migrated.get(v).is_some_and(|m| m.contains_key(p))
+            };
             let strays: Vec<_> = nodes
                 .keys()
-                .filter(|p| !self.base[v].contains_key(*p) && !self.migrated[v].contains_key(*p))
+                .filter(|p| !known(p))
                 .map(|p| String::from_utf8_lossy(p).into_owned())
                 .collect();
             assert!(
@@ -590,7 +668,14 @@ fn a_delta_import_killed_while_staging_journaling_or_cleaning_up_is_settled_by_r
 #[test]
 fn a_killed_delta_import_is_settled_by_the_next_import_of_the_same_delta() {
     kills(
-        &["renameat", "pwrite64", "write", "fsync", "rename"],
+        &[
+            "renameat",
+            "renameat2",
+            "pwrite64",
+            "write",
+            "fsync",
+            "rename",
+        ],
         4,
         0,
         Settle::Reimport,

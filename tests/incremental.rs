@@ -16,6 +16,7 @@ use bundle_support::{
     RawEntry,
 };
 use common::FakeDataRoot;
+use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
 
 /// A source, a target that received its full round, and the manifests of
 /// the rounds so far.
@@ -24,6 +25,8 @@ struct Rounds {
     dst: FakeDataRoot,
     dir: tempfile::TempDir,
     round: usize,
+    /// The containers each export names (`app`: appdata and shared).
+    containers: Vec<&'static str>,
 }
 
 const VOLUMES: [&str; 2] = ["appdata", "shared"];
@@ -37,6 +40,7 @@ impl Rounds {
             dst: FakeDataRoot::new(),
             dir: tempfile::tempdir().unwrap(),
             round: 0,
+            containers: vec!["app"],
         };
         let bundle = r.dir.path().join("b0");
         r.export(
@@ -64,7 +68,8 @@ impl Rounds {
         let o = self
             .src
             .volmig()
-            .args(["export", "app"])
+            .arg("export")
+            .args(&self.containers)
             .args(extra)
             .arg("-o")
             .arg(out)
@@ -395,28 +400,195 @@ fn a_delta_out_of_order_is_refused() {
     r.same();
 }
 
-#[test]
-fn labels_changed_between_rounds_are_reported_with_the_fix_not_dropped() {
-    let mut r = Rounds::start(source());
-    volmig::dataroot::metadata::write_records(
-        &r.src.path().join("volumes/metadata.db"),
-        &[volmig::dataroot::metadata::VolumeRecord {
-            name: "appdata".into(),
+fn records(root: &Path) -> std::collections::BTreeMap<String, VolumeRecord> {
+    read_store(&root.join("volumes/metadata.db"))
+        .unwrap()
+        .map(|s| s.records)
+        .unwrap_or_default()
+}
+
+fn relabel(root: &Path, name: &str, labels: &[(&str, &str)], options: &[(&str, &str)]) {
+    let map = |kv: &[(&str, &str)]| {
+        (!kv.is_empty()).then(|| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+    };
+    write_records(
+        &root.join("volumes/metadata.db"),
+        &[VolumeRecord {
+            name: name.into(),
             driver: "local".into(),
-            labels: Some([("tier".to_string(), "gold".to_string())].into()),
-            options: None,
+            labels: map(labels),
+            options: map(options),
         }],
     )
     .unwrap();
+}
+
+#[test]
+fn labels_and_options_changed_between_rounds_are_written_into_metadata_db() {
+    let mut r = Rounds::start(source());
+    relabel(
+        &r.src.path(),
+        "appdata",
+        &[("tier", "gold")],
+        &[("type", "tmpfs"), ("device", "tmpfs")],
+    );
     fs::write(r.src_data("appdata").join("a.txt"), b"with new labels").unwrap();
+    let untouched = records(&r.dst.path())["shared"].clone();
     let bundle = r.delta();
-    let o = r.dst.volmig().arg("import").arg(&bundle).output().unwrap();
-    // The data is applied; the labels are named as what is left to do.
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = r.import(&bundle);
+    assert!(out.contains("1 record in metadata.db"), "{out}");
+    r.same();
+    let dst = records(&r.dst.path());
+    assert_eq!(dst["appdata"], records(&r.src.path())["appdata"]);
+    assert_eq!(
+        dst["shared"], untouched,
+        "an unchanged record was rewritten"
+    );
+    // Unchanged since: the next delta writes no record.
+    fs::write(r.src_data("appdata").join("a.txt"), b"round two").unwrap();
+    let bundle = r.delta();
+    let out = r.import(&bundle);
+    assert!(!out.contains("metadata.db"), "{out}");
+    r.same();
+}
+
+#[test]
+fn a_volume_added_between_rounds_arrives_whole_with_its_record_and_chains() {
+    let mut r = Rounds::start(source());
+    let pg = r.src_data("pgdata");
+    fs::create_dir_all(pg.join("base/1")).unwrap();
+    write_at(&pg.join("PG_VERSION"), b"15\n", (1_600_000_000, 30));
+    write_at(
+        &pg.join("base/1/big"),
+        &big(3 << 20, 7),
+        (1_600_000_000, 31),
+    );
+    relabel(&r.src.path(), "pgdata", &[("tier", "db")], &[]);
+    fs::set_permissions(&pg, fs::Permissions::from_mode(0o700)).unwrap();
+    // Round 1 names `db` too: its volume pgdata is new.
+    r.containers = vec!["app", "db"];
+    let bundle = r.delta();
+    let before = snapshot(&r.dst.path());
+    let o = r
+        .dst
+        .volmig()
+        .args(["import", "--dry-run"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        out.contains("labels or options of volume `appdata` changed"),
+        String::from_utf8_lossy(&o.stdout).contains("pgdata added whole"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_unchanged(&r.dst.path(), &before);
+    let out = r.import(&bundle);
+    assert!(out.contains("pgdata added whole"), "{out}");
+    r.same();
+    let dst_pg = Rounds::data(&r.dst.path(), "pgdata");
+    assert_same_tree(&pg, &dst_pg);
+    assert_eq!(
+        records(&r.dst.path())["pgdata"],
+        records(&r.src.path())["pgdata"]
+    );
+    assert!(r.dst.path().join("volmig-bases/pgdata.manifest").is_file());
+    let mode = |root: &Path| {
+        fs::symlink_metadata(root.join("volumes/pgdata"))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(
+        mode(&r.dst.path()),
+        mode(&r.src.path()),
+        "the volume directory's mode"
+    );
+    // The next delta applies onto the added volume like any other.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(pg.join("base/1/big"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"changed", 1 << 20).unwrap();
+    drop(f);
+    let carried = r.next();
+    assert!(
+        carried.contains(&"pgdata/base/1/big (patch)".to_string()),
+        "{carried:?}"
+    );
+    assert_same_tree(&pg, &dst_pg);
+}
+
+#[test]
+fn a_delta_adding_a_volume_the_target_already_has_is_refused_unchanged() {
+    let mut r = Rounds::start(source());
+    write_at(
+        &r.src_data("pgdata").join("x"),
+        b"source",
+        (1_600_000_000, 30),
+    );
+    r.containers = vec!["app", "db"];
+    let bundle = r.delta();
+    // The target has a pgdata of its own, that no round brought.
+    let theirs = Rounds::data(&r.dst.path(), "pgdata");
+    fs::create_dir_all(&theirs).unwrap();
+    fs::write(theirs.join("mine"), b"the target's only copy").unwrap();
+    let before = snapshot(&r.dst.path());
+    let o = r.dst.volmig().arg("import").arg(&bundle).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("pgdata"), "{}", stderr(&o));
+    assert_unchanged(&r.dst.path(), &before);
+}
+
+#[test]
+fn a_delta_of_a_volume_the_target_never_got_is_refused_unchanged() {
+    // Round 1 adds pgdata; the target skips it and gets round 2, which
+    // carries only pgdata's change: not the whole volume.
+    let mut r = Rounds::start(source());
+    write_at(&r.src_data("pgdata").join("x"), b"one", (1_600_000_000, 30));
+    r.containers = vec!["app", "db"];
+    let _skipped = r.delta();
+    write_at(&r.src_data("pgdata").join("y"), b"two", (1_600_000_000, 31));
+    let bundle = r.delta();
+    let before = snapshot(&r.dst.path());
+    let o = r.dst.volmig().arg("import").arg(&bundle).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds round") || stderr(&o).contains("does not carry it whole"),
+        "{}",
+        stderr(&o)
+    );
+    assert_unchanged(&r.dst.path(), &before);
+}
+
+#[test]
+fn a_volume_removed_between_rounds_is_left_on_the_target_and_named() {
+    let mut r = Rounds::start(source());
+    write_at(
+        &r.src_data("pgdata").join("x"),
+        b"kept",
+        (1_600_000_000, 30),
+    );
+    r.containers = vec!["app", "db"];
+    let bundle = r.delta();
+    r.import(&bundle);
+    // Round 2 no longer names `db`: pgdata is not in it.
+    r.containers = vec!["app"];
+    fs::write(r.src_data("appdata").join("a.txt"), b"round two").unwrap();
+    let bundle = r.delta();
+    let out = r.import(&bundle);
+    r.same();
+    // Never deleted (it may be the only copy), and said so.
+    assert!(
+        out.contains("pgdata") && out.contains("not in this round"),
         "{out}"
     );
-    r.same();
+    assert_same_tree(
+        &r.src_data("pgdata"),
+        &Rounds::data(&r.dst.path(), "pgdata"),
+    );
 }

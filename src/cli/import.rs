@@ -275,14 +275,23 @@ fn delta_json(report: &ImportReport) -> serde_json::Value {
             "base": d.base, "round": d.round, "volumes": d.volumes,
             "written": d.written, "directories": d.directories, "patched": d.patched,
             "deleted": d.deleted, "options": d.options, "bytes": d.bytes,
+            "added": d.added, "records": d.records, "records_unchecked": d.records_unchecked,
         }),
     }
 }
 
 /// What a delta does, in a line.
 fn delta_line(d: &crate::import::delta::DeltaOutcome) -> String {
+    let added = match d.added.is_empty() {
+        true => String::new(),
+        false => format!(", {} added whole", d.added.join(", ")),
+    };
+    let records = match d.records {
+        0 => String::new(),
+        n => format!(", {} in metadata.db", render::count(n, "record", "records")),
+    };
     format!(
-        "a delta onto round {} ({}): {} written whole, {} patched, {} deleted, {}, {} of data; its volumes hold round {}",
+        "a delta onto round {} ({}): {} written whole, {} patched, {} deleted, {}{added}{records}, {} of data; its volumes hold round {}",
         d.base,
         d.volumes.join(", "),
         render::count(d.written, "entry", "entries"),

@@ -5,12 +5,10 @@
 
 use std::io::Read;
 
-use super::plan::bundle_record;
 use super::stage::Stager;
 use super::{collect_verify_slots, delta, ImportError, ImportOptions, ImportReport};
 use crate::bundle::reader::{self, ReadError};
 use crate::bundle::{BundleHeader, Trailer};
-use crate::dataroot::metadata;
 use crate::dataroot::DataRoot;
 use crate::interrupt;
 
@@ -109,25 +107,19 @@ pub(super) fn import_delta(
             return Err(e);
         }
     };
-    report.delta = Some(outcome);
-    // Labels and driver options live in metadata.db, which a delta does not
-    // rewrite: a change since the base is reported with its fix, not lost
-    // silently.
-    if let Ok(Some(store)) = metadata::read_store(&root.metadata_db()) {
-        for v in &report.header.volumes {
-            let theirs = bundle_record(v);
-            if store
-                .records
-                .get(&v.name)
-                .is_some_and(|ours| *ours != theirs)
-            {
-                report.pending.push(format!(
-                    "the labels or options of volume `{}` changed on the source since the base round: this delta does not carry them into metadata.db; import a full bundle of the next round (export without --since) with --on-conflict skip-identical to write them",
-                    v.name
-                ));
-            }
-        }
+    if outcome.records_unchecked {
+        report.warnings.push(format!(
+            "a running dockerd holds {}: the labels, driver and options of the delta's volumes were neither checked nor written (they stay as the base round wrote them); stop dockerd and import the next round to write changed ones",
+            root.metadata_db().display()
+        ));
     }
+    for vol in delta::base::left_out(root, &outcome.base, &report.header) {
+        report.warnings.push(format!(
+            "volume `{vol}` is in round {} but not in this round (the source no longer exports it): left on the target as that round had it; `docker volume rm {vol}` removes it if it is not wanted",
+            outcome.base
+        ));
+    }
+    report.delta = Some(outcome);
     if let Some(configs) = stage.containers.take() {
         if let Ok(keep) = tempfile::tempdir() {
             if let Err(e) = collect_verify_slots(root, configs.path(), keep.path(), &mut report) {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::FileStat;
 
-use super::ops::{Attrs, Before, DeltaJournal, Op, OpKind, Touched};
+use super::ops::{Added, Attrs, Before, DeltaJournal, Op, OpKind, Touched};
 use crate::beneath::DirFd;
 use crate::bundle::delta::chunk_len;
 use crate::dataroot::DataRoot;
@@ -109,6 +109,11 @@ impl Staging {
     fn undo_path(&self, n: u64) -> PathBuf {
         self.dir.join("undo").join(n.to_string())
     }
+
+    /// Where a volume the round adds is built.
+    pub fn added_dir(&self, vol: &str) -> PathBuf {
+        self.dir.join("added").join(vol)
+    }
 }
 
 fn num(n: u64) -> CString {
@@ -126,23 +131,35 @@ fn rename(from: (&File, &CString), to: (&File, &CString)) -> Result<(), String> 
     .map_err(nix_err("rename"))
 }
 
-/// Opens each volume's `_data` once.
+/// Opens each volume's `_data` once: the target's, or for a volume the
+/// round adds, the one it is built in (`Staging::added_dir`).
 struct Volumes<'a> {
     root: &'a DataRoot,
+    staging: &'a Staging,
+    added: BTreeSet<String>,
     open: std::collections::BTreeMap<String, DirFd>,
 }
 
 impl<'a> Volumes<'a> {
-    fn new(root: &'a DataRoot) -> Volumes<'a> {
+    fn new(root: &'a DataRoot, staging: &'a Staging, added: &[Added]) -> Volumes<'a> {
         Volumes {
             root,
+            staging,
+            added: added.iter().map(|a| a.vol.clone()).collect(),
             open: Default::default(),
+        }
+    }
+
+    fn dir_of(&self, vol: &str) -> PathBuf {
+        match self.added.contains(vol) {
+            true => self.staging.added_dir(vol),
+            false => self.root.volume_dir(vol),
         }
     }
 
     fn data(&mut self, vol: &str) -> Result<&DirFd, String> {
         if !self.open.contains_key(vol) {
-            let dir = DirFd::open(&self.root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
+            let dir = DirFd::open(&self.dir_of(vol).join("_data")).map_err(|e| e.to_string())?;
             self.open.insert(vol.to_string(), dir);
         }
         self.open.get(vol).ok_or_else(|| format!("volume `{vol}`"))
@@ -150,7 +167,7 @@ impl<'a> Volumes<'a> {
 
     /// The volume directory (for opts.json).
     fn volume_dir(&self, vol: &str) -> Result<DirFd, String> {
-        DirFd::open(&self.root.volume_dir(vol)).map_err(|e| e.to_string())
+        DirFd::open(&self.dir_of(vol)).map_err(|e| e.to_string())
     }
 
     fn locate(&mut self, op: &Op) -> Result<Option<At>, String> {
@@ -169,8 +186,13 @@ impl<'a> Volumes<'a> {
 /// Records what each operation will find and replace, saves a patched
 /// file's old bytes, and lists the directories whose mtimes the renames
 /// will move. Changes nothing on the target.
-pub fn prepare(root: &DataRoot, staging: &Staging, ops: &mut [Op]) -> Result<Vec<Touched>, String> {
-    let mut vols = Volumes::new(root);
+pub fn prepare(
+    root: &DataRoot,
+    staging: &Staging,
+    added: &[Added],
+    ops: &mut [Op],
+) -> Result<Vec<Touched>, String> {
+    let mut vols = Volumes::new(root, staging, added);
     let set_by_ops: BTreeSet<(String, String)> = ops
         .iter()
         .filter(|o| matches!(o.kind, OpKind::Dir { .. }))
@@ -243,7 +265,9 @@ pub fn prepare(root: &DataRoot, staging: &Staging, ops: &mut [Op]) -> Result<Vec
             };
             let changes_parent = !matches!(op.before, Some(Before::InPlace { .. }))
                 || matches!(op.kind, OpKind::Dir { .. });
+            // An added volume's directories are all set by its own ops.
             if changes_parent
+                && !vols.added.contains(&op.vol)
                 && !set_by_ops.contains(&(op.vol.clone(), crate::bundle::hex(&parent)))
             {
                 parents.insert((op.vol.clone(), parent));
@@ -317,7 +341,7 @@ fn save_old_bytes(
 /// Carries out every operation, then the directories' attributes (deepest
 /// first: a rename inside moves its parent's mtime), then syncs.
 pub fn apply(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> Result<(), String> {
-    let mut vols = Volumes::new(root);
+    let mut vols = Volumes::new(root, staging, &journal.added);
     for op in &journal.ops {
         apply_one(&mut vols, staging, op)
             .map_err(|e| format!("`{}`: {e}", super::base::shown(root, &op.vol, &op.rel())))?;
@@ -331,7 +355,42 @@ pub fn apply(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> Resu
         }
     }
     restore_touched(&mut vols, &journal.touched)?;
+    // Each added volume, whole, into `volumes/` (durable first: it is
+    // finished once it is there).
+    let staged = File::open(&staging.dir).map_err(io_err(staging.dir.display()))?;
+    nix::unistd::syncfs(staged.as_raw_fd()).map_err(nix_err("syncfs"))?;
+    for a in &journal.added {
+        let dir = vols.volume_dir(&a.vol)?;
+        a.attrs
+            .restore(dir.file())
+            .map_err(io_err(dir.path().display()))?;
+        nix::fcntl::renameat2(
+            None,
+            &staging.added_dir(&a.vol),
+            None,
+            &root.volume_dir(&a.vol),
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(nix_err(format!(
+            "volume `{}` into {}",
+            a.vol,
+            root.volumes_dir().display()
+        )))?;
+    }
     sync(root)
+}
+
+/// Takes each added volume back out of `volumes/` into staging, when it
+/// is there and is the one this import made (by inode).
+fn take_back_added(root: &DataRoot, staging: &Staging, added: &[Added]) -> Result<(), String> {
+    for a in added {
+        let at = root.volume_dir(&a.vol);
+        let ours = std::fs::symlink_metadata(&at).is_ok_and(|m| m.ino() == a.ino);
+        if ours && std::fs::symlink_metadata(staging.added_dir(&a.vol)).is_err() {
+            std::fs::rename(&at, staging.added_dir(&a.vol)).map_err(io_err(at.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn open_dir(vols: &mut Volumes<'_>, op: &Op) -> Result<DirFd, String> {
@@ -475,8 +534,11 @@ fn patch(
 
 /// Undoes every operation in reverse, whatever part of them was done.
 pub fn rollback(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> Result<(), String> {
-    let mut vols = Volumes::new(root);
-    for op in journal.ops.iter().rev() {
+    // An added volume leaves `volumes/`; its operations built it in
+    // staging, which goes with the import: nothing of them to undo.
+    take_back_added(root, staging, &journal.added)?;
+    let mut vols = Volumes::new(root, staging, &journal.added);
+    for op in journal.ops.iter().rev().filter(|o| !journal.adds(&o.vol)) {
         undo_one(&mut vols, staging, op).map_err(|e| {
             format!(
                 "undoing `{}`: {e}",
@@ -484,7 +546,7 @@ pub fn rollback(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> R
             )
         })?;
     }
-    for op in journal.ops.iter().rev() {
+    for op in journal.ops.iter().rev().filter(|o| !journal.adds(&o.vol)) {
         if let (OpKind::Dir { .. }, Some(Before::InPlace { attrs, .. })) = (&op.kind, &op.before) {
             let dir = open_dir(&mut vols, op)?;
             attrs
@@ -497,7 +559,7 @@ pub fn rollback(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> R
     let changed: BTreeSet<&str> = journal
         .ops
         .iter()
-        .filter(|o| !matches!(o.kind, OpKind::Opts))
+        .filter(|o| !matches!(o.kind, OpKind::Opts) && !journal.adds(&o.vol))
         .map(|o| o.vol.as_str())
         .collect();
     for vol in changed {

@@ -5,7 +5,7 @@
 //! applied (the base's entries merged with the delta's operations, whose
 //! tree digest must be the source's before anything is changed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -24,7 +24,11 @@ use crate::manifest::{
 
 /// Refuses a delta whose base is not the round every volume of the target
 /// holds (by the recorded manifests' round ids).
-pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<(), String> {
+///
+/// Returns the volumes the round adds: on neither side of the base, not
+/// on the target at all (whether the delta carries them whole is proven
+/// by the tree digest, `result_tree`).
+pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<BTreeSet<String>, String> {
     let Some(base) = header.round.as_ref().and_then(|r| r.base.as_deref()) else {
         return Err("not a delta bundle".into());
     };
@@ -32,12 +36,13 @@ pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<(), String
         return Err("deltas into a userns-remapped data-root are not supported yet: import a full bundle (export without --since)".into());
     }
     let mut problems = Vec::new();
+    let mut added = BTreeSet::new();
     for v in &header.volumes {
         let path = root.base_manifest(&v.name);
         let held = match ManifestReader::open(&path) {
             Ok(r) => r.header().bundle.clone(),
-            Err(_) if !root.volume_dir(&v.name).exists() => {
-                problems.push(format!("volume `{}` is not on the target: a delta applies onto the round it was made from; import that round's full bundle first", v.name));
+            Err(_) if root.volume_dir(&v.name).symlink_metadata().is_err() && !path.exists() => {
+                added.insert(v.name.clone());
                 continue;
             }
             Err(e) => {
@@ -61,9 +66,36 @@ pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<(), String
         }
     }
     match problems.is_empty() {
-        true => Ok(()),
+        true => Ok(added),
         false => Err(problems.join("\n")),
     }
+}
+
+/// Most recorded bases looked at for volumes a round left out.
+const MAX_BASES_LISTED: usize = 100_000;
+
+/// The volumes of the target that hold round `base` (the delta's) but are
+/// not in the delta: the source no longer exports them. Left as they are
+/// (never deleted: the target's copy may be the only one), and named.
+pub fn left_out(root: &DataRoot, base: &str, header: &BundleHeader) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(root.bases_dir()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten().take(MAX_BASES_LISTED) {
+        let name = e.file_name();
+        let Some(vol) = name.to_str().and_then(|n| n.strip_suffix(".manifest")) else {
+            continue;
+        };
+        if header.volumes.iter().any(|v| v.name == vol) || !root.volume_dir(vol).is_dir() {
+            continue;
+        }
+        if ManifestReader::open(&e.path()).is_ok_and(|r| r.header().bundle == base) {
+            out.push(vol.to_string());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Walks a tree beneath its directory descriptor in bundle order
@@ -241,19 +273,28 @@ pub fn next_entry(r: &mut ManifestReader) -> Result<Option<Entry>, String> {
 /// everything but the content, which the base's chunks give).
 pub type NewEntries = BTreeMap<u64, Entry>;
 
-/// The volume once the operations are applied onto its base, entry by
-/// entry in bundle order, to `out`. Fails when the delta does not fit
-/// the base (a patch of a path that is no file, a deletion of nothing).
+/// The volume once the operations are applied onto its base (none for a
+/// volume the round `adds`), entry by entry in bundle order, to `out`.
+/// Fails when the delta does not fit the base (a patch of a path that is
+/// no file, a deletion of nothing).
 pub fn merge_result(
     root: &DataRoot,
     vol: &str,
+    adds: bool,
     ops: &[&Op],
     new: &NewEntries,
     patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
     out: &mut dyn FnMut(Entry) -> Result<(), String>,
 ) -> Result<(), String> {
-    let mut base = open_base(root, vol)?;
-    let mut b = next_entry(&mut base)?;
+    let mut base = match adds {
+        true => None,
+        false => Some(open_base(root, vol)?),
+    };
+    let next_base = |base: &mut Option<ManifestReader>| match base {
+        Some(r) => next_entry(r),
+        None => Ok(None),
+    };
+    let mut b = next_base(&mut base)?;
     let mut ops = ops
         .iter()
         .filter(|o| !matches!(o.kind, OpKind::Opts))
@@ -280,7 +321,7 @@ pub fn merge_result(
                         out(be)?;
                     }
                 }
-                b = next_entry(&mut base)?;
+                b = next_base(&mut base)?;
             }
             std::cmp::Ordering::Equal | std::cmp::Ordering::Greater => {
                 let Some(op) = ops.next() else { continue };
@@ -288,7 +329,7 @@ pub fn merge_result(
                 let old = match order {
                     std::cmp::Ordering::Equal => {
                         let old = b.take();
-                        b = next_entry(&mut base)?;
+                        b = next_base(&mut base)?;
                         old.filter(|o| !is_dead(&dead, &o.path))
                     }
                     _ => None,
@@ -402,12 +443,13 @@ fn zeros_digest(len: u64) -> [u8; 32] {
 pub fn result_tree(
     root: &DataRoot,
     vol: &str,
+    adds: bool,
     ops: &[&Op],
     new: &NewEntries,
     patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
 ) -> Result<String, String> {
     let mut tree = TreeDigest::default();
-    merge_result(root, vol, ops, new, patch_chunks, &mut |e| {
+    merge_result(root, vol, adds, ops, new, patch_chunks, &mut |e| {
         tree.add(&e);
         Ok(())
     })?;

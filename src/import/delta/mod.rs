@@ -25,10 +25,12 @@
 mod apply;
 pub mod base;
 mod ops;
+mod records;
 mod stage;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use self::base::NewEntries;
@@ -58,6 +60,14 @@ pub struct DeltaOutcome {
     pub options: usize,
     /// Bytes staged (files and patches).
     pub bytes: u64,
+    /// Volumes new in this round, added whole.
+    pub added: Vec<String>,
+    /// metadata.db records written (labels, driver or options changed
+    /// since the base round; added volumes).
+    pub records: usize,
+    /// A running dockerd held metadata.db: records neither read nor
+    /// written.
+    pub records_unchecked: bool,
 }
 
 fn refused(why: String) -> ImportError {
@@ -79,7 +89,7 @@ pub fn commit(
         .ok_or_else(|| refused("not a delta".into()))?;
     let base_id = round.base.clone().unwrap_or_default();
     check(root, stage, header, trailer)?;
-    let outcome = summary(stage, header, &base_id, &round.id);
+    let mut outcome = summary(stage, header, &base_id, &round.id);
     if dry_run {
         return Ok(outcome);
     }
@@ -91,9 +101,27 @@ pub fn commit(
         return Err(ImportError::Interrupted { signal });
     }
     let staged = apply::Staging::open(&staging).map_err(refused)?;
-    let touched = apply::prepare(root, &staged, &mut stage.ops).map_err(refused)?;
+    let added = added_volumes(&staged, stage)?;
+    // metadata.db is ours from here to the end (or a running dockerd's).
+    let mut db = records::take(root).map_err(refused)?;
+    let metadata = match &db {
+        records::Db::Held(lock) => records::plan(root, lock, &staging, header).map_err(refused)?,
+        records::Db::Daemon if !added.is_empty() => {
+            return Err(refused(format!(
+                "the round adds volume `{}`, and a running dockerd holds {}: stop it (its scan at start then finds the volume), or carry the volume in a full bundle",
+                added[0].vol,
+                root.metadata_db().display()
+            )))
+        }
+        records::Db::Daemon => None,
+    };
+    let touched = apply::prepare(root, &staged, &added, &mut stage.ops).map_err(refused)?;
     let mut journal =
         DeltaJournal::new(&base_id, &round.id, std::mem::take(&mut stage.ops), touched);
+    outcome.records = metadata.as_ref().map_or(0, |m| m.new.len());
+    outcome.records_unchecked = matches!(db, records::Db::Daemon);
+    journal.added = added;
+    journal.metadata = metadata;
     let dir = File::open(&staging).map_err(super::werr(&staging))?;
     nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
         .map_err(|e| super::werr(&staging)(e.into()))?;
@@ -105,6 +133,10 @@ pub fn commit(
     let applied = journal
         .save(&staging)
         .map_err(|e| format!("{}: {e}", staging.display()))
+        .and_then(|()| match (&journal.metadata, &mut db) {
+            (Some(plan), records::Db::Held(lock)) => records::write(lock, &staging, plan),
+            _ => Ok(()),
+        })
         .and_then(|()| apply::apply(root, &staged, &journal))
         .and_then(|()| {
             write_bases(
@@ -121,7 +153,7 @@ pub fn commit(
             journal.save(&staging).map_err(|e| e.to_string())
         });
     if let Err(failed) = applied {
-        return Err(undo(root, &staged, &mut journal, staging, failed));
+        return Err(undo(root, &staged, &mut journal, &mut db, staging, failed));
     }
     if let Err(failed) = finish(root, &staging) {
         return Err(ImportError::DeltaUnsettled {
@@ -132,8 +164,33 @@ pub fn commit(
             staging,
         });
     }
+    drop(db);
     drop(critical);
     Ok(outcome)
+}
+
+/// The volumes the round adds, as the journal lists them: each staged
+/// volume directory, which the bundle must have described.
+fn added_volumes(
+    staged: &apply::Staging,
+    stage: &DeltaStager,
+) -> Result<Vec<ops::Added>, ImportError> {
+    let mut added = Vec::new();
+    for (vol, attrs) in &stage.added {
+        let attrs = attrs.clone().ok_or_else(|| {
+            refused(format!(
+                "the delta adds volume `{vol}` without its directory (`volumes/{vol}`): it was not written by volmig export --since"
+            ))
+        })?;
+        let dir = staged.added_dir(vol);
+        let ino = fs::symlink_metadata(&dir).map_err(super::werr(&dir))?.ino();
+        added.push(ops::Added {
+            vol: vol.clone(),
+            ino,
+            attrs,
+        });
+    }
+    Ok(added)
 }
 
 /// Step 3: the target is exactly the base, and the base merged with the
@@ -150,16 +207,34 @@ fn check(
         )
     })?;
     for v in &header.volumes {
-        base::check_target(root, &v.name).map_err(refused)?;
+        let adds = stage.added.contains_key(&v.name);
+        match adds {
+            // Still absent (it was at the header): only ever renamed in.
+            true if root.volume_dir(&v.name).symlink_metadata().is_ok() => {
+                return Err(refused(format!(
+                    "volume `{}` appeared on the target during the import: a delta adds a volume only where there is none",
+                    v.name
+                )))
+            }
+            true => {}
+            false => base::check_target(root, &v.name).map_err(refused)?,
+        }
         let ops: Vec<&ops::Op> = stage.ops.iter().filter(|o| o.vol == v.name).collect();
-        let tree = base::result_tree(root, &v.name, &ops, &stage.new, &stage.patch_chunks)
+        let tree = base::result_tree(root, &v.name, adds, &ops, &stage.new, &stage.patch_chunks)
             .map_err(|e| refused(format!("volume `{}`: {e}", v.name)))?;
-        if trees.get(&v.name) != Some(&tree) {
-            return Err(refused(format!(
+        if trees.get(&v.name) == Some(&tree) {
+            continue;
+        }
+        return Err(refused(match adds {
+            true => format!(
+                "volume `{}` is not on the target, and this delta does not carry it whole (it changed since a round the target never got): import that round's full bundle first",
+                v.name
+            ),
+            false => format!(
                 "volume `{}` would not be the source's once this delta is applied (its tree digest differs): the target is not the delta's base; import a full bundle",
                 v.name
-            )));
-        }
+            ),
+        }));
     }
     Ok(())
 }
@@ -171,6 +246,7 @@ fn undo(
     root: &DataRoot,
     staged: &apply::Staging,
     journal: &mut DeltaJournal,
+    db: &mut records::Db,
     staging: std::path::PathBuf,
     failed: String,
 ) -> ImportError {
@@ -188,7 +264,7 @@ fn undo(
             };
         }
     }
-    let undone = apply::rollback(root, staged, journal).and_then(|()| {
+    let undone = rollback(root, staged, journal, db).and_then(|()| {
         journal.state = State::RolledBack;
         journal.save(&staging).map_err(|e| e.to_string())
     });
@@ -210,11 +286,30 @@ fn undo(
     }
 }
 
+/// Undoes the operations, then the records (written first).
+fn rollback(
+    root: &DataRoot,
+    staged: &apply::Staging,
+    journal: &DeltaJournal,
+    db: &mut records::Db,
+) -> Result<(), String> {
+    apply::rollback(root, staged, journal)?;
+    match (&journal.metadata, db) {
+        (Some(plan), records::Db::Held(lock)) => records::undo(root, lock, &staged.dir, plan),
+        (Some(_), records::Db::Daemon) => Err(format!(
+            "a running dockerd holds {}: its records cannot be put back; stop it, then run `volmig recover`",
+            root.metadata_db().display()
+        )),
+        (None, _) => Ok(()),
+    }
+}
+
 fn summary(stage: &DeltaStager, header: &BundleHeader, base: &str, round: &str) -> DeltaOutcome {
     let mut o = DeltaOutcome {
         base: base.into(),
         round: round.into(),
         volumes: header.volumes.iter().map(|v| v.name.clone()).collect(),
+        added: stage.added.keys().cloned().collect(),
         bytes: stage.data_bytes,
         ..Default::default()
     };
@@ -266,26 +361,34 @@ fn write_bases(
         let mut walk = base::TreeWalk::new(data);
         let mut tree = manifest::TreeDigest::default();
         let ops: Vec<&ops::Op> = journal.ops.iter().filter(|o| o.vol == v.name).collect();
-        base::merge_result(root, &v.name, &ops, new, patch_chunks, &mut |mut e| {
-            let landed = walk.next().map_err(|e| e.to_string())?;
-            let shown = base::shown(root, &v.name, &e.path);
-            let Some((rel, st)) = landed else {
-                return Err(format!("`{shown}` did not land"));
-            };
-            if rel != e.path {
-                return Err(format!(
-                    "`{}` landed where `{shown}` was expected",
-                    base::shown(root, &v.name, &rel)
-                ));
-            }
-            if let Some(what) = base::stat_differs(&st, &e, false) {
-                return Err(format!("`{shown}` did not land as the delta says: {what}"));
-            }
-            e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
-            e.ino = Some(st.st_ino);
-            tree.add(&e);
-            out.entry(&e).map_err(|e| e.to_string())
-        })?;
+        base::merge_result(
+            root,
+            &v.name,
+            journal.adds(&v.name),
+            &ops,
+            new,
+            patch_chunks,
+            &mut |mut e| {
+                let landed = walk.next().map_err(|e| e.to_string())?;
+                let shown = base::shown(root, &v.name, &e.path);
+                let Some((rel, st)) = landed else {
+                    return Err(format!("`{shown}` did not land"));
+                };
+                if rel != e.path {
+                    return Err(format!(
+                        "`{}` landed where `{shown}` was expected",
+                        base::shown(root, &v.name, &rel)
+                    ));
+                }
+                if let Some(what) = base::stat_differs(&st, &e, false) {
+                    return Err(format!("`{shown}` did not land as the delta says: {what}"));
+                }
+                e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
+                e.ino = Some(st.st_ino);
+                tree.add(&e);
+                out.entry(&e).map_err(|e| e.to_string())
+            },
+        )?;
         if let Some((rel, _)) = walk.next().map_err(|e| e.to_string())? {
             return Err(format!(
                 "`{}` is on the target and not in the delta's tree",
@@ -341,7 +444,11 @@ pub fn recover(root: &DataRoot, staging: &Path) -> Result<DeltaRecovery, String>
     match journal.state {
         State::Applying => {
             let staged = apply::Staging::open(staging)?;
-            apply::rollback(root, &staged, &journal)?;
+            let mut db = match journal.metadata {
+                Some(_) => records::take(root)?,
+                None => records::Db::Daemon,
+            };
+            rollback(root, &staged, &journal, &mut db)?;
             journal.state = State::RolledBack;
             journal.save(staging).map_err(|e| e.to_string())?;
             super::commit::remove_staging(staging).map_err(|e| e.to_string())?;

@@ -162,6 +162,18 @@ pub struct Touched {
     pub mtime: (i64, u32),
 }
 
+/// A volume the round adds: built in `added/<vol>` of the staging by its
+/// operations, then renamed into `volumes/` whole (dockerd takes every
+/// directory there for a volume: never a half-made one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Added {
+    pub vol: String,
+    /// The inode of the staged volume directory, to tell it in `volumes/`.
+    pub ino: u64,
+    /// The volume directory's own attributes, as the bundle has them.
+    pub attrs: Attrs,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaJournal {
     pub format: String,
@@ -171,6 +183,13 @@ pub struct DeltaJournal {
     pub round: String,
     pub ops: Vec<Op>,
     pub touched: Vec<Touched>,
+    /// Volumes new in this round.
+    #[serde(default)]
+    pub added: Vec<Added>,
+    /// The metadata.db records the round writes (labels, driver, options
+    /// changed since the base; added volumes), with the target's old ones.
+    #[serde(default)]
+    pub metadata: Option<crate::import::journal::MetadataPlan>,
 }
 
 impl DeltaJournal {
@@ -182,7 +201,14 @@ impl DeltaJournal {
             round: round.into(),
             ops,
             touched,
+            added: Vec::new(),
+            metadata: None,
         }
+    }
+
+    /// Whether `vol` is one the round adds.
+    pub fn adds(&self, vol: &str) -> bool {
+        self.added.iter().any(|a| a.vol == vol)
     }
 
     pub fn save(&self, staging: &Path) -> io::Result<()> {

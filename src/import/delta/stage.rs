@@ -42,6 +42,9 @@ pub struct DeltaStager<'a> {
     /// The carried containers' configs (`containers/<id>/`), kept apart
     /// from staging for `verify` after the import.
     pub containers: Option<tempfile::TempDir>,
+    /// The volumes the round adds (`base::check_rounds`), with their
+    /// directory's attributes once the bundle gave them.
+    pub added: BTreeMap<String, Option<Attrs>>,
     ids: Option<IdShift>,
 }
 
@@ -61,6 +64,7 @@ impl<'a> DeltaStager<'a> {
             data_bytes: 0,
             interrupted: None,
             containers: None,
+            added: BTreeMap::new(),
             ids: root
                 .id_map()
                 .map(|map| IdShift::new(map.clone(), Direction::ToHost)),
@@ -100,8 +104,18 @@ impl<'a> DeltaStager<'a> {
             .map_err(fail(&dir))?;
         // Ours from here: `discard` removes it if what follows fails.
         self.dir = Some(dir.clone());
-        for sub in ["staged", "undo"] {
+        for sub in ["staged", "undo", "added"] {
             fs::create_dir(dir.join(sub)).map_err(fail(&dir))?;
+        }
+        // An added volume's operations build it here (`apply`), beside
+        // the target: its directory and an empty `_data` to start from.
+        for vol in self.added.keys() {
+            let data = dir.join("added").join(vol).join("_data");
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&data)
+                .map_err(fail(&data))?;
         }
         Ok(())
     }
@@ -124,7 +138,11 @@ impl Visitor for DeltaStager<'_> {
         // Refused here, before anything is written, when the target is not
         // the delta's base (the stat check of every entry comes after the
         // stream, which must be read to its trailer first).
-        super::base::check_rounds(self.root, header).map_err(ReadError::Visitor)?;
+        self.added = super::base::check_rounds(self.root, header)
+            .map_err(ReadError::Visitor)?
+            .into_iter()
+            .map(|vol| (vol, None))
+            .collect();
         if !self.dry_run {
             self.create_staging()?;
             let keep = tempfile::tempdir().map_err(ReadError::Io)?;
@@ -150,31 +168,41 @@ impl Visitor for DeltaStager<'_> {
                 self.stage_container(id, rel, meta, data)
             }
             Place::VolumeOpts { name } => self.stage_opts(name, meta, data),
+            // The volume directory itself stays the target's, but for a
+            // volume the round adds.
+            Place::VolumeDir { name } => {
+                if self.added.contains_key(name) {
+                    let attrs = Attrs::of(&self.shifted(meta)?);
+                    self.added.insert(name.to_string(), Some(attrs));
+                }
+                Ok(())
+            }
             Place::VolumeData { name, rel } => {
-                let meta = match &self.ids {
-                    Some(ids) => {
-                        let mut m = meta.clone();
-                        ids.apply(&mut m.uid, &mut m.gid, &mut m.xattrs)
-                            .map_err(|e| {
-                                ReadError::Visitor(format!(
-                                    "`{}` in the bundle: {e}; nothing was imported",
-                                    String::from_utf8_lossy(&m.path)
-                                ))
-                            })?;
-                        m
-                    }
-                    None => meta.clone(),
-                };
+                let meta = self.shifted(meta)?;
                 self.stage_data(name, rel, &meta, data)
             }
-            // The volume directory itself stays the target's; containers
-            // in a dry run are only read.
+            // Containers in a dry run are only read.
             _ => Ok(()),
         }
     }
 }
 
 impl DeltaStager<'_> {
+    /// An entry's owners as the target gets them (userns-remapped).
+    fn shifted(&self, meta: &EntryMeta) -> Result<EntryMeta, ReadError> {
+        let mut m = meta.clone();
+        if let Some(ids) = &self.ids {
+            ids.apply(&mut m.uid, &mut m.gid, &mut m.xattrs)
+                .map_err(|e| {
+                    ReadError::Visitor(format!(
+                        "`{}` in the bundle: {e}; nothing was imported",
+                        String::from_utf8_lossy(&m.path)
+                    ))
+                })?;
+        }
+        Ok(m)
+    }
+
     /// A container's config, kept for `verify` after the import (as a full
     /// import keeps them).
     fn stage_container(
