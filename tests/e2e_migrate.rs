@@ -69,7 +69,10 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
         .arg("migrate")
         .arg("app")
         .arg("--via")
-        .arg(sshd.ssh_command())
+        // What the target side prints goes to migrate's stderr: its
+        // stdout stays one JSON document (regression: a target import's
+        // warning once landed in the middle of it).
+        .arg(format!("echo noise from the target; {}", sshd.ssh_command()))
         .arg("--target-data-root")
         .arg(&dst.root)
         .arg("--target-host")
@@ -81,7 +84,12 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "migrate failed:\n{stderr}");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "migrate --json printed no JSON ({e}):\n{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     let downtime = doc["downtime_seconds"].as_f64().unwrap();
     let rounds = doc["rounds"].as_array().unwrap();
     println!(
@@ -98,6 +106,7 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
         );
     }
     eprintln!("{stderr}");
+    assert!(stderr.contains("noise from the target"), "{stderr}");
     assert!(rounds.len() >= 2, "{doc}");
     assert_eq!(rounds[0]["kind"], "full");
     assert_eq!(rounds.last().unwrap()["kind"], "final");

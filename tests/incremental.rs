@@ -592,3 +592,65 @@ fn a_volume_removed_between_rounds_is_left_on_the_target_and_named() {
         &Rounds::data(&r.dst.path(), "pgdata"),
     );
 }
+
+/// metadata.db held as a running dockerd holds it (bbolt's LOCK_EX), for
+/// as long as the value lives.
+fn hold_like_dockerd(root: &Path) -> nix::fcntl::Flock<fs::File> {
+    let db = fs::File::open(root.join("volumes/metadata.db")).unwrap();
+    nix::fcntl::Flock::lock(db, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap()
+}
+
+#[test]
+fn labels_changed_while_the_target_dockerd_holds_metadata_db_are_named_as_work_left() {
+    let mut r = Rounds::start(source());
+    // Unchanged labels with dockerd running: nothing to say.
+    fs::write(r.src_data("appdata").join("a.txt"), b"round one").unwrap();
+    let bundle = r.delta();
+    let held = hold_like_dockerd(&r.dst.path());
+    let out = r.import(&bundle);
+    assert!(!out.contains("labels"), "{out}");
+    drop(held);
+    r.same();
+    // Changed: the data is applied, the labels named as work left.
+    relabel(&r.src.path(), "appdata", &[("tier", "gold")], &[]);
+    fs::write(r.src_data("appdata").join("a.txt"), b"round two").unwrap();
+    let bundle = r.delta();
+    let held = hold_like_dockerd(&r.dst.path());
+    let o = r.dst.volmig().arg("import").arg(&bundle).output().unwrap();
+    drop(held);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("volume `appdata` changed on the source since the base round, and a running dockerd holds"),
+        "{out}"
+    );
+    r.same();
+    // The next round, with dockerd stopped, writes them.
+    fs::write(r.src_data("appdata").join("a.txt"), b"round three").unwrap();
+    let bundle = r.delta();
+    let out = r.import(&bundle);
+    assert!(out.contains("1 record in metadata.db"), "{out}");
+    assert_eq!(
+        records(&r.dst.path())["appdata"],
+        records(&r.src.path())["appdata"]
+    );
+}
+
+#[test]
+fn a_volume_added_while_the_target_dockerd_holds_metadata_db_is_refused_unchanged() {
+    let mut r = Rounds::start(source());
+    write_at(&r.src_data("pgdata").join("x"), b"new", (1_600_000_000, 30));
+    r.containers = vec!["app", "db"];
+    let bundle = r.delta();
+    let before = snapshot(&r.dst.path());
+    let held = hold_like_dockerd(&r.dst.path());
+    let o = r.dst.volmig().arg("import").arg(&bundle).output().unwrap();
+    drop(held);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("adds volume `pgdata`, and a running dockerd holds"),
+        "{}",
+        stderr(&o)
+    );
+    assert_unchanged(&r.dst.path(), &before);
+}

@@ -350,6 +350,7 @@ fn start_manifest(
             side: "source".into(),
             host: header.source_host.clone(),
             data_root: root.given().display().to_string(),
+            record: None,
         },
     )?;
     Ok((writer, partial))

@@ -275,7 +275,8 @@ fn delta_json(report: &ImportReport) -> serde_json::Value {
             "base": d.base, "round": d.round, "volumes": d.volumes,
             "written": d.written, "directories": d.directories, "patched": d.patched,
             "deleted": d.deleted, "options": d.options, "bytes": d.bytes,
-            "added": d.added, "records": d.records, "records_unchecked": d.records_unchecked,
+            "added": d.added, "records": d.records,
+            "records_pending": d.records_pending, "records_unknown": d.records_unknown,
         }),
     }
 }

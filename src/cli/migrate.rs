@@ -318,11 +318,16 @@ fn round(
         .stderr(Stdio::inherit())
         .spawn()
         .context("cannot start the export")?;
+    // The target's report goes to our stderr: our stdout is migrate's
+    // own report (one JSON document with --json).
+    let report_to = std::os::fd::AsFd::as_fd(&io::stderr())
+        .try_clone_to_owned()
+        .context("cannot duplicate stderr")?;
     let mut target = Command::new("sh")
         .arg("-c")
         .arg(&line)
         .stdin(Stdio::piped())
-        .stdout(Stdio::inherit())
+        .stdout(Stdio::from(report_to))
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot run `{line}`"))?;

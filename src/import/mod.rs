@@ -614,7 +614,19 @@ fn commit_staged(
             Some(bind) => bind.target.clone(),
             None => root.volume_data_dir(name),
         };
-        let recorded = base::record(root, spool, &round.id, &report.trailer, &volumes, &data_dir);
+        let record_of = |name: &str| {
+            let v = report.header.volumes.iter().find(|v| v.name == name)?;
+            Some(plan::bundle_record(v))
+        };
+        let recorded = base::record(
+            root,
+            spool,
+            &round.id,
+            &report.trailer,
+            &volumes,
+            &data_dir,
+            &record_of,
+        );
         report
             .bases
             .extend(recorded.bases.iter().map(|p| p.display().to_string()));

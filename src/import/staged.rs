@@ -107,10 +107,18 @@ pub(super) fn import_delta(
             return Err(e);
         }
     };
-    if outcome.records_unchecked {
+    let db = root.metadata_db();
+    for vol in &outcome.records_pending {
+        report.pending.push(format!(
+            "the labels, driver or options of volume `{vol}` changed on the source since the base round, and a running dockerd holds {}: they were not written; stop dockerd and import the next round (its records are written then)",
+            db.display()
+        ));
+    }
+    if !outcome.records_unknown.is_empty() {
         report.warnings.push(format!(
-            "a running dockerd holds {}: the labels, driver and options of the delta's volumes were neither checked nor written (they stay as the base round wrote them); stop dockerd and import the next round to write changed ones",
-            root.metadata_db().display()
+            "a running dockerd holds {}, and the base of {} does not say which labels and options its round wrote: they were neither checked nor written",
+            db.display(),
+            outcome.records_unknown.join(", ")
         ));
     }
     for vol in delta::base::left_out(root, &outcome.base, &report.header) {

@@ -284,6 +284,7 @@ impl Visitor for Recorder {
             side: "bundle".into(),
             host: header.source_host.clone(),
             data_root: header.source_data_root.clone(),
+            record: None,
         };
         let file = match File::create(&self.partial.path) {
             Ok(file) => file,

@@ -295,6 +295,7 @@ impl ManifestReader {
                 side: String::new(),
                 host: String::new(),
                 data_root: String::new(),
+                record: None,
             },
         };
         let Some(line) = r.line()? else {
@@ -450,6 +451,7 @@ mod tests {
             side: "source".into(),
             host: "h".into(),
             data_root: "/var/lib/docker".into(),
+            record: None,
         }
     }
 

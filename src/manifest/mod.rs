@@ -62,6 +62,11 @@ pub struct ManifestHeader {
     pub side: String,
     pub host: String,
     pub data_root: String,
+    /// A recorded base: the volume's metadata.db record as that round's
+    /// import wrote it (told from a later round's record while a running
+    /// dockerd keeps metadata.db from being read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::dataroot::metadata::VolumeRecord>,
 }
 
 /// One entry of a volume's `_data` tree.

@@ -23,6 +23,7 @@
 mod spool;
 mod walk;
 
+use crate::dataroot::metadata::VolumeRecord;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -53,7 +54,7 @@ enum BaseError {
 }
 
 /// The header of a base (and of its spool).
-fn base_header(round: &str, data_root: &Path) -> ManifestHeader {
+fn base_header(round: &str, data_root: &Path, record: Option<VolumeRecord>) -> ManifestHeader {
     ManifestHeader {
         format: manifest::FORMAT.into(),
         chunk_size: manifest::CHUNK,
@@ -63,6 +64,7 @@ fn base_header(round: &str, data_root: &Path) -> ManifestHeader {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
         data_root: data_root.display().to_string(),
+        record,
     }
 }
 
@@ -116,6 +118,7 @@ pub(super) fn record(
     trailer: &Trailer,
     volumes: &[String],
     data_dir: &dyn Fn(&str) -> PathBuf,
+    record_of: &dyn Fn(&str) -> Option<VolumeRecord>,
 ) -> Recorded {
     let mut out = Recorded::default();
     let not_recorded = |name: &str, why: &dyn std::fmt::Display| {
@@ -167,7 +170,6 @@ pub(super) fn record(
             return out;
         }
     };
-    let header = base_header(round, root.given());
     let mut seen = std::collections::BTreeSet::new();
     // The volume being recorded; its state is `Err` once it failed (its
     // records are then read past up to its end).
@@ -202,6 +204,7 @@ pub(super) fn record(
                     current = None;
                     continue;
                 }
+                let header = base_header(round, root.given(), record_of(&name));
                 let state = VolumeOut::start(&dir, &name, &header, &data_dir(&name));
                 current = Some((name, state));
             }
@@ -536,9 +539,15 @@ mod tests {
 
     fn record_v(root: &DataRoot, spool: BaseSpool, trailer: &Trailer) -> Recorded {
         let data = root.volume_data_dir("v");
-        record(root, spool, "ab12", trailer, &["v".into()], &|_| {
-            data.clone()
-        })
+        record(
+            root,
+            spool,
+            "ab12",
+            trailer,
+            &["v".into()],
+            &|_| data.clone(),
+            &|_| None,
+        )
     }
 
     #[test]
@@ -627,9 +636,15 @@ mod tests {
         let (_tmp, root, metas) = volume();
         let (spool, trailer) = spooled(&root, &metas, None);
         let data = root.volume_data_dir("v");
-        let got = record(&root, spool, "../x", &trailer, &["v".into()], &|_| {
-            data.clone()
-        });
+        let got = record(
+            &root,
+            spool,
+            "../x",
+            &trailer,
+            &["v".into()],
+            &|_| data.clone(),
+            &|_| None,
+        );
         assert!(got.bases.is_empty());
         assert!(got.warnings[0].contains("round id"), "{:?}", got.warnings);
         assert!(!root.bases_dir().exists());

@@ -49,7 +49,7 @@ impl BaseSpool {
             let read_back = file
                 .try_clone()
                 .map_err(|e| format!("no spool in `{}`: {e}", staging.display()))?;
-            let writer = ManifestWriter::new(file, &path, &base_header(round, Path::new("")))
+            let writer = ManifestWriter::new(file, &path, &base_header(round, Path::new(""), None))
                 .map_err(|e| e.to_string())?;
             Ok(Spooling {
                 path: path.clone(),

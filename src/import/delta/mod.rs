@@ -65,9 +65,11 @@ pub struct DeltaOutcome {
     /// metadata.db records written (labels, driver or options changed
     /// since the base round; added volumes).
     pub records: usize,
-    /// A running dockerd held metadata.db: records neither read nor
-    /// written.
-    pub records_unchecked: bool,
+    /// While dockerd held metadata.db: volumes whose labels, driver or
+    /// options changed since the base round (not written), and volumes
+    /// whose base does not say.
+    pub records_pending: Vec<String>,
+    pub records_unknown: Vec<String>,
 }
 
 fn refused(why: String) -> ImportError {
@@ -119,7 +121,10 @@ pub fn commit(
     let mut journal =
         DeltaJournal::new(&base_id, &round.id, std::mem::take(&mut stage.ops), touched);
     outcome.records = metadata.as_ref().map_or(0, |m| m.new.len());
-    outcome.records_unchecked = matches!(db, records::Db::Daemon);
+    if let records::Db::Daemon = db {
+        (outcome.records_pending, outcome.records_unknown) = records::unwritable(root, header);
+    }
+    let base_records = records::for_bases(root, header, &db);
     journal.added = added;
     journal.metadata = metadata;
     let dir = File::open(&staging).map_err(super::werr(&staging))?;
@@ -146,6 +151,7 @@ pub fn commit(
                 &journal,
                 &stage.new,
                 &stage.patch_chunks,
+                &base_records,
             )
         })
         .and_then(|()| {
@@ -335,6 +341,7 @@ fn write_bases(
     journal: &DeltaJournal,
     new: &NewEntries,
     patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
+    records: &BTreeMap<String, Option<crate::dataroot::metadata::VolumeRecord>>,
 ) -> Result<(), String> {
     let dir = staging.join("bases");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -352,6 +359,7 @@ fn write_bases(
                 side: "target".into(),
                 host: host.clone(),
                 data_root: root.given().display().to_string(),
+                record: records.get(&v.name).cloned().flatten(),
             },
         )
         .map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 //! lock held for the whole import), before any volume changes, with the
 //! target's old values saved in the journal to put them back on rollback.
 
+use std::collections::BTreeMap;
 use std::fs;
 
 use crate::bundle::BundleHeader;
@@ -12,6 +13,7 @@ use crate::dataroot::metadata::{self, DbWriteLock, VolumeRecord, WriteAccess};
 use crate::dataroot::DataRoot;
 use crate::import::journal::{FileId, MetadataPlan, Record};
 use crate::import::plan::bundle_record;
+use crate::manifest::ManifestReader;
 
 /// metadata.db as the import found it.
 pub enum Db {
@@ -62,6 +64,49 @@ pub fn plan(
         plan.saved.push(Record::from_change((name, value)));
     }
     Ok((!plan.new.is_empty()).then_some(plan))
+}
+
+/// The record each new base keeps: the bundle's where metadata.db was
+/// ours (written or equal), the old base's where a running dockerd held
+/// it (what metadata.db still has, as far as volmig knows).
+pub fn for_bases(
+    root: &DataRoot,
+    header: &BundleHeader,
+    db: &Db,
+) -> BTreeMap<String, Option<VolumeRecord>> {
+    header
+        .volumes
+        .iter()
+        .map(|v| {
+            let record = match db {
+                Db::Held(_) => Some(bundle_record(v)),
+                Db::Daemon => based_record(root, &v.name),
+            };
+            (v.name.clone(), record)
+        })
+        .collect()
+}
+
+fn based_record(root: &DataRoot, vol: &str) -> Option<VolumeRecord> {
+    ManifestReader::open(&root.base_manifest(vol))
+        .ok()
+        .and_then(|r| r.header().record.clone())
+}
+
+/// While a running dockerd holds metadata.db: the volumes whose record in
+/// the bundle differs from the one their base round wrote (`changed`),
+/// and those whose base does not say (`unknown`: recorded by an older
+/// volmig).
+pub fn unwritable(root: &DataRoot, header: &BundleHeader) -> (Vec<String>, Vec<String>) {
+    let (mut changed, mut unknown) = (Vec::new(), Vec::new());
+    for v in &header.volumes {
+        match based_record(root, &v.name) {
+            Some(r) if r == bundle_record(v) => {}
+            Some(_) => changed.push(v.name.clone()),
+            None => unknown.push(v.name.clone()),
+        }
+    }
+    (changed, unknown)
 }
 
 /// Writes the plan's records (idempotent).
