@@ -72,7 +72,10 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
         // What the target side prints goes to migrate's stderr: its
         // stdout stays one JSON document (regression: a target import's
         // warning once landed in the middle of it).
-        .arg(format!("echo noise from the target; {}", sshd.ssh_command()))
+        .arg(format!(
+            "echo noise from the target; {}",
+            sshd.ssh_command()
+        ))
         .arg("--target-data-root")
         .arg(&dst.root)
         .arg("--target-host")

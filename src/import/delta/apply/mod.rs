@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -28,6 +28,9 @@ use crate::beneath::DirFd;
 use crate::bundle::delta::chunk_len;
 use crate::dataroot::DataRoot;
 use crate::manifest::CHUNK;
+
+mod rollback;
+pub use rollback::rollback;
 
 /// Where an operation's path is: its parent directory (opened beneath the
 /// volume) and its name there.
@@ -200,59 +203,7 @@ pub fn prepare(
         .collect();
     let mut parents: BTreeSet<(String, Vec<u8>)> = BTreeSet::new();
     for op in ops.iter_mut() {
-        let at = vols.locate(op)?;
-        let st = match &at {
-            Some(at) => stat_at(at)?,
-            None => None,
-        };
-        let is_dir = st
-            .as_ref()
-            .is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
-        op.before = Some(match (&op.kind, &st) {
-            (_, None) => Before::Absent,
-            (OpKind::Dir { .. }, Some(_)) if is_dir => {
-                let dir = at
-                    .as_ref()
-                    .ok_or("no parent")?
-                    .parent
-                    .open_dir(Path::new(OsStr::from_bytes(
-                        at.as_ref().ok_or("no parent")?.name.as_bytes(),
-                    )))
-                    .map_err(|e| e.to_string())?;
-                Before::InPlace {
-                    attrs: Attrs::of_file(dir.file()).map_err(io_err(dir.path().display()))?,
-                    size: 0,
-                }
-            }
-            (
-                OpKind::Patch {
-                    size, data, zero, ..
-                },
-                Some(st),
-            ) => {
-                let at = at.as_ref().ok_or("no parent")?;
-                let file = at
-                    .parent
-                    .open_file(
-                        Path::new(OsStr::from_bytes(at.name.as_bytes())),
-                        OFlag::O_RDONLY,
-                    )
-                    .map_err(|e| e.to_string())?;
-                save_old_bytes(
-                    &file,
-                    st.st_size as u64,
-                    *size,
-                    data,
-                    zero,
-                    &staging.undo_path(op.n),
-                )?;
-                Before::InPlace {
-                    attrs: Attrs::of_file(&file).map_err(io_err("a patched file"))?,
-                    size: st.st_size as u64,
-                }
-            }
-            (_, Some(st)) => Before::Aside { ino: st.st_ino },
-        });
+        op.before = Some(before(&mut vols, staging, op)?);
         if let OpKind::Put = op.kind {
             let p = staging.dir.join("staged").join(op.n.to_string());
             op.staged_ino = std::fs::symlink_metadata(&p).ok().map(|m| m.ino());
@@ -294,6 +245,64 @@ pub fn prepare(
         });
     }
     Ok(touched)
+}
+
+/// What operation `op` will find at its path (a patched file's old bytes
+/// saved on the way).
+fn before(vols: &mut Volumes<'_>, staging: &Staging, op: &Op) -> Result<Before, String> {
+    let at = vols.locate(op)?;
+    let st = match &at {
+        Some(at) => stat_at(at)?,
+        None => None,
+    };
+    let is_dir = st
+        .as_ref()
+        .is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    Ok(match (&op.kind, &st) {
+        (_, None) => Before::Absent,
+        (OpKind::Dir { .. }, Some(_)) if is_dir => {
+            let dir = at
+                .as_ref()
+                .ok_or("no parent")?
+                .parent
+                .open_dir(Path::new(OsStr::from_bytes(
+                    at.as_ref().ok_or("no parent")?.name.as_bytes(),
+                )))
+                .map_err(|e| e.to_string())?;
+            Before::InPlace {
+                attrs: Attrs::of_file(dir.file()).map_err(io_err(dir.path().display()))?,
+                size: 0,
+            }
+        }
+        (
+            OpKind::Patch {
+                size, data, zero, ..
+            },
+            Some(st),
+        ) => {
+            let at = at.as_ref().ok_or("no parent")?;
+            let file = at
+                .parent
+                .open_file(
+                    Path::new(OsStr::from_bytes(at.name.as_bytes())),
+                    OFlag::O_RDONLY,
+                )
+                .map_err(|e| e.to_string())?;
+            save_old_bytes(
+                &file,
+                st.st_size as u64,
+                *size,
+                data,
+                zero,
+                &staging.undo_path(op.n),
+            )?;
+            Before::InPlace {
+                attrs: Attrs::of_file(&file).map_err(io_err("a patched file"))?,
+                size: st.st_size as u64,
+            }
+        }
+        (_, Some(st)) => Before::Aside { ino: st.st_ino },
+    })
 }
 
 /// Saves the bytes a patch overwrites or cuts: each touched chunk within
@@ -378,19 +387,6 @@ pub fn apply(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> Resu
         )))?;
     }
     sync(root)
-}
-
-/// Takes each added volume back out of `volumes/` into staging, when it
-/// is there and is the one this import made (by inode).
-fn take_back_added(root: &DataRoot, staging: &Staging, added: &[Added]) -> Result<(), String> {
-    for a in added {
-        let at = root.volume_dir(&a.vol);
-        let ours = std::fs::symlink_metadata(&at).is_ok_and(|m| m.ino() == a.ino);
-        if ours && std::fs::symlink_metadata(staging.added_dir(&a.vol)).is_err() {
-            std::fs::rename(&at, staging.added_dir(&a.vol)).map_err(io_err(at.display()))?;
-        }
-    }
-    Ok(())
 }
 
 fn open_dir(vols: &mut Volumes<'_>, op: &Op) -> Result<DirFd, String> {
@@ -530,228 +526,4 @@ fn patch(
         }
     }
     file.set_len(size).map_err(io_err("truncate"))
-}
-
-/// Undoes every operation in reverse, whatever part of them was done.
-pub fn rollback(root: &DataRoot, staging: &Staging, journal: &DeltaJournal) -> Result<(), String> {
-    // An added volume leaves `volumes/`; its operations built it in
-    // staging, which goes with the import: nothing of them to undo.
-    take_back_added(root, staging, &journal.added)?;
-    let mut vols = Volumes::new(root, staging, &journal.added);
-    for op in journal.ops.iter().rev().filter(|o| !journal.adds(&o.vol)) {
-        undo_one(&mut vols, staging, op).map_err(|e| {
-            format!(
-                "undoing `{}`: {e}",
-                super::base::shown(root, &op.vol, &op.rel())
-            )
-        })?;
-    }
-    for op in journal.ops.iter().rev().filter(|o| !journal.adds(&o.vol)) {
-        if let (OpKind::Dir { .. }, Some(Before::InPlace { attrs, .. })) = (&op.kind, &op.before) {
-            let dir = open_dir(&mut vols, op)?;
-            attrs
-                .restore(dir.file())
-                .map_err(io_err(dir.path().display()))?;
-        }
-    }
-    restore_touched(&mut vols, &journal.touched)?;
-    sync(root)?;
-    let changed: BTreeSet<&str> = journal
-        .ops
-        .iter()
-        .filter(|o| !matches!(o.kind, OpKind::Opts) && !journal.adds(&o.vol))
-        .map(|o| o.vol.as_str())
-        .collect();
-    for vol in changed {
-        record_base_again(root, vol)?;
-    }
-    Ok(())
-}
-
-/// After a rollback, volume `vol` is its base again, but not by stat: an
-/// entry moved aside and back, a file whose bytes or attributes were put
-/// back, a directory whose mtime was, all have new ctimes, and the base
-/// would refuse every delta as made for another target. Each entry of
-/// the base is checked against the target (kind, size, mode, owner,
-/// mtime: what the rollback restores) and recorded again with the
-/// target's ctime and inode, beside the base, then renamed over it.
-/// Idempotent: a crash meanwhile leaves the old base, or the new one,
-/// and the journal still `applying`.
-fn record_base_again(root: &DataRoot, vol: &str) -> Result<(), String> {
-    use crate::manifest::{ManifestReader, ManifestWriter, Record, TreeDigest};
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = root.base_manifest(vol);
-    let dir = root.bases_dir();
-    let tmp = dir.join(format!(".{vol}.manifest.volmig-tmp"));
-    let mut base = ManifestReader::open(&path).map_err(|e| e.to_string())?;
-    let header = base.header().clone();
-    match base.next().map_err(|e| e.to_string())? {
-        Some(Record::Volume(v)) if v.volume == vol => {}
-        _ => {
-            return Err(format!(
-                "`{}` does not describe volume `{vol}`",
-                path.display()
-            ))
-        }
-    }
-    let wrote = (|| -> Result<(), String> {
-        // A leftover of a killed run is replaced: we hold the import lock.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(tmp.display())(e)),
-            _ => {}
-        }
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(io_err(tmp.display()))?;
-        let mut out = ManifestWriter::new(file, &tmp, &header).map_err(|e| e.to_string())?;
-        out.volume(vol).map_err(|e| e.to_string())?;
-        let data = DirFd::open(&root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
-        let mut walk = super::base::TreeWalk::new(data);
-        let mut tree = TreeDigest::default();
-        let not_back = |rel: &[u8], what: String| {
-            format!(
-                "`{}` is not as its base has it after the rollback: {what}",
-                super::base::shown(root, vol, rel)
-            )
-        };
-        while let Some(Record::Entry(mut e)) = base.next().map_err(|e| e.to_string())? {
-            let Some((rel, st)) = walk.next().map_err(|e| e.to_string())? else {
-                return Err(not_back(&e.path, "it is missing".into()));
-            };
-            if rel != e.path {
-                return Err(not_back(&rel, "it is not in the base".into()));
-            }
-            if let Some(what) = super::base::stat_differs(&st, &e, false) {
-                return Err(not_back(&rel, what));
-            }
-            e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
-            e.ino = Some(st.st_ino);
-            tree.add(&e);
-            out.entry(&e).map_err(|e| e.to_string())?;
-        }
-        if let Some((rel, _)) = walk.next().map_err(|e| e.to_string())? {
-            return Err(not_back(&rel, "it is not in the base".into()));
-        }
-        out.end(vol, tree.entries(), &tree.hex())
-            .map_err(|e| e.to_string())?;
-        out.finish().map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &path).map_err(io_err(path.display()))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir.display()))
-    })();
-    wrote.inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-fn undo_one(vols: &mut Volumes<'_>, staging: &Staging, op: &Op) -> Result<(), String> {
-    let Some(at) = vols.locate(op)? else {
-        // Its directory is gone: undone already (an undo of a created
-        // directory removes it after its entries).
-        return Ok(());
-    };
-    let n = num(op.n);
-    let now = stat_at(&at)?;
-    let in_undo = std::fs::symlink_metadata(staging.undo_path(op.n)).is_ok();
-    let old_ino = match op.before {
-        Some(Before::Aside { ino }) => Some(ino),
-        _ => None,
-    };
-    let put_back = |at: &At| -> Result<(), String> {
-        if in_undo && old_ino.is_some() {
-            rename((&staging.undo, &n), (at.parent.file(), &at.name))?;
-        }
-        Ok(())
-    };
-    match &op.kind {
-        OpKind::Put | OpKind::Opts | OpKind::Link { .. } => {
-            if let Some(st) = &now {
-                if Some(st.st_ino) != old_ino {
-                    if op.staged_ino.is_some() && Some(st.st_ino) == op.staged_ino {
-                        rename((at.parent.file(), &at.name), (&staging.staged, &n))?;
-                    } else {
-                        nix::unistd::unlinkat(
-                            Some(at.parent.file().as_raw_fd()),
-                            at.name.as_c_str(),
-                            nix::unistd::UnlinkatFlags::NoRemoveDir,
-                        )
-                        .map_err(nix_err("unlink"))?;
-                    }
-                } else {
-                    return Ok(());
-                }
-            }
-            put_back(&at)
-        }
-        OpKind::Delete => {
-            if now.is_none() && in_undo {
-                rename((&staging.undo, &n), (at.parent.file(), &at.name))?;
-            }
-            Ok(())
-        }
-        OpKind::Dir { .. } => {
-            if matches!(op.before, Some(Before::InPlace { .. })) {
-                return Ok(());
-            }
-            if let Some(st) = &now {
-                if Some(st.st_ino) != old_ino && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                    nix::unistd::unlinkat(
-                        Some(at.parent.file().as_raw_fd()),
-                        at.name.as_c_str(),
-                        nix::unistd::UnlinkatFlags::RemoveDir,
-                    )
-                    .map_err(nix_err("rmdir"))?;
-                } else {
-                    return Ok(());
-                }
-            }
-            put_back(&at)
-        }
-        OpKind::Patch { .. } => {
-            let Some(Before::InPlace { attrs, size }) = &op.before else {
-                return Ok(());
-            };
-            let file = at
-                .parent
-                .open_file(
-                    Path::new(OsStr::from_bytes(at.name.as_bytes())),
-                    OFlag::O_WRONLY,
-                )
-                .map_err(|e| e.to_string())?;
-            restore_old_bytes(&file, *size, &staging.undo_path(op.n))?;
-            attrs.restore(&file).map_err(io_err("a patched file"))
-        }
-    }
-}
-
-/// Puts back what `save_old_bytes` saved, at the old size.
-fn restore_old_bytes(file: &File, old_size: u64, from: &Path) -> Result<(), String> {
-    file.set_len(old_size).map_err(io_err("truncate"))?;
-    let mut saved = io::BufReader::new(File::open(from).map_err(io_err(from.display()))?);
-    let mut buf = vec![0u8; CHUNK as usize];
-    loop {
-        let mut head = [0u8; 16];
-        match saved.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(format!("{}: {e}", from.display())),
-        }
-        let off = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
-        let len = u64::from_le_bytes(head[8..].try_into().unwrap_or_default());
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK) as usize;
-            saved
-                .read_exact(&mut buf[..n])
-                .map_err(io_err(from.display()))?;
-            file.write_all_at(&buf[..n], off + done)
-                .map_err(io_err("write"))?;
-            done += n as u64;
-        }
-    }
 }
