@@ -17,7 +17,7 @@ use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::volumes::{self, DataDir, EntryKind, OptsFile, VolumeName, VolumesDirError};
 use crate::dataroot::DataRoot;
-use crate::report::{Finding, Severity};
+use crate::report::{Finding, FindingKind, Severity};
 
 /// A volume the local driver loads at start.
 #[derive(Debug, Clone, Serialize)]
@@ -147,7 +147,7 @@ pub fn scan(root: &DataRoot, mounts: &MountTable, version: DaemonVersion) -> Sca
         }
         Ok(None) => result.findings.push(Finding::new(
             Severity::Info,
-            "volumes-dir-absent",
+            FindingKind::VolumesDirAbsent,
             format!("`{}` does not exist: dockerd creates it empty, so no volume exists", root.volumes_dir().display()),
             "if volumes were expected here, import them first (volmig import) before starting dockerd",
         )),
@@ -162,7 +162,7 @@ pub fn scan(root: &DataRoot, mounts: &MountTable, version: DaemonVersion) -> Sca
             };
             result.findings.push(Finding::new(
                 Severity::Fatal,
-                "volumes-dir-unusable",
+                FindingKind::VolumesDirUnusable,
                 driver_setup_failure(version, &detail),
                 format!("{e}: move it aside and restore the volumes directory"),
             ));
@@ -193,7 +193,7 @@ fn note_remap_subtrees(root: &DataRoot, findings: &mut Vec<Finding>) {
     let names: Vec<String> = root.remap_subtrees().iter().map(|r| r.dir_name()).collect();
     findings.push(Finding::new(
         Severity::Info,
-        "userns-remap-subtree",
+        FindingKind::UsernsRemapSubtree,
         format!(
             "`{}` holds userns-remap subtrees ({}): a dockerd started with --userns-remap uses one of them, not the top level checked here",
             root.given().display(),
@@ -218,7 +218,7 @@ fn load_entry(
         EntryKind::Symlink => {
             daemon_findings.push(Finding::new(
                 Severity::Warning,
-                "volume-symlink-ignored",
+                FindingKind::VolumeSymlinkIgnored,
                 format!("`{}` is a symlink: the local driver loads only directories, so no volume `{}` exists", entry.path.display(), entry.name),
                 "replace the symlink with the directory it points to (`mv` that directory into its place), or remove the symlink and carry the volume with volmig export | volmig import (which never writes over a symlink)",
             ));
@@ -230,7 +230,7 @@ fn load_entry(
     if version.skips_empty_volume_dirs() && entry.data.is_none() && entry.opts == OptsFile::Absent {
         daemon_findings.push(Finding::new(
             Severity::Warning,
-            "volume-dir-skipped",
+            FindingKind::VolumeDirSkipped,
             format!("`{}` holds neither _data nor opts.json: dockerd {version} skips it, so no volume `{}` exists", entry.path.display(), entry.name),
             "remove the empty directory, or re-import the volume",
         ));
@@ -244,7 +244,7 @@ fn load_entry(
         OptsFile::Unreadable(reason) => {
             findings.push(Finding::new(
                 Severity::Warning,
-                "opts-unreadable",
+                FindingKind::OptsUnreadable,
                 format!("cannot read `{}/opts.json`: {reason}: dockerd loads the volume without its mount options", entry.path.display()),
                 "fix the file's permissions (0600 root) so dockerd can read it",
             ));
@@ -253,7 +253,7 @@ fn load_entry(
         OptsFile::Blocking(reason) => {
             daemon_findings.push(Finding::new(
                 Severity::Fatal,
-                "opts-blocking",
+                FindingKind::OptsBlocking,
                 format!("`{}/opts.json` {reason}: dockerd's volume scan blocks reading it or reads it without end, so the daemon never finishes starting", entry.path.display()),
                 format!(
                     "remove `{}/opts.json` (a plain volume needs none) or put the volume's real opts.json back",
@@ -265,7 +265,7 @@ fn load_entry(
         OptsFile::Invalid(go_error) => {
             daemon_findings.push(Finding::new(
                 Severity::Fatal,
-                "opts-invalid",
+                FindingKind::OptsInvalid,
                 driver_setup_failure(
                     version,
                     &format!("error while unmarshaling volume options for volume: {}: {go_error}", entry.name),
@@ -282,7 +282,7 @@ fn load_entry(
         if opts.quota.size > 0 && !version.supports_quota() {
             findings.push(Finding::new(
                 Severity::Info,
-                "quota-ignored",
+                FindingKind::QuotaIgnored,
                 format!(
                     "volume `{}` asks for a quota of {} bytes, which dockerd {version} ignores",
                     entry.name, opts.quota.size
@@ -296,7 +296,7 @@ fn load_entry(
     match data {
         None => findings.push(Finding::new(
             Severity::Warning,
-            "data-dir-missing",
+            FindingKind::DataDirMissing,
             format!(
                 "`{}` has no _data: the volume loads but a container mounting it fails",
                 entry.path.display()
@@ -308,7 +308,7 @@ fn load_entry(
         )),
         Some(DataDir { is_dir: false, .. }) => findings.push(Finding::new(
             Severity::Warning,
-            "data-dir-not-dir",
+            FindingKind::DataDirNotDir,
             format!(
                 "`{}/_data` is not a directory: a container mounting the volume fails",
                 entry.path.display()
@@ -321,7 +321,7 @@ fn load_entry(
     if VolumeName::new(&entry.name).is_err() {
         findings.push(Finding::new(
             Severity::Warning,
-            "volume-name-invalid",
+            FindingKind::VolumeNameInvalid,
             format!("volume name `{}` is one dockerd refuses at create ([a-zA-Z0-9][a-zA-Z0-9_.-]+): it loads now, but `docker volume create` and volmig import cannot re-create it", entry.name),
             "rename the volume (docker volume create with a valid name, copy the data, update the containers)",
         ));
@@ -337,7 +337,7 @@ fn load_entry(
         };
         findings.push(Finding::new(
             Severity::Warning,
-            "data-dir-mounted",
+            FindingKind::DataDirMounted,
             format!("`{}` is still mounted: {what}", data_path.display()),
             format!(
                 "umount {} before starting dockerd, unless that mount is intended",
@@ -356,7 +356,7 @@ fn load_entry(
         if !seen {
             findings.push(Finding::new(
                 Severity::Warning,
-                "userns-owner-mismatch",
+                FindingKind::UsernsOwnerMismatch,
                 format!("`{}` is owned by {}:{} but container root is {} under --userns-remap: the container cannot write its own volume", data_path.display(), d.uid, d.gid, remap),
                 format!("chown {} {}", remap, data_path.display()),
             ));
@@ -369,7 +369,7 @@ fn load_entry(
         {
             findings.push(Finding::new(
                 Severity::Warning,
-                "userns-owner-mismatch",
+                FindingKind::UsernsOwnerMismatch,
                 format!("`{}` is owned by {}:{}, the remapped root of subtree {}, but this daemon runs without --userns-remap", data_path.display(), d.uid, d.gid, r.dir_name()),
                 format!("re-run with --userns-remap {r} if the daemon is remapped, else chown 0:0 {}", data_path.display()),
             ));
@@ -402,7 +402,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
             if !result.volumes.is_empty() {
                 result.findings.push(Finding::new(
                     Severity::Warning,
-                    "metadata-db-absent",
+                    FindingKind::MetadataDbAbsent,
                     format!("`{}` does not exist: dockerd starts with an empty store, so every volume loses its labels", path.display()),
                     "carry volumes/metadata.db with the volumes (volmig export/import does)",
                 ));
@@ -412,7 +412,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
         Err(MetadataError::Locked { path }) => {
             result.findings.push(Finding::new(
                 Severity::Warning,
-                "daemon-running",
+                FindingKind::DaemonRunning,
                 format!("`{}` is locked: a dockerd is running on this data-root, labels could not be read, and volumes added now stay unknown to it until it restarts", path.display()),
                 "stop dockerd to check offline (systemctl stop docker), or register new volumes with `docker volume create NAME`",
             ));
@@ -421,7 +421,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
         Err(e @ MetadataError::TooLarge { .. }) => {
             result.findings.push(Finding::new(
                 Severity::Warning,
-                "metadata-db-unchecked",
+                FindingKind::MetadataDbUnchecked,
                 format!("{e}: its labels and records were not checked (dockerd opens it if it is a valid bolt database)"),
                 "check the labels with `docker volume inspect` once dockerd runs",
             ));
@@ -431,7 +431,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
             let reason = e.daemon_reason();
             result.findings.push(Finding::new(
                 Severity::Fatal,
-                "metadata-db-unopenable",
+                FindingKind::MetadataDbUnopenable,
                 daemon_start_failure(
                     version,
                     &format!("error while opening volume store metadata database ({}): {reason}", path.display()),
@@ -445,7 +445,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
     if store.uninitialized {
         result.findings.push(Finding::new(
             Severity::Info,
-            "metadata-db-empty",
+            FindingKind::MetadataDbEmpty,
             format!("`{}` is 0 bytes: dockerd initializes it as an empty store at start, so no volume has labels", path.display()),
             "carry volumes/metadata.db with the volumes if they had labels (volmig export/import does)",
         ));
@@ -453,7 +453,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
     for (name, reason) in &store.undecodable {
         result.findings.push(Finding::new(
             Severity::Warning,
-            "metadata-record-undecodable",
+            FindingKind::MetadataRecordUndecodable,
             format!("metadata.db record `{name}` is not valid JSON ({reason}): dockerd skips it and the volume loses its labels"),
             "re-create the volume's record (volmig import writes it)",
         ));
@@ -472,7 +472,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
             }
             None if driver == "local" => result.findings.push(Finding::new(
                 Severity::Warning,
-                "metadata-record-orphan",
+                FindingKind::MetadataRecordOrphan,
                 format!("metadata.db holds volume `{name}` but `{}` does not exist: dockerd deletes the record at start, and its labels with it", root.volume_dir(name).display()),
                 format!("restore the volume directory `{}` before starting dockerd", root.volume_dir(name).display()),
             )),
@@ -483,7 +483,7 @@ fn read_metadata(root: &DataRoot, version: DaemonVersion, result: &mut Scan) {
         if !store.records.contains_key(&volume.name) {
             volume.findings.push(Finding::new(
                 Severity::Warning,
-                "metadata-record-missing",
+                FindingKind::MetadataRecordMissing,
                 format!("volume `{}` has no record in metadata.db: it loads, but without labels", volume.name),
                 "carry the record with the volume (volmig import writes it), or ignore if it never had labels",
             ));
@@ -513,7 +513,7 @@ mod tests {
         let f = v
             .findings
             .iter()
-            .find(|f| f.kind == "data-dir-mounted")
+            .find(|f| f.kind == FindingKind::DataDirMounted)
             .unwrap();
         assert!(f.message.contains("unmounts it at start"), "{}", f.message);
         let new = scan(&root, &table, DaemonVersion::CURRENT);
@@ -522,7 +522,7 @@ mod tests {
             .unwrap()
             .findings
             .iter()
-            .find(|f| f.kind == "data-dir-mounted")
+            .find(|f| f.kind == FindingKind::DataDirMounted)
             .unwrap();
         assert!(
             f.message.contains("marks the volume as mounted"),

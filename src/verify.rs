@@ -16,7 +16,7 @@ use crate::daemon_version::DaemonVersion;
 use crate::dataroot::containers::{Container, ContainerSlot, MountKind, MountPoint};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::DataRoot;
-use crate::report::{any_failure, Finding, Severity};
+use crate::report::{any_failure, Finding, FindingKind, Severity};
 use crate::scan::Scan;
 
 mod series;
@@ -108,7 +108,7 @@ pub fn verify_container(
         Err(e) => {
             let finding = Finding::new(
                 Severity::Error,
-                "container-unloadable",
+                FindingKind::ContainerUnloadable,
                 format!("failed to load container {}: `{}`: {}", slot.id, e.path.display(), e.reason),
                 format!("restore `{}` from the source data-root (volmig export carries it); dockerd skips this container, so `docker start` says No such container", e.path.display()),
             );
@@ -128,7 +128,7 @@ pub fn verify_container(
     if world.scan.daemon_fatal() {
         findings.push(Finding::new(
             Severity::Error,
-            "daemon-will-not-start",
+            FindingKind::DaemonWillNotStart,
             "dockerd will not start on this data-root, so this container cannot start",
             "fix the fatal problems `volmig scan` lists first",
         ));
@@ -203,7 +203,7 @@ fn verify_mount(
     match kind {
         MountKind::Other => f.push(Finding::new(
             Severity::Info,
-            "mount-type-unchecked",
+            FindingKind::MountTypeUnchecked,
             format!("mount type `{}` is not checked offline", mount.kind),
             "nothing to do on Linux data-roots",
         )),
@@ -259,7 +259,7 @@ fn verify_bind(
     if mount.source.is_empty() {
         f.push(Finding::new(
             Severity::Error,
-            "mount-undefined",
+            FindingKind::MountUndefined,
             "Unable to setup mount point, neither source nor volume defined",
             format!("re-create the container with a source for {destination}"),
         ));
@@ -270,7 +270,7 @@ fn verify_bind(
         if source.starts_with(old) {
             f.push(Finding::new(
                 Severity::Warning,
-                "bind-into-old-root",
+                FindingKind::BindIntoOldRoot,
                 format!(
                     "bind source `{}` lies inside the old data-root `{}`, not in this one",
                     source.display(),
@@ -295,7 +295,7 @@ fn verify_bind(
         if from_mount_flag && !create {
             f.push(Finding::new(
                 Severity::Error,
-                "bind-source-missing",
+                FindingKind::BindSourceMissing,
                 format!(
                     "invalid mount config for type \"bind\": bind source path does not exist: {}",
                     source.display()
@@ -308,7 +308,7 @@ fn verify_bind(
         } else {
             f.push(Finding::new(
                 Severity::Warning,
-                "bind-source-created-empty",
+                FindingKind::BindSourceCreatedEmpty,
                 format!("bind source `{}` does not exist: dockerd silently creates it as an empty directory, so the container sees no data there", source.display()),
                 format!("restore `{}` on this host before starting the container", source.display()),
             ));
@@ -364,7 +364,7 @@ fn check_propagation(
     };
     f.push(Finding::new(
         Severity::Error,
-        "propagation-unsupported",
+        FindingKind::PropagationUnsupported,
         format!("path {path} is mounted on {on} but it is not {what}{end}"),
         format!(
             "mount --make-{}shared {} (systemd hosts make / shared; this one is private)",
@@ -386,7 +386,7 @@ fn check_volumes_from(world: &World, container: &Container, f: &mut Vec<Finding>
         let Ok(slot) = crate::dataroot::containers::find(world.containers, source_name) else {
             f.push(Finding::new(
                 Severity::Info,
-                "volumes-from-source-absent",
+                FindingKind::VolumesFromSourceAbsent,
                 format!("--volumes-from source `{source_name}` is not on this data-root: its mount points were copied at create, so the start does not need it"),
                 "carry it too if the container will ever be re-created",
             ));
@@ -404,7 +404,7 @@ fn check_volumes_from(world: &World, container: &Container, f: &mut Vec<Finding>
         if has_tmpfs {
             f.push(Finding::new(
                 Severity::Warning,
-                "volumes-from-tmpfs",
+                FindingKind::VolumesFromTmpfs,
                 format!("--volumes-from `{source_name}` has a tmpfs mount: re-creating this container fails with `get : no such volume`"),
                 "this restore is unaffected; to re-create, drop --volumes-from and name the volumes with -v",
             ));
@@ -422,7 +422,7 @@ fn check_checkpoint(
     if !opts.experimental {
         f.push(Finding::new(
             Severity::Error,
-            "checkpoint-needs-experimental",
+            FindingKind::CheckpointNeedsExperimental,
             "checkpoint is only supported in experimental mode",
             "start dockerd with --experimental (or \"experimental\": true in daemon.json), then re-run with --experimental",
         ));
@@ -432,7 +432,7 @@ fn check_checkpoint(
     if !crate::dataroot::is_restricted_name(name) {
         f.push(Finding::new(
             Severity::Error,
-            "checkpoint-name-invalid",
+            FindingKind::CheckpointNameInvalid,
             format!("Invalid checkpoint ID ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
             "pass the checkpoint's directory name under containers/<id>/checkpoints/",
         ));
@@ -442,7 +442,7 @@ fn check_checkpoint(
     if !dir.is_dir() {
         f.push(Finding::new(
             Severity::Error,
-            "checkpoint-missing",
+            FindingKind::CheckpointMissing,
             format!("checkpoint `{name}` does not exist: `{}` is missing (checked after every mount point)", dir.display()),
             format!("carry it from the source (volmig export --checkpoint {name})"),
         ));
@@ -465,7 +465,7 @@ fn check_network_files(container: &Container, f: &mut Vec<Finding>) {
     if !missing.is_empty() {
         f.push(Finding::new(
             Severity::Info,
-            "network-files-missing",
+            FindingKind::NetworkFilesMissing,
             format!(
                 "{} missing: dockerd regenerates them at start",
                 missing.join(", ")

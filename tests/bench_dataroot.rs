@@ -431,7 +431,7 @@ fn check(root: &Path, shape: &Shape) {
         .collect();
     assert_eq!(failing.len(), shape.failing_containers(), "{failing:?}");
     for report in &reports {
-        let kinds: Vec<&str> = report.all_findings().map(|f| f.kind).collect();
+        let kinds: Vec<&str> = report.all_findings().map(|f| f.kind.as_str()).collect();
         let expected: &[&str] = if report.ok { &[] } else { &["volume-missing"] };
         assert_eq!(kinds, expected, "{}", report.name);
     }

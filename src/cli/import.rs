@@ -552,8 +552,9 @@ fn live_stale_sources(
     let stale: Vec<&str> = verdicts
         .iter()
         .filter(|r| {
-            r.all_findings()
-                .any(|f| f.kind == "stale-source-relabel" && f.severity.is_failure())
+            r.all_findings().any(|f| {
+                f.kind == crate::report::FindingKind::StaleSourceRelabel && f.severity.is_failure()
+            })
         })
         .map(|r| r.name.as_str())
         .filter(|n| !n.is_empty())

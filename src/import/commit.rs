@@ -26,7 +26,7 @@ use super::journal::{FileId, Item, Journal, JournalError, Move, MovePaths, State
 use crate::dataroot::config_rewrite;
 use crate::dataroot::metadata::{self, DbWriteLock, MetadataError, WriteAccess};
 use crate::dataroot::DataRoot;
-use crate::report::{Finding, Severity};
+use crate::report::{Finding, FindingKind, Severity};
 
 /// A step that failed, with the path it was working on.
 #[derive(Debug, thiserror::Error)]
@@ -647,25 +647,25 @@ pub fn pending_findings(root: &DataRoot) -> Vec<Finding> {
             match (p.state, running) {
                 (_, true) => Finding::new(
                     Severity::Info,
-                    "import-running",
+                    FindingKind::ImportRunning,
                     format!("an import into this data-root is running (staging `{at}`)"),
                     "wait for it to finish before starting dockerd",
                 ),
                 (Some(State::Committing | State::RollingBack), false) => Finding::new(
                     Severity::Error,
-                    "import-interrupted",
+                    FindingKind::ImportInterrupted,
                     format!("an import was interrupted in its commit (journal in `{at}`): some of its volumes or labels may not be in place yet"),
                     "run `volmig recover` before starting dockerd: it finishes (or undoes) the commit",
                 ),
                 (Some(State::Committed), false) => Finding::new(
                     Severity::Warning,
-                    "import-unfinished",
+                    FindingKind::ImportUnfinished,
                     format!("an import committed but did not finish rewriting container configs or removing staging (`{at}`, {} bytes)", p.bytes),
                     "run `volmig recover`: it finishes the import",
                 ),
                 (None, false) => Finding::new(
                     Severity::Warning,
-                    "staging-leftover",
+                    FindingKind::StagingLeftover,
                     format!("`{at}` holds {} bytes of an import that died before its commit (copies of a bundle only)", p.bytes),
                     "run `volmig recover` to remove it",
                 ),

@@ -14,10 +14,10 @@ use std::path::Path;
 use super::{VerifyOptions, World};
 use crate::dataroot::containers::Container;
 use crate::dataroot::DataRoot;
-use crate::report::{Finding, Severity};
+use crate::report::{Finding, FindingKind, Severity};
 
 /// The finding kinds whose fix this writes.
-const KINDS: &[&str] = &["stale-source-relabel", "stale-source"];
+const KINDS: &[FindingKind] = &[FindingKind::StaleSourceRelabel, FindingKind::StaleSource];
 
 /// Whether a daemon runs on this data-root: one answered (the caller
 /// says), or one holds metadata.db (the scan saw its lock).
@@ -27,7 +27,7 @@ pub fn daemon_running(world: &World, opts: &VerifyOptions) -> bool {
             .scan
             .findings
             .iter()
-            .any(|f| f.kind == "daemon-running")
+            .any(|f| f.kind == FindingKind::DaemonRunning)
 }
 
 /// Rewrites the fix of each stale-Source finding of `findings` (found at

@@ -12,7 +12,7 @@ use crate::dataroot::containers::MountPoint;
 use crate::dataroot::device::{self, DataLocation};
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::volumes::VolumeName;
-use crate::report::{Finding, Severity};
+use crate::report::{Finding, FindingKind, Severity};
 use crate::scan::ScannedVolume;
 
 /// Resolves a volume mount point; returns the path dockerd would mount.
@@ -32,7 +32,7 @@ pub(super) fn verify_volume(
         let anonymous = VolumeName::new(name).is_ok_and(|n| n.is_anonymous());
         f.push(Finding::new(
             Severity::Error,
-            "volume-missing",
+            FindingKind::VolumeMissing,
             no_such_volume(version, name),
             format!(
                 "{} volume `{name}` is not in `{}`: carry it from the source (volmig export ... | volmig import -) with the daemon stopped, then start it",
@@ -54,7 +54,7 @@ pub(super) fn verify_volume(
     if !volume.has_data_dir() && volume.options.as_ref().is_none_or(|o| o.is_plain()) {
         f.push(Finding::new(
             Severity::Error,
-            "volume-data-missing",
+            FindingKind::VolumeDataMissing,
             format!(
                 "error while mounting volume '{mount_source}': `{}` does not exist",
                 data.display()
@@ -71,13 +71,15 @@ pub(super) fn verify_volume(
         volume
             .findings
             .iter()
-            .filter(|v| v.severity == Severity::Warning && v.kind != "metadata-record-missing")
+            .filter(|v| {
+                v.severity == Severity::Warning && v.kind != FindingKind::MetadataRecordMissing
+            })
             .cloned(),
     );
     if record.is_none() && world.scan.store.is_some() {
         f.push(Finding::new(
             Severity::Warning,
-            "volume-labels-lost",
+            FindingKind::VolumeLabelsLost,
             format!(
                 "volume `{name}` has no record in metadata.db: it mounts, but without its labels"
             ),
@@ -97,7 +99,7 @@ fn check_driver(world: &World, mount: &MountPoint, f: &mut Vec<Finding>) -> bool
         if stored != mount.driver {
             f.push(Finding::new(
                 Severity::Error,
-                "volume-driver-mismatch",
+                FindingKind::VolumeDriverMismatch,
                 format!("get {name}: provided volume driver does not match stored driver"),
                 format!("metadata.db records driver `{stored}` for `{name}` but the container asks for `{}`: carry the volume's record from the source, or fix the record", mount.driver),
             ));
@@ -109,14 +111,14 @@ fn check_driver(world: &World, mount: &MountPoint, f: &mut Vec<Finding>) -> bool
         if plugin_present(world.root, driver) {
             f.push(Finding::new(
                 Severity::Info,
-                "volume-plugin",
+                FindingKind::VolumePlugin,
                 format!("volume `{name}` is served by plugin `{driver}`: its data is not in this data-root and is not checked"),
                 "make sure the plugin can reach the volume on this host",
             ));
         } else {
             f.push(Finding::new(
                 Severity::Error,
-                "volume-plugin-missing",
+                FindingKind::VolumePluginMissing,
                 format!("get {name}: error while checking if volume \"{name}\" exists in driver \"{driver}\": error looking up volume plugin {driver}: plugin \"{driver}\" not found"),
                 format!("install and enable the plugin first: docker plugin install {driver}"),
             ));
@@ -140,7 +142,7 @@ fn check_options(
     if !options.mount_type.is_empty() && options.mount_device.is_empty() {
         f.push(Finding::new(
             Severity::Error,
-            "volume-opts-incomplete",
+            FindingKind::VolumeOptsIncomplete,
             format!(
                 "error while mounting volume '{mount_source}': missing device in volume options"
             ),
@@ -156,7 +158,7 @@ fn check_options(
     if options.network_filesystem() {
         f.push(Finding::new(
             Severity::Warning,
-            "volume-needs-network",
+            FindingKind::VolumeNeedsNetwork,
             format!("volume `{name}` mounts `{}` over the network ({}): whether it mounts cannot be decided offline", options.mount_device, options.mount_type),
             "make sure the server is reachable from this host before starting the container",
         ));
@@ -164,7 +166,7 @@ fn check_options(
     if options.quota.size > 0 && version.supports_quota() {
         f.push(Finding::new(
             Severity::Warning,
-            "volume-needs-quota",
+            FindingKind::VolumeNeedsQuota,
             format!(
                 "volume `{name}` has a quota of {} bytes: dockerd needs XFS project quota on `{}`",
                 options.quota.size,
@@ -193,13 +195,13 @@ fn check_stored_source(
         match first_missing(Path::new(&mount.source)) {
             Some(missing) => f.push(Finding::new(
                 Severity::Error,
-                "stale-source-relabel",
+                FindingKind::StaleSourceRelabel,
                 format!("error evaluating symlinks from mount source \"{}\": lstat {}: no such file or directory", mount.source, missing.display()),
                 String::new(), // set by source_fix::set_fixes
             )),
             None => f.push(Finding::new(
                 Severity::Warning,
-                "stale-source-relabel",
+                FindingKind::StaleSourceRelabel,
                 format!("dockerd {version} relabels the stored Source `{}`, not `{}`: it still exists (the old data-root?), so the container gets the old data", mount.source, data.display()),
                 String::new(), // set by source_fix::set_fixes
             )),
@@ -208,7 +210,7 @@ fn check_stored_source(
         if mount.relabels() && Path::new(&mount.source).starts_with(old) {
             f.push(Finding::new(
                 Severity::Info,
-                "stale-source",
+                FindingKind::StaleSource,
                 format!("Source `{}` points into the old data-root `{}`; dockerd {version} recomputes it, but 20.10.3-25.x would fail on it (z/Z mode)", mount.source, old.display()),
                 String::new(), // set by source_fix::set_fixes
             ));
@@ -231,14 +233,14 @@ fn resolve_subpath(
         if !version.supports_subpath() {
             f.push(Finding::new(
                 Severity::Error,
-                "subpath-unsupported",
+                FindingKind::SubpathUnsupported,
                 format!("volume subpath `{subpath}` needs dockerd 26 or newer"),
                 "upgrade the daemon, or mount the whole volume",
             ));
         } else if escapes(subpath) {
             f.push(Finding::new(
                 Severity::Error,
-                "subpath-escapes",
+                FindingKind::SubpathEscapes,
                 format!("subpath must be a relative path within the volume: {subpath}"),
                 "fix the mount's volume-subpath",
             ));
@@ -247,7 +249,7 @@ fn resolve_subpath(
             if volume.has_data_dir() && fs::symlink_metadata(&path).is_err() {
                 f.push(Finding::new(
                     Severity::Error,
-                    "subpath-missing",
+                    FindingKind::SubpathMissing,
                     format!(
                         "cannot access path {}: lstat {}: no such file or directory",
                         path.display(),
@@ -279,7 +281,7 @@ fn device_missing_finding(
     };
     Finding::new(
         Severity::Error,
-        "volume-device-missing",
+        FindingKind::VolumeDeviceMissing,
         format!("error while mounting volume '{mount_source}': {text}"),
         fix,
     )

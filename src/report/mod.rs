@@ -6,6 +6,9 @@
 
 use serde::Serialize;
 
+mod kind;
+pub use kind::FindingKind;
+
 /// How bad a finding is for the daemon and the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,7 +44,7 @@ impl Severity {
 pub struct Finding {
     pub severity: Severity,
     /// A stable machine-readable kind, e.g. `volume-missing`.
-    pub kind: &'static str,
+    pub kind: FindingKind,
     /// What dockerd prints (or would log) for this problem, verbatim where
     /// the daemon has a text; otherwise our own description.
     pub message: String,
@@ -52,7 +55,7 @@ pub struct Finding {
 impl Finding {
     pub fn new(
         severity: Severity,
-        kind: &'static str,
+        kind: FindingKind,
         message: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
