@@ -204,7 +204,14 @@ pub fn main() -> ExitCode {
             let code = exit_code(&e);
             let message = render::printable(&error_text(&e));
             if cli.json && !EMITTED.load(Ordering::SeqCst) {
-                let doc = serde_json::json!({"ok": false, "error": message, "exit_code": code});
+                let mut doc = serde_json::json!({"ok": false, "error": message, "exit_code": code});
+                // A refused import lists its reasons as its dry run does.
+                if let Some(why) = e
+                    .downcast_ref::<crate::import::ImportError>()
+                    .and_then(|i| i.refusals())
+                {
+                    doc["refusals"] = serde_json::json!(why);
+                }
                 let _ = emit_json(&doc);
             }
             eprintln!("error: {message}");

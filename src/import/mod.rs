@@ -125,6 +125,16 @@ pub enum ImportError {
 }
 
 impl ImportError {
+    /// The reasons of a refusal (nothing written), one each: the same
+    /// list a dry run gives.
+    pub fn refusals(&self) -> Option<&[String]> {
+        match self {
+            ImportError::Refused(why) | ImportError::Bundle(ReadError::Refused(why)) => Some(why),
+            ImportError::AfterRecovery { source, .. } => source.refusals(),
+            _ => None,
+        }
+    }
+
     /// Whether the data-root may have changed (exit 1, not 2).
     pub fn changed_target(&self) -> bool {
         matches!(

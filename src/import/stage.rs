@@ -357,7 +357,7 @@ impl Visitor for Stager<'_> {
             }
         }
         if !refusals.is_empty() && !self.dry_run {
-            return Err(ReadError::Visitor(refusals.join("\n")));
+            return Err(ReadError::Refused(refusals));
         }
         if !self.dry_run {
             self.create_staging()?;

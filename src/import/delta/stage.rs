@@ -139,7 +139,7 @@ impl Visitor for DeltaStager<'_> {
         // the delta's base (the stat check of every entry comes after the
         // stream, which must be read to its trailer first).
         self.added = super::base::check_rounds(self.root, header)
-            .map_err(ReadError::Visitor)?
+            .map_err(ReadError::Refused)?
             .into_iter()
             .map(|vol| (vol, None))
             .collect();
