@@ -15,7 +15,9 @@ use crate::dataroot::device::DataLocation;
 use crate::dataroot::metadata::{self, MetadataError, VolumeRecord, VolumeStore};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::opts::VolumeOptions;
-use crate::dataroot::volumes::{self, DataDir, EntryKind, OptsFile, VolumeName, VolumesDirError};
+use crate::dataroot::volumes::{
+    self, DataDir, OptsFile, VolumeDirKind, VolumeName, VolumesDirError,
+};
 use crate::dataroot::DataRoot;
 use crate::report::{Finding, FindingKind, Severity};
 
@@ -214,8 +216,8 @@ fn load_entry(
     daemon_findings: &mut Vec<Finding>,
 ) -> Option<ScannedVolume> {
     match entry.kind {
-        EntryKind::Directory => {}
-        EntryKind::Symlink => {
+        VolumeDirKind::Directory => {}
+        VolumeDirKind::Symlink => {
             daemon_findings.push(Finding::new(
                 Severity::Warning,
                 FindingKind::VolumeSymlinkIgnored,
@@ -225,7 +227,7 @@ fn load_entry(
             return None;
         }
         // metadata.db and backingFsBlockDev belong here; anything else is noise.
-        EntryKind::Other => return None,
+        VolumeDirKind::Other => return None,
     }
     if version.skips_empty_volume_dirs() && entry.data.is_none() && entry.opts == OptsFile::Absent {
         daemon_findings.push(Finding::new(
