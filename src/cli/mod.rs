@@ -10,6 +10,7 @@ mod export;
 mod import;
 mod inspect;
 mod migrate;
+mod output;
 mod progress;
 mod recover;
 mod render;
@@ -204,15 +205,14 @@ pub fn main() -> ExitCode {
             let code = exit_code(&e);
             let message = render::printable(&error_text(&e));
             if cli.json && !EMITTED.load(Ordering::SeqCst) {
-                let mut doc = serde_json::json!({"ok": false, "error": message, "exit_code": code});
-                // A refused import lists its reasons as its dry run does.
-                if let Some(why) = e
-                    .downcast_ref::<crate::import::ImportError>()
-                    .and_then(|i| i.refusals())
-                {
-                    doc["refusals"] = serde_json::json!(why);
-                }
-                let _ = emit_json(&doc);
+                let _ = emit_json(&output::ErrorDoc {
+                    ok: false,
+                    error: &message,
+                    exit_code: code,
+                    refusals: e
+                        .downcast_ref::<crate::import::ImportError>()
+                        .and_then(|i| i.refusals()),
+                });
             }
             eprintln!("error: {message}");
             ExitCode::from(code)
