@@ -29,7 +29,7 @@ pub struct ScannedVolume {
     pub path: PathBuf,
     /// Owner and mode of `_data`, when present.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<DataOwner>,
+    pub data: Option<DataDir>,
     /// Decoded opts.json; `None` when there is none (a plain directory).
     pub options: Option<VolumeOptions>,
     /// Where the data is: `_data`, or a device mounted over it.
@@ -44,19 +44,6 @@ pub struct ScannedVolume {
     /// `_data` is a mount point right now.
     pub mounted: bool,
     pub findings: Vec<Finding>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct DataOwner {
-    pub uid: u32,
-    pub gid: u32,
-    /// Octal text, e.g. `0755`.
-    #[serde(serialize_with = "serialize_mode")]
-    pub mode: u32,
-}
-
-fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{mode:04o}"))
 }
 
 impl ScannedVolume {
@@ -381,11 +368,7 @@ fn load_entry(
     Some(ScannedVolume {
         name: entry.name,
         path: entry.path,
-        data: data.map(|d| DataOwner {
-            uid: d.uid,
-            gid: d.gid,
-            mode: d.mode,
-        }),
+        data,
         data_location: DataLocation::of(options.as_ref()),
         options,
         driver: "local".into(),

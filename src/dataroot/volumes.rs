@@ -48,14 +48,21 @@ impl std::fmt::Display for VolumeName {
     }
 }
 
-/// Owner and mode of a volume's `_data`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Owner and mode of a volume's `_data` (in `scan --json`: `uid`, `gid`
+/// and `mode` as octal text, e.g. `0755`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DataDir {
     pub uid: u32,
     pub gid: u32,
     /// Permission bits incl. setuid/setgid/sticky.
+    #[serde(serialize_with = "serialize_mode")]
     pub mode: u32,
+    #[serde(skip)]
     pub is_dir: bool,
+}
+
+fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
 }
 
 /// The state of a volume's `opts.json`.
