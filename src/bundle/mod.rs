@@ -36,7 +36,7 @@ mod ustar;
 mod walk;
 pub mod writer;
 
-use crate::fileattrs::FileKind;
+use crate::fileattrs::{FileAttrs, FileKind};
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -302,6 +302,58 @@ pub struct EntryMeta {
 }
 
 impl EntryMeta {
+    /// The entry of a file read from disk (the only conversion that way):
+    /// `kind` is its bundle kind (a hardlink, or the file's own), `link` a
+    /// symlink's target or a hardlink's bundle path.
+    pub fn of_file(
+        path: Vec<u8>,
+        kind: EntryKind,
+        attrs: FileAttrs,
+        link: Option<Vec<u8>>,
+    ) -> EntryMeta {
+        EntryMeta {
+            path,
+            kind,
+            mode: attrs.mode,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            mtime: attrs.mtime,
+            mtime_nsec: attrs.mtime_nsec,
+            size: if kind == EntryKind::File {
+                attrs.size
+            } else {
+                0
+            },
+            link,
+            rdev_major: attrs.rdev_major,
+            rdev_minor: attrs.rdev_minor,
+            xattrs: attrs.xattrs,
+            sparse: None,
+            delta: None,
+        }
+    }
+
+    /// The attributes the entry gets on disk (the only conversion this
+    /// way); what only a stat has (device, inode, links, ctime) is unset.
+    pub fn file_attrs(&self) -> FileAttrs {
+        FileAttrs {
+            kind: self.kind.file_kind(),
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            size: self.size,
+            rdev_major: self.rdev_major,
+            rdev_minor: self.rdev_minor,
+            nlink: 1,
+            dev: 0,
+            ino: 0,
+            ctime: (0, 0),
+            xattrs: self.xattrs.clone(),
+        }
+    }
+
     /// The canonical description hashed into the entries digest and the
     /// volume digest; `rel` is the path as it should appear there.
     pub fn describe(&self, rel: &[u8], sha256: Option<&[u8; 32]>) -> Vec<u8> {

@@ -23,7 +23,7 @@ use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
 use crate::dataroot::device::DataLocation;
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
-use crate::fileattrs::{self, FileAttrs};
+use crate::fileattrs;
 use crate::idmap::{Direction, IdShift};
 use crate::manifest::ChunkHasher;
 
@@ -260,23 +260,7 @@ fn visitor_err(path: &Path, e: io::Error) -> ReadError {
 }
 
 pub(super) fn restore_attrs(path: &Path, meta: &EntryMeta) -> io::Result<()> {
-    let attrs = FileAttrs {
-        kind: meta.kind.file_kind(),
-        mode: meta.mode,
-        uid: meta.uid,
-        gid: meta.gid,
-        mtime: meta.mtime,
-        mtime_nsec: meta.mtime_nsec,
-        size: meta.size,
-        rdev_major: meta.rdev_major,
-        rdev_minor: meta.rdev_minor,
-        nlink: 1,
-        dev: 0,
-        ino: 0,
-        ctime: (0, 0),
-        xattrs: meta.xattrs.clone(),
-    };
-    fileattrs::restore(path, &attrs)
+    fileattrs::restore(path, &meta.file_attrs())
 }
 
 impl Visitor for Stager<'_> {

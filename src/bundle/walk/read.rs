@@ -329,31 +329,13 @@ fn walked(
     };
     let identity =
         (attrs.kind != FileKind::Dir && attrs.nlink > 1).then_some((attrs.dev, attrs.ino));
-    let meta = EntryMeta {
-        path,
-        kind,
-        mode: attrs.mode,
-        uid: attrs.uid,
-        gid: attrs.gid,
-        mtime: attrs.mtime,
-        mtime_nsec: attrs.mtime_nsec,
-        size: if kind == EntryKind::File {
-            attrs.size
-        } else {
-            0
-        },
-        link,
-        rdev_major: attrs.rdev_major,
-        rdev_minor: attrs.rdev_minor,
-        xattrs: attrs.xattrs,
-        sparse: None,
-        delta: None,
-    };
+    let stat = (attrs.ino, attrs.ctime);
+    let meta = EntryMeta::of_file(path, kind, attrs, link);
     Ok(Walked {
         meta,
         source,
         identity,
-        stat: (attrs.ino, attrs.ctime),
+        stat,
         base: None,
         dirty: false,
         large: None,
