@@ -8,6 +8,8 @@
 //! around an export). `DockerEngine` implements it with bollard, a
 //! maintained client, on a single-threaded tokio runtime.
 
+pub mod context;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
