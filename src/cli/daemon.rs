@@ -13,12 +13,62 @@ use serde::Serialize;
 use crate::daemon_version::{DaemonVersion, VersionRequest};
 use crate::dataroot::DataRoot;
 use crate::dockerd_binary::{self, InstalledDockerd, Lookup, LookupError};
-use crate::engine::{default_host, DaemonInfo, DockerEngine, Engine, EngineError};
+use crate::engine::context::{self, ClientSettings, DEFAULT_HOST};
+use crate::engine::{DaemonInfo, DockerEngine, Engine, EngineError};
 
+use super::plugin::DockerGlobals;
 use super::Cli;
 
 /// How long a probe of a daemon may take before volmig goes on without it.
 const PROBE_TIMEOUT_SECS: u64 = 5;
+
+/// Where dockerd keeps its data unless told otherwise.
+const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
+
+/// Settles the daemon and the data-root before a command runs: the host
+/// the docker CLI would use (`-H`, docker's own options as a plugin, then
+/// its environment and context: `engine::context`), and `--data-root`,
+/// else the Docker Root Dir of the daemon answering at a local socket,
+/// else /var/lib/docker. Afterwards `cli.host` is always set.
+pub fn settle(cli: &mut Cli, docker: DockerGlobals) -> anyhow::Result<()> {
+    let settings = ClientSettings {
+        host_flag: cli.host.clone().or(docker.host),
+        context_flag: docker.context,
+        config_flag: docker.config,
+        ..ClientSettings::from_env()
+    };
+    let endpoint = context::resolve(&settings)?;
+    cli.data_root = match &cli.data_root_given {
+        Some(given) => given.clone(),
+        None => daemon_data_root(&endpoint.host, cli)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT)),
+    };
+    cli.host = Some(endpoint.host);
+    Ok(())
+}
+
+/// The data-root of the daemon at `host`, when it is a local socket and a
+/// daemon answers there (a tcp:// daemon's directories are on its host).
+/// With --userns-remap its Docker Root Dir is the `<uid>.<gid>` subtree:
+/// the data-root is its parent.
+fn daemon_data_root(host: &str, cli: &Cli) -> Option<PathBuf> {
+    if !host.starts_with("unix://") {
+        return None;
+    }
+    let info = DockerEngine::connect(host, PROBE_TIMEOUT_SECS)
+        .and_then(|e| e.info())
+        .ok()?;
+    let root = info.root_dir;
+    if root.as_os_str().is_empty() {
+        return None;
+    }
+    match (cli.userns_remap, root.file_name(), root.parent()) {
+        (Some(remap), Some(name), Some(parent)) if name == remap.dir_name().as_str() => {
+            Some(parent.to_path_buf())
+        }
+        _ => Some(root),
+    }
+}
 
 /// Where the predicted version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -73,7 +123,7 @@ pub struct Prediction {
 
 impl DaemonContext {
     pub fn host(cli: &Cli) -> String {
-        cli.host.clone().unwrap_or_else(default_host)
+        cli.host.clone().unwrap_or_else(|| DEFAULT_HOST.to_string())
     }
 
     /// Probes the host. A daemon that answers but serves another data-root

@@ -126,14 +126,6 @@ impl Drop for Quiesce<'_> {
     }
 }
 
-/// The default host, like the docker CLI: `DOCKER_HOST`, else the socket.
-pub fn default_host() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
-}
-
 /// A daemon reached through bollard.
 pub struct DockerEngine {
     host: String,
