@@ -153,8 +153,9 @@ pub enum Command {
     /// Print the shell completion script for bash, zsh or fish, e.g.
     /// `volmig completions bash > /etc/bash_completion.d/volmig`.
     Completions(generate::CompletionsArgs),
-    /// Print the man page (roff), e.g. `volmig man > /usr/local/share/man/man1/volmig.1`.
-    Man,
+    /// Print the man page (roff), or write one per command with --dir,
+    /// e.g. `volmig man --dir /usr/local/share/man/man1`.
+    Man(generate::ManArgs),
 }
 
 impl Command {
@@ -163,7 +164,7 @@ impl Command {
     fn uses_daemon(&self) -> bool {
         !matches!(
             self,
-            Command::InstallPlugin(_) | Command::Completions(_) | Command::Man
+            Command::InstallPlugin(_) | Command::Completions(_) | Command::Man(_)
         )
     }
 }
@@ -262,7 +263,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::RewriteSources(args) => rewrite_sources::run(cli, args),
         Command::InstallPlugin(args) => install::run(cli, args),
         Command::Completions(args) => generate::completions(args),
-        Command::Man => generate::man(),
+        Command::Man(args) => generate::man(args),
     }
 }
 
