@@ -185,6 +185,49 @@ fn version_names_the_commit() {
     );
 }
 
+/// Runs build.rs, compiled on its own, for a crate at `manifest_dir`;
+/// returns the version it sets.
+fn build_script_version(manifest_dir: &Path, work: &Path) -> String {
+    let exe = work.join("build-script");
+    let build_rs = Path::new(env!("CARGO_MANIFEST_DIR")).join("build.rs");
+    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--edition", "2021", "-o"])
+        .arg(&exe)
+        .arg(&build_rs)
+        .env("CARGO_PKG_VERSION", "9.8.7")
+        .output()
+        .expect("cannot run rustc");
+    assert!(out.status.success(), "rustc build.rs: {}", text(&out).1);
+    let out = Command::new(&exe)
+        .env("CARGO_MANIFEST_DIR", manifest_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.rs: {}", text(&out).1);
+    let stdout = text(&out).0;
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cargo:rustc-env=VOLMIG_VERSION="))
+        .unwrap_or_else(|| panic!("no VOLMIG_VERSION in {stdout}"))
+        .to_string()
+}
+
+#[test]
+fn outside_git_the_version_is_the_plain_crate_version() {
+    let work = tempfile::tempdir().unwrap();
+    // An unpacked crates.io tarball: no .git anywhere above it.
+    let tarball = work.path().join("volmig-9.8.7");
+    fs::create_dir(&tarball).unwrap();
+    assert_eq!(build_script_version(&tarball, work.path()), "9.8.7");
+    // The same tarball unpacked inside someone else's git repository: not
+    // that repository's commit.
+    let outer = work.path().join("outer");
+    fs::create_dir(&outer).unwrap();
+    run_ok(Command::new("git").arg("init").arg("-q").arg(&outer));
+    let inner = outer.join("vendor/volmig-9.8.7");
+    fs::create_dir_all(&inner).unwrap();
+    assert_eq!(build_script_version(&inner, work.path()), "9.8.7");
+}
+
 #[test]
 fn as_docker_volmig_it_answers_the_plugin_metadata_and_runs_as_volmig() {
     let cfg = tempfile::tempdir().unwrap();

@@ -159,12 +159,16 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether the command works on a data-root or a daemon (the others
-    /// need neither and never read the docker CLI's files).
+    /// Whether the command works on a data-root or a daemon (the others,
+    /// `inspect` of a bundle among them, need neither and never read the
+    /// docker CLI's files).
     fn uses_daemon(&self) -> bool {
         !matches!(
             self,
-            Command::InstallPlugin(_) | Command::Completions(_) | Command::Man(_)
+            Command::Inspect(_)
+                | Command::InstallPlugin(_)
+                | Command::Completions(_)
+                | Command::Man(_)
         )
     }
 }
