@@ -222,3 +222,39 @@ fn docker_volmig_verifies_and_moves_volumes_through_the_docker_cli() {
         println!("{cli}: verify --all and export | import through docker volmig: ok");
     }
 }
+
+/// A broken config.json: the docker CLIs warn and run the plugin anyway
+/// (20.10: `WARNING: Error loading config file`), and the plugin refuses
+/// with exit 2 naming the file rather than guess a daemon. (A broken
+/// meta.json of the current context stops the 20.10 CLI itself, exit 1,
+/// before the plugin runs; 28.x runs it and volmig names the file.)
+#[test]
+fn through_the_docker_cli_a_broken_config_json_is_named_exit_2() {
+    if e2e::skipped() {
+        return;
+    }
+    assert!(
+        Path::new(e2e::DOCKER).is_file(),
+        "{} is missing (Debian package docker.io)",
+        e2e::DOCKER
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    install_plugin(cfg.path());
+    let config = cfg.path().join("config.json");
+    fs::write(&config, r#"{"currentContext": "web""#).unwrap();
+    for cli in clients() {
+        let out = docker(cli, cfg.path())
+            .args(["volmig", "verify", "--all"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cli}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: `{}` is not a valid docker CLI file",
+                config.display()
+            )),
+            "{cli}: {stderr}"
+        );
+    }
+}
