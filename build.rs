@@ -1,9 +1,25 @@
-//! Embeds the commit in `volmig --version` (VOLMIG_VERSION): `0.1.0
-//! (git d25d315)`, with `-dirty` for uncommitted changes; plain `0.1.0`
-//! when built outside a git checkout (a crates.io tarball) or without git.
+//! Build-time settings.
+//!
+//! `VOLMIG_SKIP_E2E=1` (the tests that start a private dockerd are not
+//! wanted, e.g. on a machine without one) sets `cfg(volmig_skip_e2e)`:
+//! those tests are then `#[ignore]`d, so the test run counts them as
+//! skipped, never as passed.
+//!
+//! `volmig --version` names the commit (VOLMIG_VERSION): `0.1.0 (git
+//! d25d315)`, with `-dirty` for uncommitted changes; plain `0.1.0` when
+//! built outside a git checkout (a crates.io tarball) or without git.
 
 use std::path::Path;
 use std::process::Command;
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(volmig_skip_e2e)");
+    println!("cargo::rerun-if-env-changed=VOLMIG_SKIP_E2E");
+    if std::env::var("VOLMIG_SKIP_E2E").is_ok_and(|v| v == "1") {
+        println!("cargo::rustc-cfg=volmig_skip_e2e");
+    }
+    embed_version();
+}
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -14,7 +30,7 @@ fn git(args: &[&str]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-fn main() {
+fn embed_version() {
     let version = env!("CARGO_PKG_VERSION");
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     // Only this crate's own checkout: a tarball unpacked inside some other

@@ -126,9 +126,9 @@ impl ExportPlan {
                     .find(|b| b.id == c.id)
                     .and_then(|b| b.checkpoint.as_ref())
                     .map_or(0, |cp| files_under(root.checkpoint_dir(&c.id, cp)));
-                let configs: u64 = ["config.v2.json", "hostconfig.json"]
+                let configs: u64 = crate::dataroot::CONTAINER_FILES
                     .iter()
-                    .filter_map(|f| std::fs::metadata(c.dir.join(f)).ok())
+                    .filter_map(|f| std::fs::metadata(root.container_file(&c.id, f)).ok())
                     .map(|m| m.len())
                     .sum();
                 checkpoint + configs
@@ -246,10 +246,7 @@ pub fn plan(
                 refusals.push(reason);
                 continue;
             }
-            volumes.insert(
-                m.name.clone(),
-                root.volume_dir(&m.name).join("opts.json").exists(),
-            );
+            volumes.insert(m.name.clone(), root.volume_opts(&m.name).exists());
         }
         if let Some(cp) = &opts.checkpoint {
             if !crate::dataroot::is_restricted_name(cp) {
@@ -429,7 +426,7 @@ fn volume_refusal(
             ));
         }
     }
-    let opts = root.volume_dir(name).join("opts.json");
+    let opts = root.volume_opts(name);
     if let Ok(bytes) = std::fs::read(&opts) {
         if let Err(go_error) = VolumeOptions::decode(&bytes) {
             return Some(format!(
@@ -508,7 +505,7 @@ pub fn write(
         {
             w.add_file(
                 layout::checkpoints(&c.id).as_bytes(),
-                &c.dir.join("checkpoints"),
+                &root.checkpoints_dir(&c.id),
                 None,
             )?;
             w.add_tree(
@@ -517,8 +514,8 @@ pub fn write(
                 None,
             )?;
         }
-        for file in ["config.v2.json", "hostconfig.json"] {
-            let path = c.dir.join(file);
+        for file in crate::dataroot::CONTAINER_FILES {
+            let path = root.container_file(&c.id, file);
             if path.exists() {
                 w.add_file(layout::container_file(&c.id, file).as_bytes(), &path, None)?;
             }

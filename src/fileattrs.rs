@@ -15,7 +15,7 @@ use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -29,6 +29,22 @@ pub enum FileKind {
     Char,
     Block,
     Socket,
+}
+
+impl FileKind {
+    /// The kind of a `st_mode` (the only table of `S_IFMT`; a kind this
+    /// enum does not name is a socket, the last one Linux has).
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFCHR => FileKind::Char,
+            libc::S_IFBLK => FileKind::Block,
+            _ => FileKind::Socket,
+        }
+    }
 }
 
 /// The attributes read from (or to restore on) one path.
@@ -97,15 +113,7 @@ impl FileAttrs {
     }
 
     fn from_stat(st: &libc::stat, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> FileAttrs {
-        let kind = match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => FileKind::File,
-            libc::S_IFDIR => FileKind::Dir,
-            libc::S_IFLNK => FileKind::Symlink,
-            libc::S_IFIFO => FileKind::Fifo,
-            libc::S_IFCHR => FileKind::Char,
-            libc::S_IFBLK => FileKind::Block,
-            _ => FileKind::Socket,
-        };
+        let kind = FileKind::from_mode(st.st_mode);
         FileAttrs {
             kind,
             mode: st.st_mode & 0o7777,
@@ -129,22 +137,7 @@ impl FileAttrs {
     }
 
     fn from_metadata(meta: &fs::Metadata, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> FileAttrs {
-        let ft = meta.file_type();
-        let kind = if ft.is_file() {
-            FileKind::File
-        } else if ft.is_dir() {
-            FileKind::Dir
-        } else if ft.is_symlink() {
-            FileKind::Symlink
-        } else if ft.is_fifo() {
-            FileKind::Fifo
-        } else if ft.is_char_device() {
-            FileKind::Char
-        } else if ft.is_block_device() {
-            FileKind::Block
-        } else {
-            FileKind::Socket
-        };
+        let kind = FileKind::from_mode(meta.mode());
         let rdev = meta.rdev();
         FileAttrs {
             kind,

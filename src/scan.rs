@@ -15,7 +15,9 @@ use crate::dataroot::device::DataLocation;
 use crate::dataroot::metadata::{self, MetadataError, VolumeRecord, VolumeStore};
 use crate::dataroot::mountinfo::MountTable;
 use crate::dataroot::opts::VolumeOptions;
-use crate::dataroot::volumes::{self, DataDir, EntryKind, OptsFile, VolumeName, VolumesDirError};
+use crate::dataroot::volumes::{
+    self, DataDir, OptsFile, VolumeDirKind, VolumeName, VolumesDirError,
+};
 use crate::dataroot::DataRoot;
 use crate::report::{Finding, FindingKind, Severity};
 
@@ -27,7 +29,7 @@ pub struct ScannedVolume {
     pub path: PathBuf,
     /// Owner and mode of `_data`, when present.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<DataOwner>,
+    pub data: Option<DataDir>,
     /// Decoded opts.json; `None` when there is none (a plain directory).
     pub options: Option<VolumeOptions>,
     /// Where the data is: `_data`, or a device mounted over it.
@@ -42,19 +44,6 @@ pub struct ScannedVolume {
     /// `_data` is a mount point right now.
     pub mounted: bool,
     pub findings: Vec<Finding>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct DataOwner {
-    pub uid: u32,
-    pub gid: u32,
-    /// Octal text, e.g. `0755`.
-    #[serde(serialize_with = "serialize_mode")]
-    pub mode: u32,
-}
-
-fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{mode:04o}"))
 }
 
 impl ScannedVolume {
@@ -214,8 +203,8 @@ fn load_entry(
     daemon_findings: &mut Vec<Finding>,
 ) -> Option<ScannedVolume> {
     match entry.kind {
-        EntryKind::Directory => {}
-        EntryKind::Symlink => {
+        VolumeDirKind::Directory => {}
+        VolumeDirKind::Symlink => {
             daemon_findings.push(Finding::new(
                 Severity::Warning,
                 FindingKind::VolumeSymlinkIgnored,
@@ -225,7 +214,7 @@ fn load_entry(
             return None;
         }
         // metadata.db and backingFsBlockDev belong here; anything else is noise.
-        EntryKind::Other => return None,
+        VolumeDirKind::Other => return None,
     }
     if version.skips_empty_volume_dirs() && entry.data.is_none() && entry.opts == OptsFile::Absent {
         daemon_findings.push(Finding::new(
@@ -379,11 +368,7 @@ fn load_entry(
     Some(ScannedVolume {
         name: entry.name,
         path: entry.path,
-        data: data.map(|d| DataOwner {
-            uid: d.uid,
-            gid: d.gid,
-            mode: d.mode,
-        }),
+        data,
         data_location: DataLocation::of(options.as_ref()),
         options,
         driver: "local".into(),

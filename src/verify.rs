@@ -504,7 +504,7 @@ fn first_missing(path: &Path) -> Option<PathBuf> {
 /// `R/plugins/*/config.json`, or a legacy spec or socket.
 fn plugin_present(root: &DataRoot, driver: &str) -> bool {
     let bare = driver.split(':').next().unwrap_or(driver);
-    let managed = fs::read_dir(root.path().join("plugins"))
+    let managed = fs::read_dir(root.plugins_dir())
         .into_iter()
         .flatten()
         .flatten()

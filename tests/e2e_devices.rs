@@ -23,10 +23,8 @@ fn drop_volume(root: &Path, name: &str) {
 }
 
 #[test]
+#[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_bind_volume_moves_to_a_host_without_its_device() {
-    if e2e::skipped() {
-        return;
-    }
     e2e::require_daemon_prerequisites();
     let mut d = PrivateDaemon::start("s8");
     d.load_busybox_image("s8img", None);
@@ -139,10 +137,8 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
 }
 
 #[test]
+#[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
-    if e2e::skipped() {
-        return;
-    }
     e2e::require_daemon_prerequisites();
     let mut d = PrivateDaemon::start("s8nfs");
     d.load_busybox_image("s8img", None);
@@ -194,10 +190,8 @@ fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
 /// Engine API) of a bind volume whose device path is absent on the target:
 /// the container starts with its data, and `_data` stays the mountpoint.
 #[test]
+#[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
-    if e2e::skipped() {
-        return;
-    }
     e2e::require_daemon_prerequisites();
     let mut d = PrivateDaemon::start("s8live");
     d.load_busybox_image("s8img", None);

@@ -66,10 +66,8 @@ fn sha256(b: &[u8]) -> String {
 }
 
 #[test]
+#[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn ssh_via_local_sshd_runs_a_command_and_carries_a_stream() {
-    if e2e::skipped() {
-        return;
-    }
     require_sshd();
     let t0 = Instant::now();
     let sshd = LocalSshd::start("ssh");
@@ -147,10 +145,8 @@ fn ssh_via_local_sshd_runs_a_command_and_carries_a_stream() {
 }
 
 #[test]
+#[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn two_private_daemons_run_side_by_side() {
-    if e2e::skipped() {
-        return;
-    }
     e2e::require_daemon_prerequisites();
     require_sshd();
     let t0 = Instant::now();

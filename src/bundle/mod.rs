@@ -36,6 +36,7 @@ mod ustar;
 mod walk;
 pub mod writer;
 
+use crate::fileattrs::FileKind;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -197,6 +198,24 @@ pub enum EntryKind {
     Block,
 }
 
+/// A file on disk as a bundle entry; a socket is none (it cannot be
+/// carried), and is given back as the error.
+impl TryFrom<FileKind> for EntryKind {
+    type Error = FileKind;
+
+    fn try_from(kind: FileKind) -> Result<EntryKind, FileKind> {
+        Ok(match kind {
+            FileKind::File => EntryKind::File,
+            FileKind::Dir => EntryKind::Dir,
+            FileKind::Symlink => EntryKind::Symlink,
+            FileKind::Fifo => EntryKind::Fifo,
+            FileKind::Char => EntryKind::Char,
+            FileKind::Block => EntryKind::Block,
+            FileKind::Socket => return Err(kind),
+        })
+    }
+}
+
 impl EntryKind {
     /// The tar typeflag this kind is written as.
     pub fn tar_type(self) -> tar::EntryType {
@@ -229,15 +248,19 @@ impl EntryKind {
     /// The kind of a `stat`'s `st_mode` (a socket, never carried, has
     /// none).
     pub fn from_mode(mode: u32) -> Option<EntryKind> {
-        Some(match mode & libc::S_IFMT {
-            libc::S_IFREG => EntryKind::File,
-            libc::S_IFDIR => EntryKind::Dir,
-            libc::S_IFLNK => EntryKind::Symlink,
-            libc::S_IFIFO => EntryKind::Fifo,
-            libc::S_IFCHR => EntryKind::Char,
-            libc::S_IFBLK => EntryKind::Block,
-            _ => return None,
-        })
+        EntryKind::try_from(FileKind::from_mode(mode)).ok()
+    }
+
+    /// What the entry is on disk once laid down (a hardlink: a file).
+    pub fn file_kind(self) -> FileKind {
+        match self {
+            EntryKind::File | EntryKind::Hardlink => FileKind::File,
+            EntryKind::Dir => FileKind::Dir,
+            EntryKind::Symlink => FileKind::Symlink,
+            EntryKind::Fifo => FileKind::Fifo,
+            EntryKind::Char => FileKind::Char,
+            EntryKind::Block => FileKind::Block,
+        }
     }
 
     fn tag(self) -> u8 {

@@ -50,6 +50,10 @@ pub enum ReadError {
     /// An error of the visitor (import's staging).
     #[error("{0}")]
     Visitor(String),
+    /// The visitor refuses the bundle for the target (import's conflicts,
+    /// a delta's rounds), one reason each, before anything is written.
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
 }
 
 pub(super) fn show(path: &[u8]) -> String {

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use serde_json::json;
 
 use super::daemon::DaemonContext;
 use super::progress::{Interruptible, TermProgress};
@@ -173,18 +172,23 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
     }
     let t = &report.trailer;
     if cli.json {
-        emit_json(&json!({
-            "ok": true,
-            "output": args.output,
-            "containers": plan.header.containers.iter().map(|c| &c.name).collect::<Vec<_>>(),
-            "volumes": t.volumes,
-            "entries": t.entries,
-            "files": t.files,
-            "bytes": t.bytes,
-            "skipped": report.skipped,
-            "changed_while_read": report.changed_while_read,
-            "data_not_carried": plan.data_left_behind(),
-        }))?;
+        emit_json(&super::output::ExportDoc {
+            ok: true,
+            output: &args.output,
+            containers: plan
+                .header
+                .containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect(),
+            volumes: &t.volumes,
+            entries: t.entries,
+            files: t.files,
+            bytes: t.bytes,
+            skipped: &report.skipped,
+            changed_while_read: &report.changed_while_read,
+            data_not_carried: plan.data_left_behind(),
+        })?;
     } else if !cli.quiet {
         for s in &report.skipped {
             eprintln!("note: not carried: {s}");

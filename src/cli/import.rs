@@ -7,15 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use serde_json::json;
 
 use super::daemon::DaemonContext;
 use super::progress::TermProgress;
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::DataRoot;
-use crate::import::{
-    self, Conflict, ImportOptions, ImportReport, Item, MetadataOutcome, OnConflict,
-};
+use crate::import::{self, ImportOptions, ImportReport, MetadataOutcome, OnConflict};
 use crate::report::Severity;
 use crate::verify::{self, ContainerReport, VerifyOptions, World};
 
@@ -144,19 +141,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
 fn dry_run_output(cli: &Cli, root: &DataRoot, report: &ImportReport) -> anyhow::Result<Outcome> {
     let refuse = &report.refusals;
     if cli.json {
-        emit_json(&json!({
-            "ok": refuse.is_empty(),
-            "dry_run": true,
-            "create": report.create,
-            "conflicts": report.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
-            "bytes": report.trailer.bytes,
-            "needed_bytes": report.needed_bytes,
-            "files": report.trailer.files,
-            "free_bytes": report.free_bytes,
-            "refusals": refuse,
-            "bind_data": bind_targets(report),
-            "delta": delta_json(report),
-        }))?;
+        emit_json(&super::output::ImportPlan::of(report))?;
     } else {
         emit(&dry_run_text(root, report, refuse, cli.quiet))?;
     }
@@ -221,31 +206,7 @@ fn committed_output(
     // The volumes are committed: a stdout that cannot be written must not
     // turn the outcome into exit 2 ("nothing changed").
     let printed = if cli.json {
-        emit_json(&json!({
-            "ok": ok,
-            "dry_run": false,
-            "created": report.create.iter().filter(|v| !report.replaced.contains(v) && !report.skipped_identical.contains(v)).collect::<Vec<_>>(),
-            "replaced": report.replaced,
-            "skipped_identical": report.skipped_identical,
-            "checkpoints": report.checkpoints,
-            "bind_data": report.bind_data,
-            "rewritten_sources": report.rewritten_sources,
-            "metadata": match report.metadata {
-                Some(MetadataOutcome::Written(n)) => json!({"written": n}),
-                Some(MetadataOutcome::DaemonRunning) => json!({"written": 0, "daemon_running": true}),
-                Some(MetadataOutcome::Registered { ok, ref failed }) => json!({"registered": ok, "failed": failed.iter().map(|(n, e)| json!({"volume": n, "error": e})).collect::<Vec<_>>()}),
-                None => json!(null),
-            },
-            "recovered": report.recovered.iter().map(super::recover::recovered_json).collect::<Vec<_>>(),
-            "pending": report.pending,
-            "bases": report.bases,
-            "warnings": report.warnings,
-            "bytes": report.trailer.bytes,
-            "files": report.trailer.files,
-            "containers_from_bundle": report.containers_from_bundle,
-            "delta": delta_json(&report),
-            "verify": verdicts,
-        }))
+        emit_json(&super::output::ImportDone::of(&report, &verdicts, ok))
     } else {
         emit(&import_text(root, &report, &verdicts, cli.quiet))
     };
@@ -265,20 +226,6 @@ fn committed_output(
         .into());
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
-}
-
-/// A delta's summary for --json (null for a full bundle).
-fn delta_json(report: &ImportReport) -> serde_json::Value {
-    match &report.delta {
-        None => serde_json::Value::Null,
-        Some(d) => json!({
-            "base": d.base, "round": d.round, "volumes": d.volumes,
-            "written": d.written, "directories": d.directories, "patched": d.patched,
-            "deleted": d.deleted, "options": d.options, "bytes": d.bytes,
-            "added": d.added, "records": d.records,
-            "records_pending": d.records_pending, "records_unknown": d.records_unknown,
-        }),
-    }
 }
 
 /// What a delta does, in a line.
@@ -304,18 +251,6 @@ fn delta_line(d: &crate::import::delta::DeltaOutcome) -> String {
     )
 }
 
-fn conflict_json(c: &Conflict) -> serde_json::Value {
-    match &c.item {
-        Item::Volume { name } => json!({"volume": name, "identical": c.identical}),
-        Item::Checkpoint { container, name } => {
-            json!({"checkpoint": name, "container": container, "identical": c.identical})
-        }
-        Item::BindData { volume, target, .. } => {
-            json!({"bind_data": target, "volume": volume, "identical": c.identical})
-        }
-    }
-}
-
 fn bundle_line(report: &ImportReport) -> String {
     format!(
         "bundle from {}:{}: {}, {}, {} in {}",
@@ -326,17 +261,6 @@ fn bundle_line(report: &ImportReport) -> String {
         render::bytes(report.trailer.bytes),
         render::count(report.trailer.files as usize, "file", "files"),
     )
-}
-
-/// Where carried bind volumes' data goes (after --map-path).
-fn bind_targets(report: &ImportReport) -> Vec<&str> {
-    report
-        .header
-        .volumes
-        .iter()
-        .filter_map(|v| v.device.as_ref().filter(|d| d.data_carried))
-        .map(|d| d.device.as_str())
-        .collect()
 }
 
 fn dry_run_text(

@@ -6,7 +6,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use serde_json::json;
 
 use super::import::open_input;
 use super::progress::{Interruptible, TermProgress};
@@ -82,7 +81,11 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
             if args.check =>
         {
             if cli.json {
-                emit_json(&json!({"ok": false, "error": e.to_string()}))?;
+                emit_json(&super::output::CheckFailedDoc {
+                    ok: false,
+                    checked: true,
+                    error: e.to_string(),
+                })?;
             } else {
                 emit(&format!("check FAILED: {e}\n"))?;
             }
@@ -91,12 +94,12 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
         Err(e) => return Err(e.into()),
     };
     if cli.json {
-        emit_json(&json!({
-            "ok": true,
-            "checked": args.check,
-            "header": header,
-            "trailer": trailer,
-        }))?;
+        emit_json(&super::output::InspectDoc {
+            ok: true,
+            checked: args.check,
+            header: &header,
+            trailer: &trailer,
+        })?;
     } else if !cli.quiet {
         emit(&text(&header, &trailer, args.check))?;
     }
@@ -121,7 +124,11 @@ fn run_manifest(cli: &Cli, args: &InspectArgs, path: &Path) -> anyhow::Result<Ou
         // Broken as `--check` says it: exit 1, the same words.
         Err(e) if e.bundle_is_broken() => {
             if cli.json {
-                emit_json(&json!({"ok": false, "checked": true, "error": e.to_string()}))?;
+                emit_json(&super::output::CheckFailedDoc {
+                    ok: false,
+                    checked: true,
+                    error: e.to_string(),
+                })?;
             } else {
                 emit(&format!("check FAILED: {e}\n"))?;
             }
@@ -130,16 +137,16 @@ fn run_manifest(cli: &Cli, args: &InspectArgs, path: &Path) -> anyhow::Result<Ou
         Err(e) => return Err(e.into()),
     };
     if cli.json {
-        emit_json(&json!({
-            "ok": true,
-            "checked": true,
-            "header": recovered.header,
-            "trailer": recovered.trailer,
-            "manifest": path,
-            "round": recovered.round,
-            "trees_checked": recovered.trees_checked,
-            "volumes": recovered.volumes,
-        }))?;
+        emit_json(&super::output::InspectManifestDoc {
+            ok: true,
+            checked: true,
+            header: &recovered.header,
+            trailer: &recovered.trailer,
+            manifest: path,
+            round: &recovered.round,
+            trees_checked: recovered.trees_checked,
+            volumes: &recovered.volumes,
+        })?;
     } else if !cli.quiet {
         let mut out = text(&recovered.header, &recovered.trailer, true);
         out.push_str(&manifest_text(&recovered, path));

@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::json;
 
 use super::daemon::DaemonContext;
 use super::{emit_json, render, Cli, Outcome};
@@ -71,6 +70,18 @@ pub struct MigrateArgs {
     /// Keep the rounds' manifests in DIR (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     pub keep_manifests: Option<PathBuf>,
+}
+
+/// `migrate --json`.
+#[derive(Debug, serde::Serialize)]
+struct MigrateDoc<'a> {
+    ok: bool,
+    rounds: &'a [RoundFigures],
+    /// From the quiesce to the end of the target's import.
+    downtime_seconds: f64,
+    stop_rule: &'a str,
+    /// `running` (--keep-source-running) or `stopped`.
+    source_left: &'static str,
 }
 
 /// One round's figures.
@@ -221,13 +232,17 @@ fn report(
     stop_rule: &str,
 ) -> anyhow::Result<()> {
     if cli.json {
-        emit_json(&json!({
-            "ok": true,
-            "rounds": rounds,
-            "downtime_seconds": downtime,
-            "stop_rule": stop_rule,
-            "source_left": if args.keep_source_running { "running" } else { "stopped" },
-        }))?;
+        emit_json(&MigrateDoc {
+            ok: true,
+            rounds,
+            downtime_seconds: downtime,
+            stop_rule,
+            source_left: if args.keep_source_running {
+                "running"
+            } else {
+                "stopped"
+            },
+        })?;
     } else if !cli.quiet {
         eprintln!(
             "migrated {} in {} rounds; downtime {:.2} s (from the quiesce to the end of the target's import); on the source the containers are {}",

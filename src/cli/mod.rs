@@ -12,6 +12,7 @@ mod import;
 mod inspect;
 mod install;
 mod migrate;
+mod output;
 mod plugin;
 mod progress;
 mod recover;
@@ -282,8 +283,14 @@ fn finish(cli: &Cli, result: anyhow::Result<Outcome>) -> ExitCode {
             let code = exit_code(&e);
             let message = render::printable(&error_text(&e));
             if cli.json && !EMITTED.load(Ordering::SeqCst) {
-                let doc = serde_json::json!({"ok": false, "error": message, "exit_code": code});
-                let _ = emit_json(&doc);
+                let _ = emit_json(&output::ErrorDoc {
+                    ok: false,
+                    error: &message,
+                    exit_code: code,
+                    refusals: e
+                        .downcast_ref::<crate::import::ImportError>()
+                        .and_then(|i| i.refusals()),
+                });
             }
             eprintln!("error: {message}");
             ExitCode::from(code)

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 
 use clap::Args;
-use serde_json::json;
 
 use super::{emit, emit_json, render, Cli, Outcome};
 use crate::dataroot::DataRoot;
@@ -30,43 +29,15 @@ pub fn run(cli: &Cli, args: &RecoverArgs) -> anyhow::Result<Outcome> {
         _ => true,
     });
     if cli.json {
-        emit_json(&json!({
-            "ok": ok,
-            "data_root": root.path(),
-            "recovered": done.iter().map(recovered_json).collect::<Vec<_>>(),
-        }))?;
+        emit_json(&super::output::RecoverDoc {
+            ok,
+            data_root: root.path(),
+            recovered: done.iter().map(super::output::RecoveredDoc::of).collect(),
+        })?;
     } else if !cli.quiet || !ok {
         emit(&recovered_text(&root, &done))?;
     }
     Ok(if ok { Outcome::Good } else { Outcome::Broken })
-}
-
-pub fn recovered_json(r: &Recovered) -> serde_json::Value {
-    match &r.outcome {
-        RecoveryOutcome::Finished {
-            journal,
-            rewritten,
-            pending,
-        } => json!({
-            "staging": r.staging, "outcome": "finished",
-            "bundle": journal.bundle.entries_sha256, "source_host": journal.bundle.source_host,
-            "moves": journal.moves.len(), "rewritten_sources": rewritten, "pending": pending,
-        }),
-        RecoveryOutcome::RolledBack { journal } => json!({
-            "staging": r.staging, "outcome": "rolled-back",
-            "bundle": journal.bundle.entries_sha256, "source_host": journal.bundle.source_host,
-            "moves": journal.moves.len(),
-        }),
-        RecoveryOutcome::RemovedLeftover { bytes } => json!({
-            "staging": r.staging, "outcome": "removed-leftover", "bytes": bytes,
-        }),
-        RecoveryOutcome::Delta(DeltaRecovery::RolledBack { base, round }) => json!({
-            "staging": r.staging, "outcome": "rolled-back", "delta": true, "base": base, "round": round,
-        }),
-        RecoveryOutcome::Delta(DeltaRecovery::Finished { base, round }) => json!({
-            "staging": r.staging, "outcome": "finished", "delta": true, "base": base, "round": round,
-        }),
-    }
 }
 
 /// One line per recovered import, as import and recover print them.

@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::json;
 
 use super::daemon::DaemonContext;
 use super::{emit, emit_json, render, Cli, Outcome};
@@ -120,31 +119,52 @@ fn who(slot: &containers::ContainerSlot) -> String {
     )
 }
 
-fn document(
-    root: &DataRoot,
-    results: &[(&containers::ContainerSlot, Rewritten)],
+/// `rewrite-sources --json`.
+#[derive(Debug, serde::Serialize)]
+struct Document<'a> {
     ok: bool,
-) -> serde_json::Value {
-    let pick = |want: fn(&Rewritten) -> bool| -> Vec<serde_json::Value> {
+    data_root: &'a std::path::Path,
+    rewritten: Vec<ContainerDoc<'a>>,
+    unchanged: Vec<ContainerDoc<'a>>,
+    failed: Vec<ContainerDoc<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ContainerDoc<'a> {
+    id: &'a str,
+    name: String,
+    config: std::path::PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn document<'a>(
+    root: &'a DataRoot,
+    results: &'a [(&containers::ContainerSlot, Rewritten)],
+    ok: bool,
+) -> Document<'a> {
+    let pick = |want: fn(&Rewritten) -> bool| -> Vec<ContainerDoc<'a>> {
         results
             .iter()
             .filter(|(_, r)| want(r))
-            .map(|(slot, r)| {
-                let mut entry = json!({"id": slot.id, "name": who(slot), "config": slot.dir.join("config.v2.json")});
-                if let Rewritten::Failed(why) = r {
-                    entry["error"] = json!(why);
-                }
-                entry
+            .map(|(slot, r)| ContainerDoc {
+                id: &slot.id,
+                name: who(slot),
+                config: root.container_config(&slot.id),
+                error: match r {
+                    Rewritten::Failed(why) => Some(why.as_str()),
+                    _ => None,
+                },
             })
             .collect()
     };
-    json!({
-        "ok": ok,
-        "data_root": root.path(),
-        "rewritten": pick(|r| matches!(r, Rewritten::Changed)),
-        "unchanged": pick(|r| matches!(r, Rewritten::Unchanged)),
-        "failed": pick(|r| matches!(r, Rewritten::Failed(_))),
-    })
+    Document {
+        ok,
+        data_root: root.path(),
+        rewritten: pick(|r| matches!(r, Rewritten::Changed)),
+        unchanged: pick(|r| matches!(r, Rewritten::Unchanged)),
+        failed: pick(|r| matches!(r, Rewritten::Failed(_))),
+    }
 }
 
 fn text(

@@ -24,6 +24,10 @@ use std::str::FromStr;
 
 use crate::idmap::IdMap;
 
+/// The files of a container's directory that volmig reads and carries:
+/// its config (mount points, state) and its host config (binds, tmpfs).
+pub const CONTAINER_FILES: [&str; 2] = ["config.v2.json", "hostconfig.json"];
+
 /// dockerd's `RestrictedNamePattern`, `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`: the
 /// rule for volume names at create and for checkpoint names. A name that
 /// passes is one plain path component (no `/`, no `..`, at least two
@@ -235,11 +239,26 @@ impl DataRoot {
 
     /// dockerd's default checkpoint location for a container.
     pub fn checkpoint_dir(&self, id: &str, checkpoint: &str) -> PathBuf {
-        self.container_dir(id).join("checkpoints").join(checkpoint)
+        self.checkpoints_dir(id).join(checkpoint)
+    }
+
+    /// The directory of a container's checkpoints.
+    pub fn checkpoints_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("checkpoints")
     }
 
     pub fn container_config(&self, id: &str) -> PathBuf {
-        self.container_dir(id).join("config.v2.json")
+        self.container_dir(id).join(CONTAINER_FILES[0])
+    }
+
+    /// One of a container's `CONTAINER_FILES`.
+    pub fn container_file(&self, id: &str, file: &str) -> PathBuf {
+        self.container_dir(id).join(file)
+    }
+
+    /// Managed plugins (`plugins/<id>/config.json`).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.effective.join("plugins")
     }
 
     pub fn volume_opts(&self, name: &str) -> PathBuf {

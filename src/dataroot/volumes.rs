@@ -48,14 +48,21 @@ impl std::fmt::Display for VolumeName {
     }
 }
 
-/// Owner and mode of a volume's `_data`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Owner and mode of a volume's `_data` (in `scan --json`: `uid`, `gid`
+/// and `mode` as octal text, e.g. `0755`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DataDir {
     pub uid: u32,
     pub gid: u32,
     /// Permission bits incl. setuid/setgid/sticky.
+    #[serde(serialize_with = "serialize_mode")]
     pub mode: u32,
+    #[serde(skip)]
     pub is_dir: bool,
+}
+
+fn serialize_mode<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
 }
 
 /// The state of a volume's `opts.json`.
@@ -74,7 +81,7 @@ pub enum OptsFile {
 
 /// What kind of entry sits directly under `volumes/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
+pub enum VolumeDirKind {
     Directory,
     Symlink,
     Other,
@@ -86,7 +93,7 @@ pub struct VolumeDirEntry {
     /// The directory name (lossily UTF-8 for display).
     pub name: String,
     pub path: PathBuf,
-    pub kind: EntryKind,
+    pub kind: VolumeDirKind,
     /// `_data`, when the entry is a directory and `_data` exists.
     pub data: Option<DataDir>,
     pub opts: OptsFile,
@@ -120,14 +127,14 @@ pub fn list_volume_dir(root: &DataRoot) -> Result<Option<Vec<VolumeDirEntry>>, V
         let entry = entry.map_err(unreadable)?;
         let file_type = entry.file_type().map_err(unreadable)?;
         let kind = if file_type.is_dir() {
-            EntryKind::Directory
+            VolumeDirKind::Directory
         } else if file_type.is_symlink() {
-            EntryKind::Symlink
+            VolumeDirKind::Symlink
         } else {
-            EntryKind::Other
+            VolumeDirKind::Other
         };
         let path = entry.path();
-        let (data, opts) = if kind == EntryKind::Directory {
+        let (data, opts) = if kind == VolumeDirKind::Directory {
             (read_data_dir(&path), read_opts(&path))
         } else {
             (None, OptsFile::Absent)
@@ -209,8 +216,8 @@ mod tests {
             OptsFile::Invalid("unexpected end of JSON input".into())
         );
         assert!(by_name("bad").data.is_none());
-        assert_eq!(by_name("link").kind, EntryKind::Symlink);
-        assert_eq!(by_name("metadata.db").kind, EntryKind::Other);
+        assert_eq!(by_name("link").kind, VolumeDirKind::Symlink);
+        assert_eq!(by_name("metadata.db").kind, VolumeDirKind::Other);
     }
 
     #[test]

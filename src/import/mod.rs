@@ -125,6 +125,16 @@ pub enum ImportError {
 }
 
 impl ImportError {
+    /// The reasons of a refusal (nothing written), one each: the same
+    /// list a dry run gives.
+    pub fn refusals(&self) -> Option<&[String]> {
+        match self {
+            ImportError::Refused(why) | ImportError::Bundle(ReadError::Refused(why)) => Some(why),
+            ImportError::AfterRecovery { source, .. } => source.refusals(),
+            _ => None,
+        }
+    }
+
     /// Whether the data-root may have changed (exit 1, not 2).
     pub fn changed_target(&self) -> bool {
         matches!(
@@ -167,7 +177,7 @@ impl Conflict {
         let what = self.item.describe();
         let place = match &self.item {
             Item::Volume { .. } => root.volumes_dir(),
-            Item::Checkpoint { container, .. } => root.container_dir(container).join("checkpoints"),
+            Item::Checkpoint { container, .. } => root.checkpoints_dir(container),
             Item::BindData { target, volume, .. } => {
                 return format!(
                     "`{}`, where volume `{volume}` keeps its data (its bind device), already holds other data: re-run with --on-conflict replace to overwrite it (the old data is kept until the import commits), or put the volume's data elsewhere with --map-path {}=NEW",
@@ -680,7 +690,7 @@ fn collect_verify_slots(
         let staged = staging.join("containers").join(&c.id);
         let kept = keep.join(&c.id);
         fs::create_dir_all(&kept).map_err(werr(&kept))?;
-        for file in ["config.v2.json", "hostconfig.json"] {
+        for file in crate::dataroot::CONTAINER_FILES {
             if staged.join(file).exists() {
                 fs::copy(staged.join(file), kept.join(file)).map_err(werr(&kept))?;
             }

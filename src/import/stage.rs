@@ -23,7 +23,7 @@ use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
 use crate::dataroot::device::DataLocation;
 use crate::dataroot::opts::VolumeOptions;
 use crate::dataroot::DataRoot;
-use crate::fileattrs::{self, FileAttrs, FileKind};
+use crate::fileattrs::{self, FileAttrs};
 use crate::idmap::{Direction, IdShift};
 use crate::manifest::ChunkHasher;
 
@@ -261,14 +261,7 @@ fn visitor_err(path: &Path, e: io::Error) -> ReadError {
 
 pub(super) fn restore_attrs(path: &Path, meta: &EntryMeta) -> io::Result<()> {
     let attrs = FileAttrs {
-        kind: match meta.kind {
-            EntryKind::Dir => FileKind::Dir,
-            EntryKind::Symlink => FileKind::Symlink,
-            EntryKind::Fifo => FileKind::Fifo,
-            EntryKind::Char => FileKind::Char,
-            EntryKind::Block => FileKind::Block,
-            _ => FileKind::File,
-        },
+        kind: meta.kind.file_kind(),
         mode: meta.mode,
         uid: meta.uid,
         gid: meta.gid,
@@ -357,7 +350,7 @@ impl Visitor for Stager<'_> {
             }
         }
         if !refusals.is_empty() && !self.dry_run {
-            return Err(ReadError::Visitor(refusals.join("\n")));
+            return Err(ReadError::Refused(refusals));
         }
         if !self.dry_run {
             self.create_staging()?;
@@ -571,13 +564,13 @@ impl Stager<'_> {
                 return Ok(());
             }
             EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
-                let kind = match meta.kind {
-                    EntryKind::Fifo => FileKind::Fifo,
-                    EntryKind::Char => FileKind::Char,
-                    _ => FileKind::Block,
-                };
-                fileattrs::make_node(&target, kind, meta.rdev_major, meta.rdev_minor)
-                    .map_err(fail)?;
+                fileattrs::make_node(
+                    &target,
+                    meta.kind.file_kind(),
+                    meta.rdev_major,
+                    meta.rdev_minor,
+                )
+                .map_err(fail)?;
             }
         }
         restore_attrs(&target, meta).map_err(|e| visitor_err(&target, e))

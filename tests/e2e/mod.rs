@@ -38,19 +38,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a daemon gets to exit after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Set to skip every e2e test (they then print why and pass).
+/// Set to 1 (at build time: build.rs) to skip every e2e test: each is
+/// marked `#[cfg_attr(volmig_skip_e2e, ignore = ...)]` and counted as
+/// skipped.
 pub const SKIP_ENV: &str = "VOLMIG_SKIP_E2E";
 /// Another dockerd binary to test against (default: `dockerd` on PATH).
 pub const DOCKERD_ENV: &str = "VOLMIG_E2E_DOCKERD";
-
-/// True when the user asked to skip; prints the note every skipped test shows.
-pub fn skipped() -> bool {
-    if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
-        println!("skipped: {SKIP_ENV}=1");
-        return true;
-    }
-    false
-}
 
 /// Fails the test at once, loudly, when a private daemon cannot be had here.
 pub fn require_daemon_prerequisites() {

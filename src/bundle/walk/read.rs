@@ -321,19 +321,11 @@ fn walked(
     attrs: FileAttrs,
     link: Option<Vec<u8>>,
 ) -> Result<Walked, WriteError> {
-    let kind = match attrs.kind {
-        FileKind::File => EntryKind::File,
-        FileKind::Dir => EntryKind::Dir,
-        FileKind::Symlink => EntryKind::Symlink,
-        FileKind::Fifo => EntryKind::Fifo,
-        FileKind::Char => EntryKind::Char,
-        FileKind::Block => EntryKind::Block,
-        FileKind::Socket => {
-            return Err(WriteError::Unsupported {
-                path: source,
-                detail: "sockets cannot be carried".into(),
-            })
-        }
+    let Ok(kind) = EntryKind::try_from(attrs.kind) else {
+        return Err(WriteError::Unsupported {
+            path: source,
+            detail: "sockets cannot be carried".into(),
+        });
     };
     let identity =
         (attrs.kind != FileKind::Dir && attrs.nlink > 1).then_some((attrs.dev, attrs.ino));

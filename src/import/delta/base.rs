@@ -28,12 +28,15 @@ use crate::manifest::{
 /// Returns the volumes the round adds: on neither side of the base, not
 /// on the target at all (whether the delta carries them whole is proven
 /// by the tree digest, `result_tree`).
-pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<BTreeSet<String>, String> {
+pub fn check_rounds(
+    root: &DataRoot,
+    header: &BundleHeader,
+) -> Result<BTreeSet<String>, Vec<String>> {
     let Some(base) = header.round.as_ref().and_then(|r| r.base.as_deref()) else {
-        return Err("not a delta bundle".into());
+        return Err(vec!["not a delta bundle".into()]);
     };
     if root.id_map().is_some() {
-        return Err("deltas into a userns-remapped data-root are not supported yet: import a full bundle (export without --since)".into());
+        return Err(vec!["deltas into a userns-remapped data-root are not supported yet: import a full bundle (export without --since)".into()]);
     }
     let mut problems = Vec::new();
     let mut added = BTreeSet::new();
@@ -67,7 +70,7 @@ pub fn check_rounds(root: &DataRoot, header: &BundleHeader) -> Result<BTreeSet<S
     }
     match problems.is_empty() {
         true => Ok(added),
-        false => Err(problems.join("\n")),
+        false => Err(problems),
     }
 }
 

@@ -47,7 +47,7 @@ use crate::manifest::{self, ManifestHeader, ManifestWriter};
 pub const MAX_OPS: usize = 100_000;
 
 /// What a delta import did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeltaOutcome {
     pub base: String,
     pub round: String,

@@ -17,7 +17,7 @@ use crate::bundle::delta::{chunk_len, DeltaMark};
 use crate::bundle::reader::{ReadError, Visitor};
 use crate::bundle::{BundleHeader, EntryKind, EntryMeta, Place};
 use crate::dataroot::DataRoot;
-use crate::fileattrs::{self, FileKind};
+use crate::fileattrs;
 use crate::idmap::{Direction, IdShift};
 use crate::manifest::{self, ChunkHasher, CHUNK};
 
@@ -139,7 +139,7 @@ impl Visitor for DeltaStager<'_> {
         // the delta's base (the stat check of every entry comes after the
         // stream, which must be read to its trailer first).
         self.added = super::base::check_rounds(self.root, header)
-            .map_err(ReadError::Visitor)?
+            .map_err(ReadError::Refused)?
             .into_iter()
             .map(|vol| (vol, None))
             .collect();
@@ -373,12 +373,7 @@ impl DeltaStager<'_> {
                 std::os::unix::fs::symlink(link, &at).map_err(fail(&at))?;
             }
             EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
-                let kind = match meta.kind {
-                    EntryKind::Fifo => FileKind::Fifo,
-                    EntryKind::Char => FileKind::Char,
-                    _ => FileKind::Block,
-                };
-                fileattrs::make_node(&at, kind, meta.rdev_major, meta.rdev_minor)
+                fileattrs::make_node(&at, meta.kind.file_kind(), meta.rdev_major, meta.rdev_minor)
                     .map_err(fail(&at))?;
             }
             EntryKind::Dir | EntryKind::Hardlink => {}
