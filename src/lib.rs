@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod cli;
 pub mod daemon_version;
 pub mod dataroot;
+pub mod docker_plugin;
 pub mod dockerd_binary;
 pub mod engine;
 pub mod export;

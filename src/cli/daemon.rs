@@ -6,19 +6,73 @@
 //! --version` (the daemon that will run when it is started), and last
 //! `current`, the newest behaviour modelled. Every output says which.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::daemon_version::{DaemonVersion, VersionRequest};
-use crate::dataroot::DataRoot;
+use crate::dataroot::{DataRoot, RemapRoot};
 use crate::dockerd_binary::{self, InstalledDockerd, Lookup, LookupError};
-use crate::engine::{default_host, DaemonInfo, DockerEngine, Engine, EngineError};
+use crate::engine::context::{self, ClientSettings, DEFAULT_HOST};
+use crate::engine::{DaemonInfo, DockerEngine, Engine, EngineError};
 
+use super::plugin::DockerGlobals;
 use super::Cli;
 
 /// How long a probe of a daemon may take before volmig goes on without it.
 const PROBE_TIMEOUT_SECS: u64 = 5;
+
+/// Where dockerd keeps its data unless told otherwise.
+const DEFAULT_DATA_ROOT: &str = "/var/lib/docker";
+
+/// Settles the daemon and the data-root before a command runs: the host
+/// the docker CLI would use (`-H`, docker's own options as a plugin, then
+/// its environment and context: `engine::context`), and `--data-root`,
+/// else the Docker Root Dir of the daemon answering at a local socket,
+/// else /var/lib/docker. Afterwards `cli.host` is always set.
+pub fn settle(cli: &mut Cli, docker: DockerGlobals) -> anyhow::Result<()> {
+    let settings = ClientSettings {
+        host_flag: cli.host.clone().or(docker.host),
+        context_flag: docker.context,
+        config_flag: docker.config,
+        ..ClientSettings::from_env()
+    };
+    let endpoint = context::resolve(&settings)?;
+    cli.data_root = match &cli.data_root_given {
+        Some(given) => given.clone(),
+        None => daemon_data_root(&endpoint.host, cli)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT)),
+    };
+    cli.host = Some(endpoint.host);
+    Ok(())
+}
+
+/// The data-root of the daemon at `host`, when it is a local socket and a
+/// daemon answers there (a tcp:// daemon's directories are on its host).
+fn daemon_data_root(host: &str, cli: &Cli) -> Option<PathBuf> {
+    if !host.starts_with("unix://") {
+        return None;
+    }
+    let info = DockerEngine::connect(host, PROBE_TIMEOUT_SECS)
+        .and_then(|e| e.info())
+        .ok()?;
+    data_root_of(&info.root_dir, cli.userns_remap)
+}
+
+/// The data-root for a daemon's Docker Root Dir: that directory, except
+/// with --userns-remap, where the daemon reports its `<uid>.<gid>` subtree
+/// and the data-root is the parent. None for an empty answer.
+fn data_root_of(root_dir: &Path, remap: Option<RemapRoot>) -> Option<PathBuf> {
+    if root_dir.as_os_str().is_empty() {
+        return None;
+    }
+    match (remap, root_dir.file_name(), root_dir.parent()) {
+        (Some(remap), Some(name), Some(parent)) if name == remap.dir_name().as_str() => {
+            Some(parent.to_path_buf())
+        }
+        _ => Some(root_dir.to_path_buf()),
+    }
+}
 
 /// Where the predicted version came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -73,7 +127,7 @@ pub struct Prediction {
 
 impl DaemonContext {
     pub fn host(cli: &Cli) -> String {
-        cli.host.clone().unwrap_or_else(default_host)
+        cli.host.clone().unwrap_or_else(|| DEFAULT_HOST.to_string())
     }
 
     /// Probes the host. A daemon that answers but serves another data-root
@@ -215,5 +269,29 @@ impl DaemonContext {
             note: self.lookup_error.as_ref().map(|e| e.to_string()),
             text: self.describe(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_s_root_dir_is_the_data_root_and_a_remapped_one_its_parent() {
+        let remap = RemapRoot {
+            uid: 100000,
+            gid: 100000,
+        };
+        let plain = Path::new("/home/u/.local/share/docker");
+        assert_eq!(data_root_of(plain, None).as_deref(), Some(plain));
+        assert_eq!(data_root_of(plain, Some(remap)).as_deref(), Some(plain));
+        let remapped = Path::new("/var/lib/docker/100000.100000");
+        assert_eq!(
+            data_root_of(remapped, Some(remap)).as_deref(),
+            Some(Path::new("/var/lib/docker"))
+        );
+        // Not told of a remap: never guessed from the name.
+        assert_eq!(data_root_of(remapped, None).as_deref(), Some(remapped));
+        assert_eq!(data_root_of(Path::new(""), None), None);
     }
 }

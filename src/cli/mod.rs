@@ -7,10 +7,13 @@
 
 mod daemon;
 mod export;
+mod generate;
 mod import;
 mod inspect;
+mod install;
 mod migrate;
 mod output;
+mod plugin;
 mod progress;
 mod recover;
 mod render;
@@ -43,16 +46,23 @@ use crate::idmap::{subid, IdMap};
 /// Exit codes: 0 all good, 1 the thing checked is broken, 2 the command
 /// could not run (bad arguments or input; nothing was changed).
 #[derive(Debug, Parser)]
-#[command(name = "volmig", version, max_term_width = 100)]
+#[command(name = "volmig", version = VERSION, max_term_width = 100)]
 pub struct Cli {
-    /// The daemon's data-root (dockerd --data-root).
+    /// The daemon's data-root (dockerd --data-root). Default: the Docker
+    /// Root Dir of the daemon answering at a unix:// host (see -H), else
+    /// /var/lib/docker.
     #[arg(
-        long,
+        id = "data_root",
+        long = "data-root",
         global = true,
         value_name = "DIR",
-        env = "VOLMIG_DATA_ROOT",
-        default_value = "/var/lib/docker"
+        env = "VOLMIG_DATA_ROOT"
     )]
+    pub data_root_given: Option<PathBuf>,
+
+    /// The data-root used: `--data-root`, or the default found by
+    /// `daemon::settle` before any command runs.
+    #[arg(skip)]
     pub data_root: PathBuf,
 
     /// Print one JSON document on stdout (top-level boolean `ok`).
@@ -74,8 +84,10 @@ pub struct Cli {
     pub daemon_version: Option<VersionRequest>,
 
     /// The Docker daemon to talk to, like the docker CLI: unix:///path or
-    /// tcp://host:port. Default: $DOCKER_HOST, else unix:///var/run/docker.sock.
-    /// Used only when it serves --data-root.
+    /// tcp://host:port. Default: $DOCKER_HOST, else the endpoint of the
+    /// docker context in $DOCKER_CONTEXT or of `docker context use`
+    /// ($DOCKER_CONFIG/config.json, default ~/.docker), else
+    /// unix:///var/run/docker.sock. Used only when it serves --data-root.
     #[arg(short = 'H', long, global = true, value_name = "HOST")]
     pub host: Option<String>,
 
@@ -134,7 +146,37 @@ pub enum Command {
     /// mounts). Run it with dockerd stopped: a running one writes its own
     /// copy back, so it refuses.
     RewriteSources(rewrite_sources::RewriteSourcesArgs),
+    /// Put this binary in place as the docker CLI plugin `docker-volmig`
+    /// (a symlink in ~/.docker/cli-plugins by default; --system for
+    /// /usr/local/lib/docker/cli-plugins), so that `docker volmig verify
+    /// --all` runs it with the docker CLI's daemon and context.
+    InstallPlugin(install::InstallPluginArgs),
+    /// Print the shell completion script for bash, zsh or fish, e.g.
+    /// `volmig completions bash > /etc/bash_completion.d/volmig`.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff), or write one per command with --dir,
+    /// e.g. `volmig man --dir /usr/local/share/man/man1`.
+    Man(generate::ManArgs),
 }
+
+impl Command {
+    /// Whether the command works on a data-root or a daemon (the others,
+    /// `inspect` of a bundle among them, need neither and never read the
+    /// docker CLI's files).
+    fn uses_daemon(&self) -> bool {
+        !matches!(
+            self,
+            Command::Inspect(_)
+                | Command::InstallPlugin(_)
+                | Command::Completions(_)
+                | Command::Man(_)
+        )
+    }
+}
+
+/// `volmig --version` and the plugin's version: the crate version and the
+/// commit it was built from (build.rs), e.g. `0.1.0 (git d25d315)`.
+pub const VERSION: &str = env!("VOLMIG_VERSION");
 
 /// A command stopped by SIGINT, SIGTERM or SIGHUP after cleaning up.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +220,16 @@ fn open_root(cli: &Cli, need_ids: bool) -> anyhow::Result<DataRoot> {
 pub fn main() -> ExitCode {
     // Before any thread exists: they all inherit the blocked signals.
     signals::install();
-    let cli = match Cli::try_parse() {
+    let (args, docker) = match plugin::classify(std::env::args_os().collect()) {
+        Ok(plugin::Invocation::Standalone(args)) => (args, None),
+        Ok(plugin::Invocation::Plugin { args, docker }) => (args, Some(docker)),
+        Ok(plugin::Invocation::Metadata) => return print_plugin_metadata(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cli = match parse(args, docker.is_some()) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -186,16 +237,43 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let result = match &cli.command {
-        Command::Scan(args) => scan::run(&cli, args),
-        Command::Verify(args) => verify::run(&cli, args),
-        Command::Export(args) => export::run(&cli, args),
-        Command::Import(args) => import::run(&cli, args),
-        Command::Inspect(args) => inspect::run(&cli, args),
-        Command::Recover(args) => recover::run(&cli, args),
-        Command::Migrate(args) => migrate::run(&cli, args),
-        Command::RewriteSources(args) => rewrite_sources::run(&cli, args),
+    let result = if cli.command.uses_daemon() {
+        daemon::settle(&mut cli, docker.unwrap_or_default()).and_then(|()| dispatch(&cli))
+    } else {
+        dispatch(&cli)
     };
+    finish(&cli, result)
+}
+
+/// clap on the arguments; as a plugin, usage and errors say `docker volmig`.
+fn parse(args: Vec<std::ffi::OsString>, as_plugin: bool) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    if as_plugin {
+        command = command.bin_name("docker volmig");
+    }
+    let matches = command.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        Command::Scan(args) => scan::run(cli, args),
+        Command::Verify(args) => verify::run(cli, args),
+        Command::Export(args) => export::run(cli, args),
+        Command::Import(args) => import::run(cli, args),
+        Command::Inspect(args) => inspect::run(cli, args),
+        Command::Recover(args) => recover::run(cli, args),
+        Command::Migrate(args) => migrate::run(cli, args),
+        Command::RewriteSources(args) => rewrite_sources::run(cli, args),
+        Command::InstallPlugin(args) => install::run(cli, args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
+    }
+}
+
+/// The exit code of a command's result; an error is printed once.
+fn finish(cli: &Cli, result: anyhow::Result<Outcome>) -> ExitCode {
     match result {
         Ok(Outcome::Good) => ExitCode::SUCCESS,
         Ok(Outcome::Broken) => ExitCode::from(1),
@@ -217,6 +295,15 @@ pub fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// `docker-volmig docker-cli-plugin-metadata`: one JSON line on stdout.
+fn print_plugin_metadata() -> ExitCode {
+    let meta = crate::docker_plugin::Metadata::new(VERSION);
+    match serde_json::to_string(&meta) {
+        Ok(text) if emit(&format!("{text}\n")).is_ok() => ExitCode::SUCCESS,
+        _ => ExitCode::from(2),
     }
 }
 

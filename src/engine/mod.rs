@@ -8,6 +8,8 @@
 //! around an export). `DockerEngine` implements it with bollard, a
 //! maintained client, on a single-threaded tokio runtime.
 
+pub mod context;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -122,14 +124,6 @@ impl Drop for Quiesce<'_> {
         // The caller reports restore's errors; here nothing is left to tell.
         let _ = self.restore();
     }
-}
-
-/// The default host, like the docker CLI: `DOCKER_HOST`, else the socket.
-pub fn default_host() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
 }
 
 /// A daemon reached through bollard.
