@@ -24,7 +24,7 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -147,7 +147,7 @@ impl DirFd {
             self.file.as_fd(),
             rel,
             flags,
-            openat2_works(self.file.as_raw_fd()),
+            openat2_works(self.file.as_fd()),
         )
         .map_err(|f| OpenError::new(self.path.join(rel), f))
     }
@@ -169,7 +169,7 @@ static OPENAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
 /// Whether this kernel has openat2 (Linux 5.6+), found out once by opening
 /// `.` of `dir`. ENOSYS: an older kernel; EPERM: a seccomp profile that
 /// does not know it (Docker's before 20.10 answered unknown calls so).
-fn openat2_works(dir: RawFd) -> bool {
+fn openat2_works(dir: BorrowedFd<'_>) -> bool {
     match OPENAT2.load(Ordering::Relaxed) {
         YES => return true,
         NO => return false,
@@ -178,14 +178,7 @@ fn openat2_works(dir: RawFd) -> bool {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH);
-    let works = match nix::fcntl::openat2(dir, ".", how) {
-        Ok(fd) => {
-            // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            true
-        }
-        Err(_) => false,
-    };
+    let works = openat2_owned(dir, c".", how).is_ok();
     OPENAT2.store(if works { YES } else { NO }, Ordering::Relaxed);
     works
 }
@@ -206,9 +199,8 @@ fn open_beneath(
                 | ResolveFlag::RESOLVE_NO_MAGICLINKS,
         );
         loop {
-            return match nix::fcntl::openat2(dir.as_raw_fd(), rel, how) {
-                // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-                Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            return match openat2_owned(dir, rel, how) {
+                Ok(fd) => Ok(fd),
                 // A rename raced a `..` (we pass none, but the kernel may say so).
                 Err(Errno::EAGAIN | Errno::EINTR) => continue,
                 Err(Errno::ELOOP) => Err(Failure::Symlink),
@@ -254,6 +246,20 @@ fn walk_beneath(dir: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> Result<OwnedFd
     openat_owned(at, *last, flags).map_err(|f| explain(at, last, f))
 }
 
+/// `openat2(2)` beneath `dir`, the new descriptor owned.
+fn openat2_owned<P: ?Sized + NixPath>(
+    dir: BorrowedFd<'_>,
+    path: &P,
+    how: OpenHow,
+) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::openat2(dir.as_raw_fd(), path, how)?;
+    // SAFETY: nix 0.29's `openat2` hands back the new descriptor as a bare
+    // `RawFd` and has no variant that returns it owned, hence this block.
+    // The descriptor was created by this very call and given to no one
+    // else, so the `OwnedFd` is its one owner and closes it exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 fn openat_owned<P: ?Sized + NixPath>(
     at: BorrowedFd<'_>,
     name: &P,
@@ -261,7 +267,10 @@ fn openat_owned<P: ?Sized + NixPath>(
 ) -> Result<OwnedFd, Failure> {
     loop {
         return match nix::fcntl::openat(Some(at.as_raw_fd()), name, flags, Mode::empty()) {
-            // SAFETY: openat just returned this descriptor; nothing else owns it.
+            // SAFETY: nix 0.29's `openat` hands back the new descriptor as
+            // a bare `RawFd` and has no variant that returns it owned. It
+            // was created by this very call and given to no one else, so
+            // the `OwnedFd` is its one owner and closes it exactly once.
             Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
             Err(Errno::EINTR) => continue,
             Err(e) => Err(Failure::Errno(e)),
@@ -325,7 +334,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let probe = DirFd::open(tmp.path()).unwrap();
         let mut modes = vec![false];
-        if openat2_works(probe.file.as_raw_fd()) {
+        if openat2_works(probe.file.as_fd()) {
             modes.push(true);
         }
         modes

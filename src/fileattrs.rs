@@ -11,13 +11,17 @@
 //! Restoring order matters: chown clears setuid bits and
 //! security.capability, so owner first, then mode, then xattrs, then times.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, OsStr};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::unistd::{lseek, Whence};
 
 /// What kind of file an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,124 +209,62 @@ impl Stamp {
     }
 }
 
-fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
-}
-
-/// Every xattr of `path` itself, sorted by name. A filesystem without
-/// xattr support has none.
+/// Every xattr of `path` itself (`llistxattr`, `lgetxattr`: a symlink is
+/// not followed), sorted by name. A filesystem without xattr support has
+/// none.
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let c = cpath(path)?;
-    collect_xattrs(
-        // SAFETY: `c` is a valid C string; the buffer describes live memory.
-        |buf: &mut [u8]| unsafe {
-            libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        },
-        // SAFETY: as above, with a valid name.
-        |name: &CString, buf: &mut [u8]| unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        },
-    )
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    collect_xattrs(names, |name| xattr::get(path, name))
 }
 
 /// Every xattr of an open file, sorted by name (no path lookup).
 pub fn read_xattrs_fd(file: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let fd = file.as_raw_fd();
-    collect_xattrs(
-        // SAFETY: `fd` is open; the buffer describes live memory.
-        |buf: &mut [u8]| unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) },
-        // SAFETY: as above, with a valid name.
-        |name: &CString, buf: &mut [u8]| unsafe {
-            libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        },
-    )
+    use xattr::FileExt as _;
+    let names = match file.list_xattr() {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    collect_xattrs(names, |name| file.get_xattr(name))
 }
 
+/// The value of each listed name. A name removed between the list and
+/// the get (`ENODATA`, which the `xattr` crate gives as `None`) keeps an
+/// empty value, as it always has.
 fn collect_xattrs(
-    list: impl Fn(&mut [u8]) -> isize,
-    get: impl Fn(&CString, &mut [u8]) -> isize,
+    names: xattr::XAttrs,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
 ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 256];
-    let len = loop {
-        let n = list(&mut names);
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(err),
-        }
-    };
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name).map_err(|_| io::Error::other("xattr name with NUL"))?;
-        let mut value = vec![0u8; 256];
-        loop {
-            let n = get(&cname, &mut value);
-            if n >= 0 {
-                value.truncate(n as usize);
-                break;
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::ERANGE) => value.resize(value.len() * 4, 0),
-                // Removed between list and get: an empty value.
-                Some(libc::ENODATA) => {
-                    value.clear();
-                    break;
-                }
-                _ => return Err(err),
-            }
-        }
-        out.push((name.to_vec(), value));
+    for name in names.filter(|n| !n.is_empty()) {
+        let value = get(&name)?.unwrap_or_default();
+        out.push((name.into_vec(), value));
     }
     out.sort();
     Ok(out)
 }
 
-/// Sets one xattr on `path` itself.
+/// Sets one xattr on `path` itself (`lsetxattr`).
 pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let c = cpath(path)?;
-    let cname = CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name with NUL"))?;
-    // SAFETY: pointers and lengths describe live buffers.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    if name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "xattr name with NUL",
+        ));
     }
+    xattr::set(path, OsStr::from_bytes(name), value)
 }
 
 /// Restores owner, mode, xattrs and mtime on `path` (created by the
 /// caller), in the order that keeps setuid bits and capabilities.
 pub fn restore(path: &Path, attrs: &FileAttrs) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: `c` is a valid C string.
-    if unsafe { libc::lchown(c.as_ptr(), attrs.uid, attrs.gid) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    std::os::unix::fs::lchown(path, Some(attrs.uid), Some(attrs.gid))?;
     if attrs.kind != FileKind::Symlink {
-        // SAFETY: `c` is a valid C string.
-        if unsafe { libc::chmod(c.as_ptr(), attrs.mode as libc::mode_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        fs::set_permissions(path, fs::Permissions::from_mode(attrs.mode))?;
     }
     for (name, value) in &attrs.xattrs {
         set_xattr(path, name, value)?;
@@ -371,35 +313,17 @@ pub fn set_mtime_fd(fd: std::os::fd::BorrowedFd<'_>, (sec, nsec): (i64, u32)) ->
 
 /// Sets atime and mtime of `path` itself to the given mtime.
 pub fn set_mtime(path: &Path, sec: i64, nsec: u32) -> io::Result<()> {
-    let c = cpath(path)?;
-    let t = libc::timespec {
-        tv_sec: sec as libc::time_t,
-        tv_nsec: nsec as libc::c_long,
-    };
-    let times = [t, t];
-    // SAFETY: `c` is valid; `times` has two entries as utimensat requires.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let t = nix::sys::time::TimeSpec::new(sec as libc::time_t, nsec as libc::c_long);
+    nix::sys::stat::utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink)?;
+    Ok(())
 }
 
 /// Creates a fifo or device node at `path`.
 pub fn make_node(path: &Path, kind: FileKind, major: u32, minor: u32) -> io::Result<()> {
-    let c = cpath(path)?;
     let (fmt, dev) = match kind {
-        FileKind::Fifo => (libc::S_IFIFO, 0),
-        FileKind::Char => (libc::S_IFCHR, libc::makedev(major, minor)),
-        FileKind::Block => (libc::S_IFBLK, libc::makedev(major, minor)),
+        FileKind::Fifo => (SFlag::S_IFIFO, 0),
+        FileKind::Char => (SFlag::S_IFCHR, libc::makedev(major, minor)),
+        FileKind::Block => (SFlag::S_IFBLK, libc::makedev(major, minor)),
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -407,10 +331,7 @@ pub fn make_node(path: &Path, kind: FileKind, major: u32, minor: u32) -> io::Res
             ))
         }
     };
-    // SAFETY: `c` is a valid C string.
-    if unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::sys::stat::mknod(path, fmt, Mode::from_bits_truncate(0o600), dev)?;
     Ok(())
 }
 
@@ -426,31 +347,20 @@ pub fn data_segments(file: &File, size: u64, blocks: u64) -> io::Result<Option<V
     let mut pos: i64 = 0;
     let end = size as i64;
     while pos < end {
-        // SAFETY: lseek on a valid descriptor.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            if err.raw_os_error() == Some(libc::EINVAL) {
-                return Ok(None); // filesystem without SEEK_DATA
-            }
-            return Err(err);
-        }
-        // SAFETY: lseek on a valid descriptor.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let hole = hole.min(end);
+        let data = match lseek(fd, pos, Whence::SeekData) {
+            Ok(data) => data,
+            Err(Errno::ENXIO) => break,            // only a hole remains
+            Err(Errno::EINVAL) => return Ok(None), // filesystem without SEEK_DATA
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(fd, data, Whence::SeekHole)?.min(end);
         if hole > data {
             segments.push((data as u64, (hole - data) as u64));
         }
         pos = hole;
     }
-    // SAFETY: rewind for the reader that follows.
-    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+    // Rewind for the reader that follows (it reads from the start).
+    lseek(fd, 0, Whence::SeekSet)?;
     let data_bytes: u64 = segments.iter().map(|s| s.1).sum();
     if data_bytes >= size {
         return Ok(None);
