@@ -3,16 +3,19 @@
 //! metadata.db), what export refuses (running containers, missing volumes,
 //! missing checkpoints), and checkpoints carried into the target container.
 
+mod bundle_support;
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use crate::bundle_support::{
+use bundle_support::{
     assert_same_tree, assert_unchanged, export_to, small_source, snapshot, stderr, stdout,
     write_at, APP_ID, DB_ID,
 };
-use crate::common::{json_run, volume_mount, FakeDataRoot};
+use common::{json_run, volume_mount, FakeDataRoot};
 use serde_json::Value;
 
 const VOLUMES: [&str; 3] = ["appdata", "pgdata", "shared"];
@@ -40,12 +43,7 @@ fn target_with_conflicts(conflicting: &[&str]) -> FakeDataRoot {
 }
 
 fn labels(root: &Path, volume: &str) -> Value {
-    let (code, doc) = json_run(
-        crate::common::volmig()
-            .arg("--data-root")
-            .arg(root)
-            .arg("scan"),
-    );
+    let (code, doc) = json_run(common::volmig().arg("--data-root").arg(root).arg("scan"));
     assert!(code == 0 || code == 1, "{doc:#}");
     doc["volumes"][volume]["labels"].clone()
 }
@@ -189,7 +187,7 @@ fn skip_identical_keeps_identical_volumes_and_refuses_different_ones() {
         .ino();
     let kept: Vec<_> = VOLUMES
         .iter()
-        .map(|v| crate::bundle_support::tree(&t.path().join("volumes").join(v)).nodes)
+        .map(|v| bundle_support::tree(&t.path().join("volumes").join(v)).nodes)
         .collect();
     let (code, doc) = json_run(
         t.volmig()
@@ -202,7 +200,7 @@ fn skip_identical_keeps_identical_volumes_and_refuses_different_ones() {
     assert_eq!(doc["metadata"]["written"], 3);
     for (v, before) in VOLUMES.iter().zip(&kept) {
         assert_eq!(
-            &crate::bundle_support::tree(&t.path().join("volumes").join(v)).nodes,
+            &bundle_support::tree(&t.path().join("volumes").join(v)).nodes,
             before,
             "volume {v} was touched"
         );
@@ -451,7 +449,7 @@ fn a_checkpoint_is_carried_and_installed_into_the_target_container() {
     let bundle = work.path().join("cp.tar");
     export_to(&src, &["app"], &["--checkpoint", "cp1"], &bundle);
 
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .arg("inspect")
         .arg(&bundle)
         .output()
@@ -461,7 +459,7 @@ fn a_checkpoint_is_carried_and_installed_into_the_target_container() {
         "{}",
         stdout(&out)
     );
-    let out = crate::bundle_support::sh(&format!("tar -tf {}", crate::bundle_support::q(&bundle)));
+    let out = bundle_support::sh(&format!("tar -tf {}", bundle_support::q(&bundle)));
     assert!(stdout(&out).contains(&format!("containers/{APP_ID}/checkpoints/cp1/pages-1.img")));
 
     // A target that holds the container (its configs were moved already).
@@ -570,7 +568,7 @@ fn sparse_files_need_only_their_data_on_the_target() {
     fs::create_dir(root.join("volumes")).unwrap();
     fs::create_dir(root.join("containers")).unwrap();
     let (code, doc) = json_run(
-        crate::common::volmig()
+        common::volmig()
             .arg("--data-root")
             .arg(root)
             .arg("import")
@@ -591,13 +589,13 @@ fn sparse_files_need_only_their_data_on_the_target() {
 #[test]
 fn export_to_a_device_writes_into_it_and_keeps_it() {
     use std::os::unix::fs::FileTypeExt;
-    let mut src = crate::common::FakeDataRoot::new();
+    let mut src = common::FakeDataRoot::new();
     let r = src.path();
     src.volume("v1", &[])
         .container(
             &format!("{:0>64}", 1),
             "web",
-            &[crate::common::volume_mount("v1", "/v", &r)],
+            &[common::volume_mount("v1", "/v", &r)],
         )
         .write_db();
     let dir = tempfile::tempdir().unwrap();
@@ -607,7 +605,7 @@ fn export_to_a_device_writes_into_it_and_keeps_it() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    crate::common::volmig()
+    common::volmig()
         .arg("--data-root")
         .arg(&r)
         .args(["export", "web", "-o"])

@@ -3,11 +3,13 @@
 //! `dockerd --version`, else current; and a stale Source's fix names a
 //! command that works in the state the daemon is in.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::common::{container_findings, json_run, volume_mount, FakeDataRoot};
+use common::{container_findings, json_run, volume_mount, FakeDataRoot};
 use serde_json::json;
 
 /// No daemon listens here: the tests never probe the host's daemon.
@@ -276,7 +278,7 @@ fn with_dockerd_stopped_the_fix_is_a_rewrite_sources_that_works() {
     assert!(fix.ends_with("before starting dockerd"), "{fix}");
     assert!(!fix.contains("volmig import does"), "{fix}");
     let (code, out) = json_run(
-        crate::common::volmig()
+        common::volmig()
             .args(command_in(&fix))
             .args(["-H", NO_DAEMON]),
     );
@@ -286,7 +288,7 @@ fn with_dockerd_stopped_the_fix_is_a_rewrite_sources_that_works() {
     assert_eq!(code, 0, "the fix worked: {doc:#}");
     // Idempotent.
     let (code, out) = json_run(
-        crate::common::volmig()
+        common::volmig()
             .args(command_in(&fix))
             .args(["-H", NO_DAEMON]),
     );
@@ -322,7 +324,7 @@ fn with_dockerd_running_the_fix_says_stop_rewrite_start_and_rewrite_sources_refu
         .join(id(1))
         .join("config.v2.json");
     let before = fs::read(&config).unwrap();
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .args(command_in(&fix))
         .args(["-H", NO_DAEMON])
         .output()
@@ -338,7 +340,7 @@ fn with_dockerd_running_the_fix_says_stop_rewrite_start_and_rewrite_sources_refu
     // "Stopped": the same command now works.
     drop(held);
     let (code, _) = json_run(
-        crate::common::volmig()
+        common::volmig()
             .args(command_in(&fix))
             .args(["-H", NO_DAEMON]),
     );

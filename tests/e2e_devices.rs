@@ -7,22 +7,25 @@
 //! can and cannot know. The harness is `e2e/mod.rs` (one private daemon,
 //! its own data-root under /var/tmp/volmig-e2e).
 
+mod common;
+mod e2e;
+
 use std::fs;
 use std::path::Path;
 
-use crate::common::failure_messages;
-use crate::e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
+use common::failure_messages;
+use e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
 
 /// The data-root as a host that never had the volume: its directory gone
 /// (its metadata.db record stays, as after a copy of the containers).
 fn drop_volume(root: &Path, name: &str) {
-    crate::e2e::remove_tree(&root.join("volumes").join(name));
+    e2e::remove_tree(&root.join("volumes").join(name));
 }
 
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_bind_volume_moves_to_a_host_without_its_device() {
-    crate::e2e::require_daemon_prerequisites();
+    e2e::require_daemon_prerequisites();
     let mut d = PrivateDaemon::start("s8");
     d.load_busybox_image("s8img", None);
     let host = d.dir.join("host");
@@ -73,7 +76,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
         "two files and opts.json: {doc}"
     );
     // The target host: neither the volume nor its device path.
-    crate::e2e::remove_tree(&host);
+    e2e::remove_tree(&host);
     drop_volume(&d.root, "appdata");
     let (code, out, err) = volmig_run(&d.root, &["import", &out_arg]);
     println!("import: {out}{err}");
@@ -106,7 +109,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
         left.contains("appdata") && left.contains("stayed behind"),
         "{doc}"
     );
-    crate::e2e::remove_tree(&host);
+    e2e::remove_tree(&host);
     drop_volume(&d.root, "appdata");
     // The import commits, then its own verify finds the container broken.
     let (code, out, err) = volmig_run(&d.root, &["import", &out_arg]);
@@ -136,7 +139,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
-    crate::e2e::require_daemon_prerequisites();
+    e2e::require_daemon_prerequisites();
     let mut d = PrivateDaemon::start("s8nfs");
     d.load_busybox_image("s8img", None);
     d.dk(&[
@@ -189,7 +192,7 @@ fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
-    crate::e2e::require_daemon_prerequisites();
+    e2e::require_daemon_prerequisites();
     let mut d = PrivateDaemon::start("s8live");
     d.load_busybox_image("s8img", None);
     let host = d.dir.join("host");
@@ -235,7 +238,7 @@ fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
     let out_arg = bundle.display().to_string();
     let (code, doc) = volmig_json(&d.root, &["export", "web", "-o", &out_arg]);
     assert_eq!(code, 0, "{doc}");
-    crate::e2e::remove_tree(&host);
+    e2e::remove_tree(&host);
     drop_volume(&d.root, "appdata");
     // The daemon starts without the volume (and drops its record).
     d.start_again();

@@ -11,13 +11,16 @@
 //! default, set with `setfacl`: package `acl`) and file capabilities v2 and
 //! v3 (`setcap -n`: package `libcap2-bin`). `VOLMIG_SKIP_E2E=1` skips it.
 
+mod common;
+mod e2e;
+
 use std::fs;
 use std::os::unix::fs::{chown, lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::e2e::{volmig_run, PrivateDaemon};
+use e2e::{volmig_run, PrivateDaemon};
 use volmig::fileattrs::read_xattrs;
 
 /// The files checked on both sides, with the ids a container sees.
@@ -164,7 +167,7 @@ fn volmig_ok(root: &Path, args: &[&str], what: &str) -> String {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn userns_remap_round_trip_plain_to_remapped_and_back() {
-    crate::e2e::require_daemon_prerequisites();
+    e2e::require_daemon_prerequisites();
     require_tools();
     let t0 = Instant::now();
 

@@ -2,14 +2,17 @@
 //! failures, each reproduced and pinned by a test named after it (the
 //! exhaustive kill/fail-at-every-step suite is `crash_import.rs`).
 
+mod bundle_support;
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::bundle_support::{bin, export_to, small_source, stderr, stdout};
-use crate::common::{json_run, FakeDataRoot};
+use bundle_support::{bin, export_to, small_source, stderr, stdout};
+use common::{json_run, FakeDataRoot};
 use volmig::dataroot::metadata::read_store;
 
 fn bundle(work: &Path) -> (FakeDataRoot, PathBuf) {
@@ -469,7 +472,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
     let small = SmallFs::new(16);
     small.fill(3 << 20);
     let root = small.root();
-    let before = crate::bundle_support::snapshot(&root);
+    let before = bundle_support::snapshot(&root);
     let out = Command::new(bin())
         .env("VOLMIG_DOCKERD", "")
         .arg("--data-root")
@@ -484,7 +487,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
         "{}",
         stderr(&out)
     );
-    crate::bundle_support::assert_unchanged(&root, &before);
+    bundle_support::assert_unchanged(&root, &before);
 }
 
 /// ENOSPC at the commit: the staged bundle fits, then the filesystem fills
@@ -514,7 +517,7 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
     let db = root.join("volumes/metadata.db");
     let db_size = fs::metadata(&db).unwrap().len();
     assert!(db_size > 256 << 10, "metadata.db is {db_size} bytes");
-    let before = crate::bundle_support::snapshot(&root);
+    let before = bundle_support::snapshot(&root);
     // Held at the syncfs that ends staging; the filesystem fills meanwhile.
     let child = spawn_import(&root, &b, "fail", "syncfs:delay_enter=1500000");
     while !root.join("volmig-staging").exists() {
@@ -530,7 +533,7 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
         stderr(&out)
     );
     fs::remove_file(small.dir.path().join("mnt/filler")).unwrap();
-    crate::bundle_support::assert_unchanged(&root, &before);
+    bundle_support::assert_unchanged(&root, &before);
 }
 
 /// The pid of the volmig that strace (`parent`) runs: strace forks short
@@ -651,7 +654,7 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
     let t = replace_target();
     fs::remove_dir_all(t.path().join("volumes/shared")).unwrap();
     fs::write(t.path().join("volumes/shared"), b"a stray file").unwrap();
-    let before = crate::bundle_support::snapshot(&t.path());
+    let before = bundle_support::snapshot(&t.path());
     let out = t
         .volmig()
         .args(["import", "--on-conflict", "replace"])
@@ -664,5 +667,5 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
         "{}",
         stderr(&out)
     );
-    crate::bundle_support::assert_unchanged(&t.path(), &before);
+    bundle_support::assert_unchanged(&t.path(), &before);
 }

@@ -4,15 +4,18 @@
 //! bundle does not carry; it appears only once the bundle is verified, and
 //! never for a bundle no delta could name.
 
+mod bundle_support;
+mod common;
+
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::bundle_support::{
+use bundle_support::{
     export_to, parse_entries, position, reseal, stderr, stdout, write_at, write_entries, APP_ID,
 };
-use crate::common::{json_run, volume_mount, FakeDataRoot};
+use common::{json_run, volume_mount, FakeDataRoot};
 use sha2::{Digest, Sha256};
 use volmig::bundle::{HEADER_PATH, TRAILER_PATH};
 use volmig::manifest::io::VolumeEnd;
@@ -121,14 +124,14 @@ fn partial(path: &Path) -> PathBuf {
 /// `inspect BUNDLE --manifest M` and `inspect --check BUNDLE`: their exit
 /// codes and outputs.
 fn inspect_both(bundle: &Path, m: &Path) -> (i32, String, i32) {
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .arg("inspect")
         .arg(bundle)
         .arg("--manifest")
         .arg(m)
         .output()
         .unwrap();
-    let check = crate::common::volmig()
+    let check = common::volmig()
         .args(["inspect", "--check"])
         .arg(bundle)
         .output()
@@ -152,7 +155,7 @@ fn a_manifest_from_the_bundle_equals_the_exports_but_for_ctime_and_inode() {
     let m1_arg = m1.to_str().unwrap();
     export_to(&src, &["app"], &["--manifest-out", m1_arg], &bundle);
 
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .arg("inspect")
         .arg(&bundle)
         .arg("--manifest")
@@ -244,7 +247,7 @@ fn a_manifest_from_the_bundle_equals_the_exports_but_for_ctime_and_inode() {
     // --json: one document, naming the manifest, with each volume's count
     // and tree digest (the trailer's); an existing FILE is replaced.
     let (code, doc) = json_run(
-        crate::common::volmig()
+        common::volmig()
             .arg("inspect")
             .arg(&bundle)
             .arg("--manifest")
@@ -277,7 +280,7 @@ fn a_bundle_without_a_round_is_refused_and_leaves_no_file() {
     let work = tempfile::tempdir().unwrap();
     let (bundle, m) = (work.path().join("b.tar"), work.path().join("m"));
     export_to(&src, &["app"], &[], &bundle);
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .arg("inspect")
         .arg(&bundle)
         .arg("--manifest")
@@ -293,7 +296,7 @@ fn a_bundle_without_a_round_is_refused_and_leaves_no_file() {
     assert!(!m.exists() && !partial(&m).exists());
 
     let (code, doc) = json_run(
-        crate::common::volmig()
+        common::volmig()
             .arg("inspect")
             .arg(&bundle)
             .arg("--manifest")
@@ -466,7 +469,7 @@ fn a_recovered_manifest_is_a_base_for_export_since() {
         &["--manifest-out", &arg(&path("m1"))],
         &path("b0"),
     );
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .arg("inspect")
         .arg(path("b0"))
         .arg("--manifest")

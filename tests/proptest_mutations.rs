@@ -7,6 +7,10 @@
 //! binary and checks its exit code (0, 1 or 2, never a panic's 101) and
 //! its peak RSS (under 64 MiB).
 
+mod bundle_support;
+mod common;
+mod measured;
+
 use std::fs;
 use std::io::{self, Cursor, Read};
 use std::panic::{self, AssertUnwindSafe};
@@ -17,7 +21,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use crate::bundle_support::{
+use bundle_support::{
     assert_unchanged, empty_target, export_to, parse_entries, reseal, small_source, snapshot,
     write_entries, RawEntry,
 };
@@ -445,7 +449,7 @@ fn replace(path: &Path, with: &Replacement) {
 /// A copy of fixture `source` with `m` applied.
 fn mutated_root(m: &RootMutation) -> tempfile::TempDir {
     use std::os::unix::ffi::OsStrExt;
-    let dir = crate::common::fixture("source");
+    let dir = common::fixture("source");
     let root = dir.path();
     match m {
         RootMutation::Replace(i, with) => {
@@ -520,9 +524,9 @@ proptest! {
         fs::write(&bundle, mutate(&m, seal)).unwrap();
         let target = empty_target();
         let before = snapshot(&target.path());
-        let mut cmd = crate::measured::volmig(&target.path());
+        let mut cmd = measured::volmig(&target.path());
         cmd.arg("import").arg(&bundle);
-        let import = crate::measured::run(cmd, Duration::from_secs(30));
+        let import = measured::run(cmd, Duration::from_secs(30));
         import.assert_sane("import");
         // Exit 2 promises nothing changed. (Exit 1 is a committed import
         // whose carried containers would not start: a mutated header can
@@ -530,9 +534,9 @@ proptest! {
         if import.code == Some(2) {
             assert_unchanged(&target.path(), &before);
         }
-        let mut cmd = crate::measured::volmig(&target.path());
+        let mut cmd = measured::volmig(&target.path());
         cmd.args(["inspect", "--check"]).arg(&bundle);
-        crate::measured::run(cmd, Duration::from_secs(30)).assert_sane("inspect --check");
+        measured::run(cmd, Duration::from_secs(30)).assert_sane("inspect --check");
     }
 
     #[test]
@@ -541,9 +545,9 @@ proptest! {
     ) {
         let dir = mutated_root(&m);
         for args in [&["scan"][..], &["verify", "--all"]] {
-            let mut cmd = crate::measured::volmig(dir.path());
+            let mut cmd = measured::volmig(dir.path());
             cmd.args(args);
-            crate::measured::run(cmd, Duration::from_secs(30)).assert_sane(&args.join(" "));
+            measured::run(cmd, Duration::from_secs(30)).assert_sane(&args.join(" "));
         }
     }
 }

@@ -3,13 +3,16 @@
 //! the same list (`refusals` in `--json`, errors included), exit 2 both,
 //! and neither changes the target.
 
+mod bundle_support;
+mod common;
+
 use std::fs;
 use std::path::Path;
 
-use crate::bundle_support::{
+use bundle_support::{
     assert_unchanged, empty_target, export_to, small_source, snapshot, stderr, write_at,
 };
-use crate::common::FakeDataRoot;
+use common::FakeDataRoot;
 use serde_json::Value;
 
 /// The refusals of `import ARGS BUNDLE --json` (exit 2 required), from

@@ -1,9 +1,11 @@
 //! `volmig scan` on data-roots built in a tempdir: the daemon-fatal cases,
 //! the warnings, and bad input.
 
+mod common;
+
 use std::fs;
 
-use crate::common::{json_run, volmig, FakeDataRoot};
+use common::{json_run, volmig, FakeDataRoot};
 use predicates::prelude::*;
 
 fn findings(doc: &serde_json::Value) -> Vec<(String, String, String)> {

@@ -6,11 +6,13 @@
 //! nothing. The range is given with --userns-remap-size: the host's
 //! /etc/subuid is not touched (the real-daemon test reads it).
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{chown, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::common::{volume_mount, FakeDataRoot};
+use common::{volume_mount, FakeDataRoot};
 use volmig::fileattrs::{read_xattrs, set_xattr};
 
 const REMAP: &[&str] = &[
@@ -102,7 +104,7 @@ fn source(extra_uid: Option<u32>) -> FakeDataRoot {
 }
 
 fn export(root: &Path, extra: &[&str], out: &Path) -> std::process::Output {
-    crate::common::volmig()
+    common::volmig()
         .arg("--data-root")
         .arg(root)
         .args(extra)
@@ -113,7 +115,7 @@ fn export(root: &Path, extra: &[&str], out: &Path) -> std::process::Output {
 }
 
 fn import(root: &Path, extra: &[&str], bundle: &Path) -> std::process::Output {
-    crate::common::volmig()
+    common::volmig()
         .arg("--data-root")
         .arg(root)
         .args(extra)
@@ -172,7 +174,7 @@ fn plain_to_remapped_and_back_shifts_owners_acls_and_capabilities() {
 
     // The same bundle again: the remapped volume is identical in the
     // containers' ids.
-    let again = crate::common::volmig()
+    let again = common::volmig()
         .arg("--data-root")
         .arg(outer.path())
         .args(REMAP)
@@ -196,7 +198,7 @@ fn plain_to_remapped_and_back_shifts_owners_acls_and_capabilities() {
     }
     let b2 = work.path().join("remapped.volmig");
     ok(&export(outer.path(), REMAP, &b2), "export from remapped");
-    let inspect = crate::common::volmig()
+    let inspect = common::volmig()
         .args(["--json", "inspect"])
         .arg(&b2)
         .output()
@@ -248,7 +250,7 @@ fn import_refuses_an_id_the_target_range_does_not_hold() {
         .unwrap_or_default();
     assert!(staging.is_empty(), "staging left: {staging:?}");
     // The dry run says the same.
-    let out = crate::common::volmig()
+    let out = common::volmig()
         .arg("--data-root")
         .arg(outer.path())
         .args(REMAP)
