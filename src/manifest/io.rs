@@ -310,8 +310,11 @@ impl ManifestReader {
             )));
         }
         if header.chunk_size != super::CHUNK {
+            // Chunk indexes and content digests of large files depend on
+            // it (an older volmig used 1 MiB): such a round is followed by
+            // a full one, not a delta.
             return Err(r.bad(format!(
-                "chunk size {}, this volmig uses {}",
+                "chunk size {}, this volmig uses {} (a manifest of another volmig version: export the next round in full)",
                 header.chunk_size,
                 super::CHUNK
             )));
