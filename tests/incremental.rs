@@ -17,6 +17,7 @@ use bundle_support::{
 };
 use common::FakeDataRoot;
 use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
+use volmig::manifest::CHUNK;
 
 /// A source, a target that received its full round, and the manifests of
 /// the rounds so far.
@@ -200,9 +201,32 @@ fn a_large_file_written_in_place_travels_as_its_changed_chunks() {
     drop(f);
     let bundle = r.delta();
     assert_eq!(carried(&bundle), ["appdata/big.bin (patch)"]);
-    // One chunk of 1 MiB, not the 5 MiB file.
+    // One chunk, not the 5 MiB file.
     let size = fs::metadata(&bundle).unwrap().len();
-    assert!(size < (1 << 20) + 64 * 1024, "delta of {size} bytes");
+    assert!(size < CHUNK + 64 * 1024, "delta of {size} bytes");
+    r.import(&bundle);
+    r.same();
+}
+
+/// A database writes pages at 4 KiB-aligned offsets: a 1 MiB write there
+/// must cost its chunks, not twice its size (with 1 MiB chunks it
+/// carried 2 MiB: the two it straddles).
+#[test]
+fn a_page_aligned_write_of_1_mib_travels_as_the_chunks_it_touches() {
+    let mut r = Rounds::start(source());
+    let path = r.src_data("appdata").join("big.bin");
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let at = (1 << 20) + 3 * 4096;
+    std::os::unix::fs::FileExt::write_all_at(&f, &big(1 << 20, 5), at).unwrap();
+    drop(f);
+    let bundle = r.delta();
+    assert_eq!(carried(&bundle), ["appdata/big.bin (patch)"]);
+    let touched = (at + (1 << 20) - 1) / CHUNK - at / CHUNK + 1;
+    let size = fs::metadata(&bundle).unwrap().len();
+    assert!(
+        size < touched * CHUNK + 64 * 1024 && size < 3 << 19,
+        "delta of {size} bytes for {touched} chunks"
+    );
     r.import(&bundle);
     r.same();
 }

@@ -47,9 +47,9 @@ pub(super) struct ChangedChunks {
     pub changed_while_read: bool,
 }
 
-/// Files of at least this many chunks are read by two threads, each its
-/// half: reading and hashing 1 MiB chunks keeps one core busy.
-const SPLIT_AT: u64 = 8;
+/// Files of at least this many chunks (8 MiB) are read by two threads,
+/// each its half: reading and hashing chunks keeps one core busy.
+const SPLIT_AT: u64 = (8 << 20) / CHUNK;
 
 /// Reads `large` chunk by chunk against `base`'s chunk digests. A chunk
 /// wholly in a hole (by `meta.sparse`) is not read. The file's stamp is

@@ -80,7 +80,7 @@ pub struct ExportArgs {
 
     /// Also write a manifest of what the bundle carries to FILE: per
     /// entry of each volume its stat and content digest, per large file
-    /// the digests of its 1 MiB chunks (zstd-compressed JSON lines). A
+    /// the digests of its 256 KiB chunks (zstd-compressed JSON lines). A
     /// later `export --since FILE` carries only what changed since, and
     /// the import of this bundle records it as the base for such deltas.
     #[arg(long, value_name = "FILE")]
@@ -89,7 +89,7 @@ pub struct ExportArgs {
     /// Write a delta onto the round whose manifest is FILE (from that
     /// round's --manifest-out): only entries new or changed since (by
     /// size, mtime, ctime, inode, mode and owner), deletions, and for a
-    /// changed file of more than 1 MiB only its changed 1 MiB chunks.
+    /// changed file of more than 256 KiB only its changed 256 KiB chunks.
     /// `volmig import` applies it onto a target that holds that round.
     #[arg(long, value_name = "FILE")]
     pub since: Option<PathBuf>,

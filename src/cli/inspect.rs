@@ -27,7 +27,7 @@ pub struct InspectArgs {
     /// Recover the manifest of a full bundle into FILE, for a later
     /// `export --since FILE` when the `--manifest-out` file of its export
     /// was lost: per volume, every `_data` entry with its attributes and
-    /// content digest (and chunk digests for files over 1 MiB), computed
+    /// content digest (and chunk digests for files over 256 KiB), computed
     /// from the bundle's bytes. Implies --check: FILE appears only once
     /// every digest and the volumes' tree digests matched the trailer
     /// (it is written as FILE.partial until then, removed on failure).

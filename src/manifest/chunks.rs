@@ -1,4 +1,4 @@
-//! Content digests by chunks: what lets a delta carry only the 1 MiB
+//! Content digests by chunks: what lets a delta carry only the 256 KiB
 //! pieces of a large file that changed, and lets the side that applies it
 //! prove the result without reading the rest of the file.
 //!

@@ -222,12 +222,13 @@ fn check(
                     v.name
                 )))
             }
-            true => {}
-            false => base::check_target(root, &v.name).map_err(refused)?,
+            _ => {}
         }
+        // For a volume of the target, also the check that it is still
+        // exactly its base (`base::check_target`), in the same pass.
         let ops: Vec<&ops::Op> = stage.ops.iter().filter(|o| o.vol == v.name).collect();
         let tree = base::result_tree(root, &v.name, adds, &ops, &stage.new, &stage.patch_chunks)
-            .map_err(|e| refused(format!("volume `{}`: {e}", v.name)))?;
+            .map_err(refused)?;
         if trees.get(&v.name) == Some(&tree) {
             continue;
         }
