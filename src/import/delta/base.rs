@@ -507,9 +507,8 @@ pub fn result_tree(
     // a user must hear of first, as when the check ran on its own).
     let mut checked: Option<String> = None;
     let mut next_base = || {
-        base.next().map_err(|e| {
+        base.next().inspect_err(|e| {
             checked = Some(e.clone());
-            e
         })
     };
     let merged = merge(&mut next_base, ops, new, patch_chunks, &mut add);
