@@ -151,7 +151,7 @@ impl TreeWalk {
     }
 }
 
-fn list(dir: &DirFd) -> io::Result<Vec<CString>> {
+pub(super) fn list(dir: &DirFd) -> io::Result<Vec<CString>> {
     let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
     let mut d = nix::dir::Dir::openat(
         Some(dir.file().as_raw_fd()),
@@ -311,7 +311,7 @@ pub fn merge_result(
     ops: &[&Op],
     new: &NewEntries,
     patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
-    out: &mut dyn FnMut(Entry) -> Result<(), String>,
+    out: &mut dyn FnMut(Entry, bool) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut base = match adds {
         true => None,
@@ -324,13 +324,14 @@ pub fn merge_result(
     merge(&mut next_base, ops, new, patch_chunks, out)
 }
 
-/// `merge_result` of the base entries `next_base` gives in order.
+/// `merge_result` of the base entries `next_base` gives in order; `out`
+/// is told whether an entry is an operation's (true) or the base's.
 fn merge(
     next_base: &mut dyn FnMut() -> Result<Option<Entry>, String>,
     ops: &[&Op],
     new: &NewEntries,
     patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
-    out: &mut dyn FnMut(Entry) -> Result<(), String>,
+    out: &mut dyn FnMut(Entry, bool) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut b = next_base()?;
     let mut ops = ops
@@ -356,7 +357,7 @@ fn merge(
             std::cmp::Ordering::Less => {
                 if let Some(be) = b.take() {
                     if !is_dead(&dead, &be.path) {
-                        out(be)?;
+                        out(be, false)?;
                     }
                 }
                 b = next_base()?;
@@ -401,7 +402,7 @@ fn merge(
                                 })?;
                         e.content = Some(content);
                         e.chunks = chunks;
-                        out(e)?;
+                        out(e, true)?;
                     }
                     OpKind::Put | OpKind::Link { .. } | OpKind::Dir { .. } => {
                         if replaced_dir && !matches!(op.kind, OpKind::Dir { .. }) {
@@ -411,7 +412,7 @@ fn merge(
                             .get(&op.n)
                             .cloned()
                             .ok_or("an operation without its entry")?;
-                        out(e)?;
+                        out(e, true)?;
                     }
                     OpKind::Opts => {}
                 }
@@ -491,7 +492,7 @@ pub fn result_tree(
     patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
 ) -> Result<String, String> {
     let mut tree = TreeDigest::default();
-    let mut add = |e: Entry| {
+    let mut add = |e: Entry, _: bool| {
         tree.add(&e);
         Ok(())
     };

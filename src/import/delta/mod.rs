@@ -24,23 +24,21 @@
 
 mod apply;
 pub mod base;
+mod new_base;
 mod ops;
 mod records;
 mod stage;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use self::base::NewEntries;
 use self::ops::{DeltaJournal, State};
 pub use self::stage::DeltaStager;
 use super::ImportError;
 use crate::bundle::{BundleHeader, Trailer};
 use crate::dataroot::DataRoot;
 use crate::interrupt::Critical;
-use crate::manifest::{self, ManifestHeader, ManifestWriter};
 
 /// Most entries one delta may change: its operations are held in memory
 /// (about 400 bytes each). More than this is a round to carry in full.
@@ -144,7 +142,7 @@ pub fn commit(
         })
         .and_then(|()| apply::apply(root, &staged, &journal))
         .and_then(|()| {
-            write_bases(
+            new_base::write_bases(
                 root,
                 &staging,
                 header,
@@ -330,86 +328,6 @@ fn summary(stage: &DeltaStager, header: &BundleHeader, base: &str, round: &str) 
         }
     }
     o
-}
-
-/// The new base of each volume, into `<staging>/bases/`: the expected
-/// tree, entry by entry, with the stat of what landed, which must be that
-/// tree (a file missing or changed fails the import, rolled back).
-fn write_bases(
-    root: &DataRoot,
-    staging: &Path,
-    header: &BundleHeader,
-    journal: &DeltaJournal,
-    new: &NewEntries,
-    patch_chunks: &BTreeMap<u64, Vec<[u8; 32]>>,
-    records: &BTreeMap<String, Option<crate::dataroot::metadata::VolumeRecord>>,
-) -> Result<(), String> {
-    let dir = staging.join("bases");
-    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for v in &header.volumes {
-        let path = dir.join(format!("{}.manifest", v.name));
-        let mut out = ManifestWriter::create(
-            &path,
-            &ManifestHeader {
-                format: manifest::FORMAT.into(),
-                chunk_size: manifest::CHUNK,
-                bundle: journal.round.clone(),
-                side: "target".into(),
-                host: host.clone(),
-                data_root: root.given().display().to_string(),
-                record: records.get(&v.name).cloned().flatten(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        out.volume(&v.name).map_err(|e| e.to_string())?;
-        let data = crate::beneath::DirFd::open(&root.volume_data_dir(&v.name))
-            .map_err(|e| e.to_string())?;
-        let mut walk = base::TreeWalk::new(data);
-        let mut tree = manifest::TreeDigest::default();
-        let ops: Vec<&ops::Op> = journal.ops.iter().filter(|o| o.vol == v.name).collect();
-        base::merge_result(
-            root,
-            &v.name,
-            journal.adds(&v.name),
-            &ops,
-            new,
-            patch_chunks,
-            &mut |mut e| {
-                let landed = walk.next().map_err(|e| e.to_string())?;
-                let shown = base::shown(root, &v.name, &e.path);
-                let Some((rel, st)) = landed else {
-                    return Err(format!("`{shown}` did not land"));
-                };
-                if rel != e.path {
-                    return Err(format!(
-                        "`{}` landed where `{shown}` was expected",
-                        base::shown(root, &v.name, &rel)
-                    ));
-                }
-                if let Some(what) = base::stat_differs(&st, &e, false) {
-                    return Err(format!("`{shown}` did not land as the delta says: {what}"));
-                }
-                e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
-                e.ino = Some(st.st_ino);
-                tree.add(&e);
-                out.entry(&e).map_err(|e| e.to_string())
-            },
-        )?;
-        if let Some((rel, _)) = walk.next().map_err(|e| e.to_string())? {
-            return Err(format!(
-                "`{}` is on the target and not in the delta's tree",
-                base::shown(root, &v.name, &rel)
-            ));
-        }
-        let entries = tree.entries();
-        out.end(&v.name, entries, &tree.hex())
-            .map_err(|e| e.to_string())?;
-        out.finish().map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// The last step of an applied delta (idempotent): the new bases into
