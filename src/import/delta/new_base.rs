@@ -21,14 +21,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
 use std::fs;
-use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::fcntl::AtFlags;
-use nix::sys::stat::FileStat;
-
+use super::apply;
 use super::base::{self, NewEntries};
 use super::ops::{Before, DeltaJournal, Op, OpKind};
 use crate::beneath::DirFd;
@@ -222,13 +218,14 @@ impl<'a> Landed<'a> {
             return Ok(());
         }
         let st = match (listed, self.open.last()) {
-            (true, Some(l)) => stat_in(&l.dir, name),
-            _ => stat_beneath(&self.data, &e.path),
+            (true, Some(l)) => {
+                let name = CString::new(name).map_err(|_| format!("`{shown}`: a NUL byte"))?;
+                apply::stat_in(&l.dir, &name)
+            }
+            _ => apply::stat_beneath(&self.data, &e.path),
         }
-        .map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => format!("`{shown}` did not land"),
-            _ => format!("`{shown}`: {err}"),
-        })?;
+        .map_err(|err| format!("`{shown}`: {err}"))?
+        .ok_or_else(|| format!("`{shown}` did not land"))?;
         if let Some(what) = base::stat_differs(&st, e, false) {
             return Err(format!("`{shown}` did not land as the delta says: {what}"));
         }
@@ -278,32 +275,12 @@ fn within(rel: &[u8], dir: &[u8]) -> bool {
     dir.is_empty() || rel == dir || (rel.starts_with(dir) && rel.get(dir.len()) == Some(&b'/'))
 }
 
-fn stat_in(dir: &DirFd, name: &[u8]) -> io::Result<FileStat> {
-    let name = CString::new(name).map_err(io::Error::other)?;
-    Ok(nix::sys::stat::fstatat(
-        Some(dir.file().as_raw_fd()),
-        name.as_c_str(),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?)
-}
-
-/// The stat of `rel` beneath `data`, no symlink followed on the way.
-fn stat_beneath(data: &DirFd, rel: &[u8]) -> io::Result<FileStat> {
-    let Some(parent) = parent_of(rel) else {
-        return Ok(nix::sys::stat::fstat(data.file().as_raw_fd())?);
-    };
-    let name = &rel[parent.len() + usize::from(!parent.is_empty())..];
-    let dir = match parent.is_empty() {
-        true => data.open_dir(Path::new(".")),
-        false => data.open_dir(Path::new(OsStr::from_bytes(parent))),
-    }
-    .map_err(io::Error::other)?;
-    stat_in(&dir, name)
-}
-
 /// The inode at `rel` now, if there is one.
 fn inode_at(data: &DirFd, rel: &[u8]) -> Option<u64> {
-    stat_beneath(data, rel).ok().map(|st| st.st_ino)
+    apply::stat_beneath(data, rel)
+        .ok()
+        .flatten()
+        .map(|st| st.st_ino)
 }
 
 #[cfg(test)]

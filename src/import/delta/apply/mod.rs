@@ -78,14 +78,29 @@ fn locate(data: &DirFd, rel: &[u8]) -> Result<Option<At>, String> {
 }
 
 fn stat_at(at: &At) -> Result<Option<FileStat>, String> {
+    stat_in(&at.parent, &at.name)
+}
+
+/// The stat of `name` in `parent` (`None`: nothing there), no symlink
+/// followed.
+pub(super) fn stat_in(parent: &DirFd, name: &std::ffi::CStr) -> Result<Option<FileStat>, String> {
     match nix::sys::stat::fstatat(
-        Some(at.parent.file().as_raw_fd()),
-        at.name.as_c_str(),
+        Some(parent.file().as_raw_fd()),
+        name,
         AtFlags::AT_SYMLINK_NOFOLLOW,
     ) {
         Ok(st) => Ok(Some(st)),
         Err(nix::errno::Errno::ENOENT) => Ok(None),
-        Err(e) => Err(format!("{}: {e}", at.parent.path().display())),
+        Err(e) => Err(format!("{}: {e}", parent.path().display())),
+    }
+}
+
+/// The stat of `rel` beneath `data` (`None`: nothing there, or no
+/// directory to hold it).
+pub(super) fn stat_beneath(data: &DirFd, rel: &[u8]) -> Result<Option<FileStat>, String> {
+    match locate(data, rel)? {
+        Some(at) => stat_at(&at),
+        None => Ok(None),
     }
 }
 
