@@ -192,7 +192,8 @@ impl<'a> Landed<'a> {
     /// landed there.
     fn check(&mut self, e: &mut Entry, written: bool) -> Result<(), String> {
         self.close_until(&e.path)?;
-        let shown = self.shown(&e.path);
+        let (root, vol) = (self.root, self.vol);
+        let shown = |rel: &[u8]| base::shown(root, vol, rel);
         let name = e.path.rsplit(|&b| b == b'/').next().unwrap_or_default();
         let listed = match (self.open.last_mut(), parent_of(&e.path)) {
             (Some(l), Some(p)) if l.rel == p => {
@@ -200,7 +201,7 @@ impl<'a> Landed<'a> {
                     return Err(self.left_over(self.open.last().ok_or("no listing")?, &extra));
                 }
                 if l.names.next_if(|n| n.as_bytes() == name).is_none() {
-                    return Err(format!("`{shown}` did not land"));
+                    return Err(format!("`{}` did not land", shown(&e.path)));
                 }
                 true
             }
@@ -211,7 +212,8 @@ impl<'a> Landed<'a> {
         if written && !listed && !e.path.is_empty() {
             // An operation's parent is always listed: a bug, not input.
             return Err(format!(
-                "`{shown}` was written outside the delta's directories"
+                "`{}` was written outside the delta's directories",
+                shown(&e.path)
             ));
         }
         if !(written || above || shared) {
@@ -219,15 +221,19 @@ impl<'a> Landed<'a> {
         }
         let st = match (listed, self.open.last()) {
             (true, Some(l)) => {
-                let name = CString::new(name).map_err(|_| format!("`{shown}`: a NUL byte"))?;
+                let name =
+                    CString::new(name).map_err(|_| format!("`{}`: a NUL byte", shown(&e.path)))?;
                 apply::stat_in(&l.dir, &name)
             }
             _ => apply::stat_beneath(&self.data, &e.path),
         }
-        .map_err(|err| format!("`{shown}`: {err}"))?
-        .ok_or_else(|| format!("`{shown}` did not land"))?;
+        .map_err(|err| format!("`{}`: {err}", shown(&e.path)))?
+        .ok_or_else(|| format!("`{}` did not land", shown(&e.path)))?;
         if let Some(what) = base::stat_differs(&st, e, false) {
-            return Err(format!("`{shown}` did not land as the delta says: {what}"));
+            return Err(format!(
+                "`{}` did not land as the delta says: {what}",
+                shown(&e.path)
+            ));
         }
         e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
         e.ino = Some(st.st_ino);
@@ -238,7 +244,7 @@ impl<'a> Landed<'a> {
                 _ => self.data.open_dir(Path::new(OsStr::from_bytes(&e.path))),
             }
             .map_err(|err| err.to_string())?;
-            let names = base::list(&dir).map_err(|err| format!("`{shown}`: {err}"))?;
+            let names = base::list(&dir).map_err(|err| format!("`{}`: {err}", shown(&e.path)))?;
             self.open.push(Listing {
                 rel: e.path.clone(),
                 dir,
