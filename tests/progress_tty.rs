@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
 
+use common::pty::Pty;
 use common::{volume_mount, FakeDataRoot};
 
 const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
@@ -23,53 +21,6 @@ const APP_ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d
 /// the volume is read, even on a fast machine; not sparse (holes are not
 /// read, so they would not hold the bar on screen).
 const BIG: usize = 48 << 20;
-
-/// A pseudo-terminal of 200x50 and the reader of its screen output.
-struct Pty {
-    slave: OwnedFd,
-    screen: JoinHandle<Vec<u8>>,
-}
-
-impl Pty {
-    fn open() -> Pty {
-        let size = nix::pty::Winsize {
-            ws_row: 50,
-            ws_col: 200,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).unwrap();
-        let mut master = File::from(pty.master);
-        let screen = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            let mut chunk = [0u8; 8192];
-            loop {
-                match master.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    // EIO: every slave end is closed (the commands ended).
-                    Err(_) => break,
-                }
-            }
-            seen
-        });
-        Pty {
-            slave: pty.slave,
-            screen,
-        }
-    }
-
-    fn stderr(&self) -> Stdio {
-        Stdio::from(self.slave.try_clone().unwrap())
-    }
-
-    /// Everything written to the terminal, once every command on it ended.
-    fn screen(self) -> String {
-        drop(self.slave);
-        String::from_utf8_lossy(&self.screen.join().unwrap()).into_owned()
-    }
-}
 
 /// `volmig --data-root ROOT ARGS`, with no daemon or data-root from the
 /// environment, and a terminal type that draws.
