@@ -58,6 +58,19 @@ impl ClientSettings {
             .or_else(|| self.docker_config.clone())
             .or_else(|| self.home.as_ref().map(|h| h.join(".docker")))
     }
+
+    /// `config.json` in the configuration directory.
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config_dir().map(|d| d.join("config.json"))
+    }
+
+    /// No flag or variable names a host or a context: config.json picks.
+    fn names_nothing(&self) -> bool {
+        self.host_flag.is_none()
+            && self.context_flag.is_none()
+            && self.docker_host.is_none()
+            && self.docker_context.is_none()
+    }
 }
 
 /// Where the host came from, for messages.
@@ -113,7 +126,7 @@ pub enum ContextError {
 
 /// The part of `config.json` that picks the context.
 #[derive(Deserialize)]
-struct ConfigFile {
+struct ConfigJson {
     #[serde(rename = "currentContext", default)]
     current_context: Option<String>,
 }
@@ -155,20 +168,6 @@ pub fn resolve(s: &ClientSettings) -> Result<Endpoint, ContextError> {
     }
 }
 
-impl ClientSettings {
-    /// No flag or variable names a host or a context: config.json picks.
-    fn names_nothing(&self) -> bool {
-        self.host_flag.is_none()
-            && self.context_flag.is_none()
-            && self.docker_host.is_none()
-            && self.docker_context.is_none()
-    }
-
-    fn config_file(&self) -> Option<PathBuf> {
-        self.config_dir().map(|d| d.join("config.json"))
-    }
-}
-
 /// The default endpoint, dockerd's default socket, for a caller going on
 /// without the docker CLI's configuration.
 pub fn default_endpoint() -> Endpoint {
@@ -205,6 +204,7 @@ fn checked(endpoint: &Endpoint) -> Result<(), ContextError> {
     })
 }
 
+/// The endpoint the settings pick, not yet checked.
 fn pick(s: &ClientSettings) -> Result<Endpoint, ContextError> {
     if let (Some(host), Some(context)) = (&s.host_flag, &s.context_flag) {
         return Err(ContextError::Conflict {
@@ -233,7 +233,7 @@ fn pick(s: &ClientSettings) -> Result<Endpoint, ContextError> {
     let Some(config) = s.config_file() else {
         return Ok(default_endpoint());
     };
-    let current = read_json::<ConfigFile>(&config)
+    let current = read_json::<ConfigJson>(&config)
         .map_err(|e| ContextError::ConfigFile { inner: Box::new(e) })?
         .and_then(|c| c.current_context)
         .filter(|c| !c.is_empty());
