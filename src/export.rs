@@ -494,6 +494,9 @@ pub fn write(
         w = w.with_base(base);
     }
     w = w.tolerate_changes(round.tolerant);
+    if !plan.containers.is_empty() {
+        progress.begin("container files", None);
+    }
     for c in &plan.containers {
         w.add_file(layout::container(&c.id).as_bytes(), &c.dir, None)?;
         if let Some(cp) = plan

@@ -282,6 +282,9 @@ impl Arg0 for Command {
     }
 }
 
+/// A broken config.json is a warning naming it (tests/docker_context_broken.rs
+/// has the whole policy); a context that cannot be used is an error naming
+/// its file when it decides the data-root or was named explicitly.
 #[test]
 fn a_malformed_docker_context_is_an_error_naming_the_file_exit_2() {
     let cfg = tempfile::tempdir().unwrap();
@@ -294,31 +297,36 @@ fn a_malformed_docker_context_is_an_error_naming_the_file_exit_2() {
         .arg("scan")
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let err = text(&out).1;
+    assert!(
+        err.contains(&format!("warning: `{}`", config.display())),
+        "{err}"
+    );
+    assert!(err.contains("-H unix://"), "no fix named: {err}");
+    // The context named but missing (deciding the data-root: no
+    // --data-root), then its meta.json broken (named by DOCKER_CONTEXT;
+    // its directory is the SHA-256 of `web`, as the docker CLI names it).
+    fs::write(&config, r#"{"currentContext": "web"}"#).unwrap();
+    let out = volmig(cfg.path()).arg("scan").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     let err = text(&out).1;
-    assert!(err.contains(&format!("`{}`", config.display())), "{err}");
-    assert!(err.contains("-H unix://"), "no fix named: {err}");
-    // The context named but missing, then its meta.json broken (its
-    // directory is the SHA-256 of `web`, as the docker CLI names it).
-    fs::write(&config, r#"{"currentContext": "web"}"#).unwrap();
-    let scan = || {
-        let out = volmig(cfg.path())
-            .arg("--data-root")
-            .arg(root.path())
-            .arg("scan")
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
-        text(&out).1
-    };
-    let err = scan();
     assert!(err.contains("docker context `web` does not exist"), "{err}");
+    assert!(err.contains(&format!("`{}`", config.display())), "{err}");
     let meta = cfg
         .path()
         .join("contexts/meta/4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2");
     fs::create_dir_all(&meta).unwrap();
     fs::write(meta.join("meta.json"), r#"{"Endpoints": {"docker": 7}}"#).unwrap();
-    let err = scan();
+    let out = volmig(cfg.path())
+        .env("DOCKER_CONTEXT", "web")
+        .arg("--data-root")
+        .arg(root.path())
+        .arg("scan")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    let err = text(&out).1;
     assert!(
         err.contains(&format!("`{}`", meta.join("meta.json").display())),
         "{err}"

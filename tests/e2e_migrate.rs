@@ -6,9 +6,11 @@
 //! with the reason.
 
 mod e2e;
+#[path = "common/pty.rs"]
+mod pty;
 
 use std::fs;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use e2e::sshd::{require_sshd, LocalSshd};
@@ -58,7 +60,11 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
          echo $i | dd of=/data/big.bin bs=1 seek=$((i * 4096 % 50000000)) conv=notrunc 2>/dev/null; \
          i=$((i+1)); sleep 0.05; done",
     ]);
-    let out = Command::new(VOLMIG)
+    // Its stderr on a terminal, as a user's: each round draws its bar
+    // there, and none of it reaches stdout.
+    let pty = pty::Pty::open();
+    let mut migrate = Command::new(VOLMIG);
+    migrate
         .arg("--data-root")
         .arg(&src.root)
         .arg("-H")
@@ -81,9 +87,13 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
         .arg("--target-volmig")
         .arg(VOLMIG)
         .arg("--pause")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(pty.stderr());
+    let child = migrate.spawn().unwrap();
+    drop(migrate);
+    let out = child.wait_with_output().unwrap();
+    let stderr = pty.screen();
     assert_eq!(out.status.code(), Some(0), "migrate failed:\n{stderr}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -108,6 +118,13 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
     }
     eprintln!("{stderr}");
     assert!(stderr.contains("noise from the target"), "{stderr}");
+    for r in 1..=rounds.len() {
+        assert!(
+            stderr.contains(&format!("round {r} (")),
+            "no bar for round {r}: {stderr:?}"
+        );
+    }
+    assert!(stderr.contains("iB/s"), "no rate shown: {stderr:?}");
     assert!(rounds.len() >= 2, "{doc}");
     assert_eq!(rounds[0]["kind"], "full");
     assert_eq!(rounds.last().unwrap()["kind"], "final");

@@ -222,13 +222,14 @@ fn docker_volmig_verifies_and_moves_volumes_through_the_docker_cli() {
 }
 
 /// A broken config.json: the docker CLIs warn and run the plugin anyway
-/// (20.10: `WARNING: Error loading config file`), and the plugin refuses
-/// with exit 2 naming the file rather than guess a daemon. (A broken
-/// meta.json of the current context stops the 20.10 CLI itself, exit 1,
-/// before the plugin runs; 28.x runs it and volmig names the file.)
+/// (20.10: `WARNING: Error loading config file`), and the plugin warns
+/// too, naming the file, and goes on with the default socket, here for a
+/// data-root given with --data-root. (A broken meta.json of the current
+/// context stops the 20.10 CLI itself, exit 1, before the plugin runs;
+/// 28.x runs it and volmig names the file.)
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs the docker CLIs")]
-fn through_the_docker_cli_a_broken_config_json_is_named_exit_2() {
+fn through_the_docker_cli_a_broken_config_json_is_named_in_a_warning() {
     assert!(
         Path::new(e2e::DOCKER).is_file(),
         "{} is missing (Debian package docker.io)",
@@ -238,18 +239,23 @@ fn through_the_docker_cli_a_broken_config_json_is_named_exit_2() {
     install_plugin(cfg.path());
     let config = cfg.path().join("config.json");
     fs::write(&config, r#"{"currentContext": "web""#).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("containers")).unwrap();
+    fs::create_dir(root.path().join("volumes")).unwrap();
     for cli in clients() {
         let out = docker(cli, cfg.path())
-            .args(["volmig", "verify", "--all"])
+            .args(["volmig", "--data-root"])
+            .arg(root.path())
+            .args(["verify", "--all"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{cli}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{cli}: {stderr}");
         assert!(
             stderr.contains(&format!(
-                "error: `{}` is not a valid docker CLI file",
+                "warning: `{}` is not a valid docker CLI file",
                 config.display()
-            )),
+            )) && stderr.contains("unix:///var/run/docker.sock"),
             "{cli}: {stderr}"
         );
     }

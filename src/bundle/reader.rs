@@ -330,6 +330,8 @@ struct Walk<'h> {
     /// Volumes whose `_data` entry was read (and checked against the
     /// header's claims).
     data_seen: HashSet<&'h str>,
+    /// The volume the last entry belonged to, named on the progress.
+    volume: Option<&'h str>,
 }
 
 impl<'h> Walk<'h> {
@@ -353,6 +355,7 @@ impl<'h> Walk<'h> {
             background: None,
             holes: 0,
             data_seen: HashSet::new(),
+            volume: None,
         })
     }
 
@@ -386,6 +389,7 @@ impl<'h> Walk<'h> {
                 self.data_seen.insert(volume.name.as_str());
             }
         }
+        self.name_volume(&place, progress);
 
         let digest = {
             let digester = match self.check {
@@ -404,6 +408,22 @@ impl<'h> Walk<'h> {
         self.count(&meta, &place, digest)?;
         self.previous = Some(meta.path);
         Ok(())
+    }
+
+    /// Names the volume on the progress as its first entry comes.
+    fn name_volume(&mut self, place: &Place<'_>, progress: &dyn Progress) {
+        let name = match place {
+            Place::VolumeDir { name }
+            | Place::VolumeOpts { name }
+            | Place::VolumeData { name, .. } => *name,
+            _ => return,
+        };
+        if self.volume != Some(name) {
+            if let Some(v) = self.index.volume(name) {
+                self.volume = Some(v.name.as_str());
+                progress.begin(&format!("volume {name}"), None);
+            }
+        }
     }
 
     fn sums<R: Read>(

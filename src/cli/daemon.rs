@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::daemon_version::{DaemonVersion, VersionRequest};
 use crate::dataroot::{DataRoot, RemapRoot};
 use crate::dockerd_binary::{self, InstalledDockerd, Lookup, LookupError};
-use crate::engine::context::{self, ClientSettings, DEFAULT_HOST};
+use crate::engine::context::{self, ClientSettings, ContextError, Endpoint, DEFAULT_HOST};
 use crate::engine::{DaemonInfo, DockerEngine, Engine, EngineError};
 
 use super::plugin::DockerGlobals;
@@ -37,7 +37,20 @@ pub fn settle(cli: &mut Cli, docker: DockerGlobals) -> anyhow::Result<()> {
         config_flag: docker.config,
         ..ClientSettings::from_env()
     };
-    let endpoint = context::resolve(&settings)?;
+    let (endpoint, warning) =
+        past_broken_config(context::resolve(&settings), cli.data_root_given.is_some()).map_err(
+            |e| match e {
+                ContextError::CurrentContext { .. } => anyhow::anyhow!(
+                    "{e}; or, to work offline, pass --data-root DIR (the daemon is then optional)"
+                ),
+                e => e.into(),
+            },
+        )?;
+    if let Some(warning) = warning {
+        // On stderr even with -q, as the docker CLI's own warning: the
+        // file stays broken until fixed. Never on stdout (--json).
+        eprintln!("warning: {warning}");
+    }
     cli.data_root = match &cli.data_root_given {
         Some(given) => given.clone(),
         None => daemon_data_root(&endpoint.host, cli)
@@ -45,6 +58,39 @@ pub fn settle(cli: &mut Cli, docker: DockerGlobals) -> anyhow::Result<()> {
     };
     cli.host = Some(endpoint.host);
     Ok(())
+}
+
+/// Whether to go on when the docker CLI's configuration does not resolve,
+/// and the warning that says so. A host or context the user named (-H,
+/// --context, DOCKER_HOST, DOCKER_CONTEXT) stays an error: another daemon
+/// than the one asked for would be a surprise. config.json itself
+/// unreadable or malformed: the docker CLI warns and goes on with its
+/// defaults (28.x: "WARNING: Error parsing config file"), so volmig does
+/// too. The current context config.json names, missing or unusable: the
+/// docker CLI stops, and so does volmig without --data-root, where the
+/// daemon names the data-root; with --data-root the daemon is only asked
+/// whether it serves that data-root (`DaemonContext::probe` leaves one
+/// serving another alone), so offline work goes on with the default socket.
+fn past_broken_config(
+    resolved: Result<Endpoint, ContextError>,
+    data_root_given: bool,
+) -> Result<(Endpoint, Option<String>), ContextError> {
+    match resolved {
+        Ok(endpoint) => Ok((endpoint, None)),
+        Err(e @ ContextError::ConfigFile { .. }) => Ok((
+            context::default_endpoint(),
+            Some(format!(
+                "{e}; going on without it, with {DEFAULT_HOST} (as the docker CLI does)"
+            )),
+        )),
+        Err(e @ ContextError::CurrentContext { .. }) if data_root_given => Ok((
+            context::default_endpoint(),
+            Some(format!(
+                "{e}; going on with {DEFAULT_HOST}, used only if its daemon serves --data-root"
+            )),
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// The data-root of the daemon at `host`, when it is a local socket and a
@@ -275,6 +321,41 @@ impl DaemonContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_config_json_is_a_warning_and_a_named_context_an_error() {
+        let unusable = || {
+            Box::new(ContextError::Malformed {
+                path: "/h/.docker/config.json".into(),
+                reason: "key must be a string".into(),
+            })
+        };
+        let config_file = || ContextError::ConfigFile { inner: unusable() };
+        let current = || ContextError::CurrentContext {
+            config: "/h/.docker/config.json".into(),
+            inner: unusable(),
+        };
+        let named = || ContextError::NoSuchContext {
+            name: "gone".into(),
+            meta: "/h/.docker/contexts/meta/x/meta.json".into(),
+        };
+        for data_root_given in [true, false] {
+            let (endpoint, warning) = past_broken_config(Err(config_file()), data_root_given)
+                .expect("a broken config.json stops nothing");
+            assert_eq!(endpoint, context::default_endpoint());
+            let warning = warning.expect("no warning");
+            assert!(warning.contains("/h/.docker/config.json") && warning.contains(DEFAULT_HOST));
+            assert!(past_broken_config(Err(named()), data_root_given).is_err());
+        }
+        let (_, warning) = past_broken_config(Err(current()), true).unwrap();
+        assert!(warning.is_some_and(|w| w.contains("--data-root")));
+        assert!(past_broken_config(Err(current()), false).is_err());
+        let fine = context::default_endpoint();
+        assert_eq!(
+            past_broken_config(Ok(fine.clone()), false).unwrap(),
+            (fine, None)
+        );
+    }
 
     #[test]
     fn the_daemon_s_root_dir_is_the_data_root_and_a_remapped_one_its_parent() {

@@ -116,7 +116,7 @@ pub fn run(cli: &Cli, args: &ImportArgs) -> anyhow::Result<Outcome> {
         "stopping: the staging directory is removed and nothing is written (during the commit: the commit finishes first)",
         "the staging directory may be left; the next import or `volmig recover` removes it",
     );
-    let progress = TermProgress::boxed(cli.quiet, size);
+    let (input, progress) = TermProgress::reading(cli.quiet, input, size);
     progress.begin("importing", size);
     let daemon = DaemonContext::probe(cli, &root);
     let engine = daemon

@@ -64,8 +64,9 @@ pub fn run(cli: &Cli, args: &InspectArgs) -> anyhow::Result<Outcome> {
         return run_manifest(cli, args, path);
     }
     let (input, size) = open_input(&args.input)?;
+    let (input, progress) = TermProgress::reading(cli.quiet, input, size);
+    progress.begin("reading", size);
     let input = reader::open(input)?;
-    let progress = TermProgress::boxed(cli.quiet, size);
     let check = if args.check {
         Check::Content
     } else {
@@ -115,8 +116,10 @@ fn run_manifest(cli: &Cli, args: &InspectArgs, path: &Path) -> anyhow::Result<Ou
         "a partial manifest (FILE.partial) may be left beside FILE",
     );
     let (input, size) = open_input(&args.input)?;
+    let (input, progress) = TermProgress::reading(cli.quiet, input, size);
+    progress.begin("reading", size);
+    let progress = Interruptible(progress);
     let input = reader::open(input)?;
-    let progress = Interruptible(TermProgress::boxed(cli.quiet, size));
     let result = from_bundle::write_manifest(input, path, &progress);
     drop(progress);
     let recovered = match result {

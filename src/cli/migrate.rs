@@ -349,7 +349,17 @@ fn round(
     let (Some(mut from), Some(mut to)) = (export.stdout.take(), target.stdin.take()) else {
         bail!("no pipe between the export and `{line}`");
     };
-    let copied = copy_counting(&mut from, &mut to);
+    // The export child is quiet (its stderr is ours, and two bars would
+    // fight over the line): the bar here counts the round's stream, with
+    // no total, as its size is known only once the export ends.
+    let kind = match (number, since) {
+        (1, _) | (_, None) => "full",
+        _ => "delta",
+    };
+    let progress = super::progress::TermProgress::boxed(cli.quiet, None);
+    progress.begin(&format!("round {number} ({kind})"), None);
+    let copied = copy_counting(&mut from, &mut to, progress.as_ref());
+    drop(progress);
     drop(to);
     let exported = export.wait().context("the export")?;
     let imported = target.wait().context("the target's import")?;
@@ -364,16 +374,17 @@ fn round(
     }
     Ok(RoundFigures {
         round: number,
-        kind: match (number, since) {
-            (1, _) | (_, None) => "full",
-            _ => "delta",
-        },
+        kind,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-fn copy_counting(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
+fn copy_counting(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    progress: &dyn crate::progress::Progress,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -384,6 +395,7 @@ fn copy_counting(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
             Err(e) => return Err(e),
         };
         to.write_all(&buf[..n])?;
+        progress.advance(n as u64);
         total += n as u64;
     }
 }

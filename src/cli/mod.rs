@@ -50,7 +50,8 @@ use crate::idmap::{subid, IdMap};
 pub struct Cli {
     /// The daemon's data-root (dockerd --data-root). Default: the Docker
     /// Root Dir of the daemon answering at a unix:// host (see -H), else
-    /// /var/lib/docker.
+    /// /var/lib/docker. Given, the daemon is optional: a docker context
+    /// that config.json names but that cannot be used is then a warning.
     #[arg(
         id = "data_root",
         long = "data-root",
@@ -69,7 +70,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Print only failures (nothing when all is well); the exit code tells the rest.
+    /// Print only failures (nothing when all is well, and no progress); the exit code tells the rest.
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
@@ -88,6 +89,10 @@ pub struct Cli {
     /// docker context in $DOCKER_CONTEXT or of `docker context use`
     /// ($DOCKER_CONFIG/config.json, default ~/.docker), else
     /// unix:///var/run/docker.sock. Used only when it serves --data-root.
+    /// A context named by --context or $DOCKER_CONTEXT that cannot be used
+    /// is an error; a broken config.json is a warning, and so is its
+    /// currentContext with --data-root (without, an error): volmig goes on
+    /// with unix:///var/run/docker.sock.
     #[arg(short = 'H', long, global = true, value_name = "HOST")]
     pub host: Option<String>,
 

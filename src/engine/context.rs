@@ -8,6 +8,9 @@
 //! talks to a daemon. A context named in the settings but missing, or a
 //! file that cannot be read or parsed, is an error naming the file: going
 //! on with the default socket would act on another daemon than the user's.
+//! An error that comes from config.json (the file itself, or the context
+//! its `currentContext` names) says so (`ConfigFile`, `CurrentContext`),
+//! for the CLI to decide whether to go on without it (`cli::daemon`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -55,6 +58,19 @@ impl ClientSettings {
             .or_else(|| self.docker_config.clone())
             .or_else(|| self.home.as_ref().map(|h| h.join(".docker")))
     }
+
+    /// `config.json` in the configuration directory.
+    fn config_file(&self) -> Option<PathBuf> {
+        self.config_dir().map(|d| d.join("config.json"))
+    }
+
+    /// No flag or variable names a host or a context: config.json picks.
+    fn names_nothing(&self) -> bool {
+        self.host_flag.is_none()
+            && self.context_flag.is_none()
+            && self.docker_host.is_none()
+            && self.docker_context.is_none()
+    }
 }
 
 /// Where the host came from, for messages.
@@ -93,11 +109,24 @@ pub enum ContextError {
     NoConfigDir { name: String },
     #[error("docker context `{name}` talks TLS (`{}`), which volmig does not speak: pass a unix socket with -H unix:///path/docker.sock", tls.display())]
     Tls { name: String, tls: PathBuf },
+    #[error("{origin} `{host}` is not a daemon address volmig can use: pass -H unix:///path/docker.sock or -H tcp://HOST:PORT")]
+    BadHost { host: String, origin: String },
+    /// config.json itself cannot be read or parsed (no flag or variable
+    /// named a host or context).
+    #[error("{inner}")]
+    ConfigFile { inner: Box<ContextError> },
+    /// The context named by config.json's `currentContext` (no flag or
+    /// variable named a host or context) cannot be used.
+    #[error("the current context in `{}`: {inner}", config.display())]
+    CurrentContext {
+        config: PathBuf,
+        inner: Box<ContextError>,
+    },
 }
 
 /// The part of `config.json` that picks the context.
 #[derive(Deserialize)]
-struct ConfigFile {
+struct ConfigJson {
     #[serde(rename = "currentContext", default)]
     current_context: Option<String>,
 }
@@ -123,7 +152,60 @@ struct DockerEndpoint {
 /// Picks the daemon by the docker CLI's precedence (docker/cli
 /// `resolveContextName`, the same in 20.10 and 28.x): -H, --context,
 /// DOCKER_HOST, DOCKER_CONTEXT, config.json's currentContext, `default`.
+///
+/// The host is checked: volmig speaks unix://, tcp:// and http:// only.
 pub fn resolve(s: &ClientSettings) -> Result<Endpoint, ContextError> {
+    let endpoint = pick(s)?;
+    match checked(&endpoint) {
+        Ok(()) => Ok(endpoint),
+        Err(e) => match endpoint.source {
+            HostSource::Context { .. } if s.names_nothing() => Err(ContextError::CurrentContext {
+                config: s.config_file().unwrap_or_default(),
+                inner: Box::new(e),
+            }),
+            _ => Err(e),
+        },
+    }
+}
+
+/// The default endpoint, dockerd's default socket, for a caller going on
+/// without the docker CLI's configuration.
+pub fn default_endpoint() -> Endpoint {
+    Endpoint {
+        host: DEFAULT_HOST.to_string(),
+        source: HostSource::Default,
+    }
+}
+
+/// Whether volmig can talk to the host (`engine::DockerEngine::connect`).
+fn checked(endpoint: &Endpoint) -> Result<(), ContextError> {
+    let host = &endpoint.host;
+    let usable = match host.strip_prefix("unix://") {
+        Some(path) => path.starts_with('/'),
+        None => ["tcp://", "http://"]
+            .iter()
+            .any(|p| host.len() > p.len() && host.starts_with(p)),
+    };
+    if usable {
+        return Ok(());
+    }
+    let origin = match &endpoint.source {
+        HostSource::Flag => "-H".to_string(),
+        HostSource::Environment => "DOCKER_HOST".to_string(),
+        HostSource::Context { name, meta } => format!(
+            "the endpoint of docker context `{name}` (`{}`)",
+            meta.display()
+        ),
+        HostSource::Default => "the default host".to_string(),
+    };
+    Err(ContextError::BadHost {
+        host: host.clone(),
+        origin,
+    })
+}
+
+/// The endpoint the settings pick, not yet checked.
+fn pick(s: &ClientSettings) -> Result<Endpoint, ContextError> {
     if let (Some(host), Some(context)) = (&s.host_flag, &s.context_flag) {
         return Err(ContextError::Conflict {
             host: host.clone(),
@@ -148,30 +230,20 @@ pub fn resolve(s: &ClientSettings) -> Result<Endpoint, ContextError> {
     if let Some(name) = &s.docker_context {
         return from_context(s, name);
     }
-    match current_context(s)? {
-        Some(name) => from_context(s, &name),
+    let Some(config) = s.config_file() else {
+        return Ok(default_endpoint());
+    };
+    let current = read_json::<ConfigJson>(&config)
+        .map_err(|e| ContextError::ConfigFile { inner: Box::new(e) })?
+        .and_then(|c| c.current_context)
+        .filter(|c| !c.is_empty());
+    match current {
+        Some(name) => from_context(s, &name).map_err(|e| ContextError::CurrentContext {
+            config,
+            inner: Box::new(e),
+        }),
         None => Ok(default_endpoint()),
     }
-}
-
-fn default_endpoint() -> Endpoint {
-    Endpoint {
-        host: DEFAULT_HOST.to_string(),
-        source: HostSource::Default,
-    }
-}
-
-/// `currentContext` of config.json; None when the file does not exist or
-/// names none.
-fn current_context(s: &ClientSettings) -> Result<Option<String>, ContextError> {
-    let Some(dir) = s.config_dir() else {
-        return Ok(None);
-    };
-    let path = dir.join("config.json");
-    let Some(config) = read_json::<ConfigFile>(&path)? else {
-        return Ok(None);
-    };
-    Ok(config.current_context.filter(|c| !c.is_empty()))
 }
 
 /// The endpoint of context `name`; `default` is the default socket.
@@ -261,6 +333,16 @@ mod tests {
             fs::write(meta.join("meta.json"), doc.to_string()).unwrap();
         }
         dir
+    }
+
+    /// The error under the config.json wrappers.
+    fn cause(e: &ContextError) -> &ContextError {
+        match e {
+            ContextError::ConfigFile { inner } | ContextError::CurrentContext { inner, .. } => {
+                inner
+            }
+            e => e,
+        }
     }
 
     fn settings(dir: &Path) -> ClientSettings {
@@ -362,7 +444,11 @@ mod tests {
         let path = dir.path().join("config.json");
         fs::write(&path, "{ not json").unwrap();
         let err = resolve(&settings(dir.path())).unwrap_err();
-        assert!(matches!(err, ContextError::Malformed { .. }), "{err}");
+        assert!(matches!(err, ContextError::ConfigFile { .. }), "{err}");
+        assert!(
+            matches!(cause(&err), ContextError::Malformed { .. }),
+            "{err}"
+        );
         assert!(
             err.to_string().contains(&format!("`{}`", path.display())),
             "{err}"
@@ -382,7 +468,11 @@ mod tests {
             fs::write(&meta, bad).unwrap();
             let err = resolve(&settings(dir.path())).unwrap_err();
             assert!(
-                matches!(err, ContextError::Malformed { .. }),
+                matches!(err, ContextError::CurrentContext { .. }),
+                "{bad}: {err}"
+            );
+            assert!(
+                matches!(cause(&err), ContextError::Malformed { .. }),
                 "{bad}: {err}"
             );
             assert!(
@@ -396,8 +486,19 @@ mod tests {
     fn a_missing_context_is_an_error_not_the_default_socket() {
         let dir = config_dir(Some("gone"), &[]);
         let err = resolve(&settings(dir.path())).unwrap_err();
-        assert!(matches!(err, ContextError::NoSuchContext { .. }), "{err}");
+        assert!(
+            matches!(cause(&err), ContextError::NoSuchContext { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("docker context ls"), "{err}");
+        assert!(err.to_string().contains("config.json`"), "{err}");
+        // Named by DOCKER_CONTEXT, it is not config.json's doing.
+        let s = ClientSettings {
+            docker_context: Some("gone".into()),
+            ..settings(dir.path())
+        };
+        let err = resolve(&s).unwrap_err();
+        assert!(matches!(err, ContextError::NoSuchContext { .. }), "{err}");
     }
 
     #[test]
@@ -407,7 +508,10 @@ mod tests {
         // even as root (a chmod 000 file would not stop root).
         fs::create_dir(dir.path().join("config.json")).unwrap();
         let err = resolve(&settings(dir.path())).unwrap_err();
-        assert!(matches!(err, ContextError::Unreadable { .. }), "{err}");
+        assert!(
+            matches!(cause(&err), ContextError::Unreadable { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("config.json`"), "{err}");
     }
 
@@ -417,6 +521,38 @@ mod tests {
         let id = format!("{:x}", Sha256::digest(b"remote"));
         fs::create_dir_all(dir.path().join("contexts/tls").join(id).join("docker")).unwrap();
         let err = resolve(&settings(dir.path())).unwrap_err();
-        assert!(matches!(err, ContextError::Tls { .. }), "{err}");
+        assert!(matches!(cause(&err), ContextError::Tls { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_host_volmig_cannot_reach_is_an_error_naming_where_it_came_from() {
+        let dir = config_dir(Some("remote"), &[("remote", "ssh://u@h")]);
+        let err = resolve(&settings(dir.path())).unwrap_err();
+        assert!(matches!(err, ContextError::CurrentContext { .. }), "{err}");
+        assert!(err.to_string().contains("`ssh://u@h`"), "{err}");
+        for (host, flag) in [
+            ("bogus", true),
+            ("unix://rel.sock", false),
+            ("tcp://", true),
+        ] {
+            let s = ClientSettings {
+                host_flag: flag.then(|| host.to_string()),
+                docker_host: (!flag).then(|| host.to_string()),
+                ..settings(dir.path())
+            };
+            let err = resolve(&s).unwrap_err();
+            let origin = if flag { "-H" } else { "DOCKER_HOST" };
+            assert!(
+                matches!(&err, ContextError::BadHost { origin: o, .. } if o == origin),
+                "{host}: {err}"
+            );
+        }
+        for host in ["unix:///run/d.sock", "tcp://h:2375", "http://h:2375"] {
+            let s = ClientSettings {
+                host_flag: Some(host.into()),
+                ..settings(dir.path())
+            };
+            assert_eq!(resolve(&s).unwrap().host, host);
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! hold. Plus `volmig()`, the binary under test.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
