@@ -193,6 +193,16 @@ impl DaemonContext {
         }
     }
 
+    /// The daemon serving this data-root, if one answers; for commands
+    /// that need no version (export), so the installed dockerd is not run.
+    pub fn serving(cli: &Cli, root: &DataRoot) -> Option<DockerEngine> {
+        DockerEngine::connect(&Self::host(cli), PROBE_TIMEOUT_SECS)
+            .and_then(|e| e.info().map(|i| (e, i)))
+            .ok()
+            .filter(|(_, info)| info.serves(root.given()))
+            .map(|(engine, _)| engine)
+    }
+
     /// Requires a daemon serving this data-root (for --pause/--stop).
     pub fn require(cli: &Cli, root: &DataRoot, why: &str) -> anyhow::Result<DaemonContext> {
         let host = Self::host(cli);

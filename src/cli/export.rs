@@ -121,14 +121,11 @@ pub fn run(cli: &Cli, args: &ExportArgs) -> anyhow::Result<Outcome> {
         },
     };
     let daemon = if args.pause || args.stop {
-        DaemonContext::require(cli, &root, if args.pause { "--pause" } else { "--stop" })?
+        DaemonContext::require(cli, &root, if args.pause { "--pause" } else { "--stop" })?.engine
     } else {
-        DaemonContext::probe(cli, &root)
+        DaemonContext::serving(cli, &root)
     };
-    let engine = daemon
-        .engine
-        .as_ref()
-        .map(|e| e as &dyn crate::engine::Engine);
+    let engine = daemon.as_ref().map(|e| e as &dyn crate::engine::Engine);
     if args.pause || args.stop {
         // Containers must be put back whatever happens: Ctrl-C now stops
         // the export between entries instead of killing volmig.
