@@ -21,7 +21,7 @@
 //! under `volumes/`.
 
 mod spool;
-mod walk;
+pub(crate) mod walk;
 
 use crate::dataroot::metadata::VolumeRecord;
 use std::fs::{self, File};
@@ -29,7 +29,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{EntryKind, Trailer};
+use crate::bundle::Trailer;
 use crate::dataroot::DataRoot;
 use crate::manifest::{
     self, Entry, ManifestError, ManifestHeader, ManifestReader, ManifestWriter, Record, TreeDigest,
@@ -408,59 +408,16 @@ fn check_landed(e: &Entry, landed: Option<&Landed>) -> Result<(), BaseError> {
             _ => differs(&e.path, "it is in the bundle but not on disk".into()),
         });
     }
-    let format = match e.kind {
-        EntryKind::File => libc::S_IFREG,
-        EntryKind::Dir => libc::S_IFDIR,
-        EntryKind::Symlink => libc::S_IFLNK,
-        EntryKind::Fifo => libc::S_IFIFO,
-        EntryKind::Char => libc::S_IFCHR,
-        EntryKind::Block => libc::S_IFBLK,
-        // A hardlink is whatever it links (checked at its first name).
-        EntryKind::Hardlink if l.format != libc::S_IFDIR => return Ok(()),
-        EntryKind::Hardlink => libc::S_IFREG,
-    };
-    let mut wrong = Vec::new();
-    if l.format != format {
-        wrong.push(format!(
-            "type {:o} on disk, {:o} in the bundle",
-            l.format, format
-        ));
-    }
-    // Linux keeps no mode of its own for a symlink (always 0777).
-    if e.kind != EntryKind::Symlink && l.mode != e.mode {
-        wrong.push(format!(
-            "mode {:04o} on disk, {:04o} in the bundle",
-            l.mode, e.mode
-        ));
-    }
-    if (l.uid, l.gid) != (e.uid, e.gid) {
-        wrong.push(format!(
-            "owner {}:{} on disk, {}:{} in the bundle",
-            l.uid, l.gid, e.uid, e.gid
-        ));
-    }
-    if l.mtime != e.mtime {
-        wrong.push(format!(
-            "mtime {} on disk, {} in the bundle",
-            crate::bundle::pax_time(l.mtime.0, l.mtime.1),
-            crate::bundle::pax_time(e.mtime.0, e.mtime.1)
-        ));
-    }
-    if e.kind == EntryKind::File && l.size != e.size {
-        wrong.push(format!(
-            "{} bytes on disk, {} in the bundle",
-            l.size, e.size
-        ));
-    }
-    match wrong.is_empty() {
-        true => Ok(()),
-        false => Err(differs(&e.path, wrong.join("; "))),
+    match l.differs(e, false) {
+        None => Ok(()),
+        Some(detail) => Err(differs(&e.path, detail)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::EntryKind;
     use crate::bundle::EntryMeta;
     use crate::manifest::Chunked;
     use std::collections::BTreeMap;
@@ -610,7 +567,7 @@ mod tests {
         let got = record_v(&root, spool, &trailer);
         assert!(got.bases.is_empty());
         assert!(
-            got.warnings[0].contains("mode 0600 on disk, 0640 in the bundle"),
+            got.warnings[0].contains("mode 0600 on disk, 0640 expected"),
             "{:?}",
             got.warnings
         );

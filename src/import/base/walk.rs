@@ -19,10 +19,12 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 
 use crate::beneath::{name_path, DirFd, OpenError};
+use crate::bundle::EntryKind;
+use crate::manifest::Entry;
 
 /// One entry as the target has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Landed {
+pub(crate) struct Landed {
     /// Relative to the walk's root (`""` for the root itself).
     pub path: Vec<u8>,
     /// `st_mode & S_IFMT`.
@@ -38,7 +40,7 @@ pub(super) struct Landed {
 }
 
 impl Landed {
-    fn of(path: Vec<u8>, st: &FileStat) -> Landed {
+    pub(crate) fn of(path: Vec<u8>, st: &FileStat) -> Landed {
         let nsec = |n: i64| u32::try_from(n).unwrap_or(0);
         Landed {
             path,
@@ -52,10 +54,61 @@ impl Landed {
             ino: st.st_ino,
         }
     }
+
+    /// What differs between this entry on disk and `e`, the entry a
+    /// manifest records or a bundle lays down (`None`: alike): the kind,
+    /// and where the kernel keeps them as given, mode, owner, mtime and a
+    /// file's size; with `exact` also the ctime and inode a base recorded
+    /// (which only an untouched entry keeps). A hardlink is whatever it
+    /// links: only not a directory.
+    pub(crate) fn differs(&self, e: &Entry, exact: bool) -> Option<String> {
+        let link = e.kind == EntryKind::Hardlink && self.format != libc::S_IFDIR;
+        let mut wrong = Vec::new();
+        match EntryKind::from_mode(self.format) {
+            None => wrong.push(format!(
+                "type {:o} on disk, which no bundle carries",
+                self.format
+            )),
+            Some(kind) if kind != e.kind && !link => {
+                wrong.push(format!("a {kind:?} on disk, a {:?} expected", e.kind).to_lowercase())
+            }
+            Some(_) => {}
+        }
+        // Linux keeps no mode of its own for a symlink (always 0777).
+        if e.kind != EntryKind::Symlink && self.mode != e.mode {
+            wrong.push(format!(
+                "mode {:04o} on disk, {:04o} expected",
+                self.mode, e.mode
+            ));
+        }
+        if (self.uid, self.gid) != (e.uid, e.gid) {
+            wrong.push(format!(
+                "owner {}:{} on disk, {}:{} expected",
+                self.uid, self.gid, e.uid, e.gid
+            ));
+        }
+        if self.mtime != e.mtime {
+            wrong.push(format!(
+                "mtime {} on disk, {} expected",
+                crate::bundle::pax_time(self.mtime.0, self.mtime.1),
+                crate::bundle::pax_time(e.mtime.0, e.mtime.1)
+            ));
+        }
+        if e.kind == EntryKind::File && self.size != e.size {
+            wrong.push(format!("{} bytes on disk, {} expected", self.size, e.size));
+        }
+        if exact && (Some(self.ctime) != e.ctime || Some(self.ino) != e.ino) {
+            wrong.push("it was changed since (its ctime or inode moved)".into());
+        }
+        match wrong.is_empty() {
+            true => None,
+            false => Some(wrong.join("; ")),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(super) enum WalkError {
+pub(crate) enum WalkError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("cannot read `{path}`: {source}")]
@@ -70,7 +123,7 @@ struct Level {
 }
 
 /// The walk; `next` gives the entries one at a time.
-pub(super) struct LandedWalk {
+pub(crate) struct LandedWalk {
     first: Option<Landed>,
     stack: Vec<Level>,
 }
@@ -78,7 +131,7 @@ pub(super) struct LandedWalk {
 impl LandedWalk {
     /// Starts at `root` (a volume's `_data`, or a bind volume's device
     /// directory), which must be a directory and not a symlink.
-    pub(super) fn open(root: &Path) -> Result<LandedWalk, WalkError> {
+    pub(crate) fn open(root: &Path) -> Result<LandedWalk, WalkError> {
         let dir = DirFd::open(root)?;
         let st = fstat(dir.file().as_raw_fd()).map_err(io_err(root))?;
         let names = list(&dir)?;
@@ -95,7 +148,7 @@ impl LandedWalk {
     /// The next entry in bundle order; `None` after the last. Sockets are
     /// passed over: a bundle never carries one (export names and skips
     /// them), so neither does a tree imported from one.
-    pub(super) fn next(&mut self) -> Result<Option<Landed>, WalkError> {
+    pub(crate) fn next(&mut self) -> Result<Option<Landed>, WalkError> {
         if let Some(first) = self.first.take() {
             return Ok(Some(first));
         }
@@ -146,7 +199,7 @@ fn io_err(path: &Path) -> impl FnOnce(nix::errno::Errno) -> WalkError + '_ {
 }
 
 /// The names in `dir`, in byte order.
-fn list(dir: &DirFd) -> Result<Vec<CString>, WalkError> {
+pub(crate) fn list(dir: &DirFd) -> Result<Vec<CString>, WalkError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     // `.` of the descriptor: no name to swap.
     let mut stream = nix::dir::Dir::openat(Some(dir.file().as_raw_fd()), ".", flags, Mode::empty())

@@ -6,17 +6,12 @@
 //! tree digest must be the source's before anything is changed).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
-use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 
-use nix::sys::stat::FileStat;
-
 use super::ops::{Op, OpKind};
-use crate::beneath::{name_path, DirFd};
 use crate::bundle::{unhex, BundleHeader, EntryKind};
 use crate::dataroot::DataRoot;
+use crate::import::base::walk::{Landed, LandedWalk};
 use crate::manifest::chunks::Sha;
 use crate::manifest::{
     chunks::content_from_chunks, path_order, Entry, ManifestReader, Record, TreeDigest, CHUNK,
@@ -101,111 +96,6 @@ pub fn left_out(root: &DataRoot, base: &str, header: &BundleHeader) -> Vec<Strin
     out
 }
 
-/// Walks a tree beneath its directory descriptor in bundle order
-/// (depth-first, names in byte order), never following a symlink,
-/// yielding each entry's `_data`-relative path and stat.
-pub struct TreeWalk {
-    stack: Vec<(DirFd, Vec<u8>, std::vec::IntoIter<CString>)>,
-    root: Option<DirFd>,
-}
-
-impl TreeWalk {
-    pub fn new(root: DirFd) -> TreeWalk {
-        TreeWalk {
-            stack: Vec::new(),
-            root: Some(root),
-        }
-    }
-
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> io::Result<Option<(Vec<u8>, FileStat)>> {
-        if let Some(root) = self.root.take() {
-            let st = nix::sys::stat::fstat(root.file().as_raw_fd())?;
-            let names = list(&root)?;
-            self.stack.push((root, Vec::new(), names.into_iter()));
-            return Ok(Some((Vec::new(), st)));
-        }
-        while let Some((dir, rel, names)) = self.stack.last_mut() {
-            let Some(name) = names.next() else {
-                self.stack.pop();
-                continue;
-            };
-            let st = nix::sys::stat::fstatat(
-                Some(dir.file().as_raw_fd()),
-                name.as_c_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name.as_bytes());
-            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                let sub = dir.open_dir(name_path(&name)).map_err(io::Error::other)?;
-                let names = list(&sub)?;
-                self.stack.push((sub, path.clone(), names.into_iter()));
-            }
-            return Ok(Some((path, st)));
-        }
-        Ok(None)
-    }
-}
-
-pub(super) fn list(dir: &DirFd) -> io::Result<Vec<CString>> {
-    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY;
-    let mut d = nix::dir::Dir::openat(
-        Some(dir.file().as_raw_fd()),
-        ".",
-        flags,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    let mut names: Vec<CString> = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name();
-        if n != c"." && n != c".." {
-            names.push(n.to_owned());
-        }
-    }
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
-}
-
-/// Kind of a stat, as a manifest names it.
-pub fn stat_kind(st: &FileStat) -> Option<EntryKind> {
-    EntryKind::from_mode(st.st_mode)
-}
-
-/// What differs between an entry of the tree now and its manifest entry
-/// (kind, size, mode, owner, mtime; with `exact`, ctime and inode too).
-pub fn stat_differs(st: &FileStat, e: &Entry, exact: bool) -> Option<String> {
-    let kind = stat_kind(st)?;
-    let link = e.kind == EntryKind::Hardlink && kind != EntryKind::Dir;
-    if kind != e.kind && !link {
-        return Some(format!("it is a {kind:?} now, a {:?} in the base", e.kind).to_lowercase());
-    }
-    let size = if kind == EntryKind::File {
-        st.st_size as u64
-    } else {
-        0
-    };
-    if !link && size != e.size {
-        return Some(format!("{size} bytes now, {} in the base", e.size));
-    }
-    if st.st_mode & 0o7777 != e.mode || st.st_uid != e.uid || st.st_gid != e.gid {
-        return Some("its mode or owner changed".into());
-    }
-    if (st.st_mtime, st.st_mtime_nsec as u32) != e.mtime {
-        return Some("its mtime changed".into());
-    }
-    if exact
-        && (Some((st.st_ctime, st.st_ctime_nsec as u32)) != e.ctime || Some(st.st_ino) != e.ino)
-    {
-        return Some("it was changed since (its ctime or inode moved)".into());
-    }
-    None
-}
-
 /// Checks that volume `vol` of the target is exactly its recorded base:
 /// every entry there, none more, each with the recorded stat. The error
 /// names the first path that differs.
@@ -225,15 +115,14 @@ struct CheckedBase<'a> {
     root: &'a DataRoot,
     vol: &'a str,
     base: ManifestReader,
-    walk: TreeWalk,
-    now: Option<(Vec<u8>, FileStat)>,
+    walk: LandedWalk,
+    now: Option<Landed>,
 }
 
 impl<'a> CheckedBase<'a> {
     fn open(root: &'a DataRoot, vol: &'a str) -> Result<CheckedBase<'a>, String> {
         let base = open_base(root, vol)?;
-        let data = DirFd::open(&root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
-        let mut walk = TreeWalk::new(data);
+        let mut walk = LandedWalk::open(&root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
         let now = walk.next().map_err(|e| e.to_string())?;
         Ok(CheckedBase {
             root,
@@ -259,13 +148,13 @@ impl<'a> CheckedBase<'a> {
         match (b, self.now.take()) {
             (None, None) => Ok(None),
             (Some(b), None) => Err(self.changed(&b.path, "it is gone")),
-            (None, Some((rel, _))) => Err(self.changed(&rel, "it is not in the round")),
-            (Some(b), Some((rel, st))) => match path_order(&b.path, &rel) {
+            (None, Some(l)) => Err(self.changed(&l.path, "it is not in the round")),
+            (Some(b), Some(l)) => match path_order(&b.path, &l.path) {
                 std::cmp::Ordering::Less => Err(self.changed(&b.path, "it is gone")),
-                std::cmp::Ordering::Greater => Err(self.changed(&rel, "it is not in the round")),
+                std::cmp::Ordering::Greater => Err(self.changed(&l.path, "it is not in the round")),
                 std::cmp::Ordering::Equal => {
-                    if let Some(what) = stat_differs(&st, &b, true) {
-                        return Err(self.changed(&rel, &what));
+                    if let Some(what) = l.differs(&b, true) {
+                        return Err(self.changed(&l.path, &what));
                     }
                     self.now = self.walk.next().map_err(|e| e.to_string())?;
                     Ok(Some(b))

@@ -31,6 +31,7 @@ use crate::beneath::DirFd;
 use crate::bundle::{BundleHeader, EntryKind};
 use crate::dataroot::metadata::VolumeRecord;
 use crate::dataroot::DataRoot;
+use crate::import::base::walk::{self, Landed};
 use crate::manifest::{self, Entry, ManifestHeader, ManifestWriter, TreeDigest};
 
 /// The new base of each volume into `<staging>/bases/`: the expected
@@ -68,7 +69,7 @@ pub fn write_bases(
         out.volume(&v.name).map_err(|e| e.to_string())?;
         let ops: Vec<&Op> = journal.ops.iter().filter(|o| o.vol == v.name).collect();
         let data = DirFd::open(&root.volume_data_dir(&v.name)).map_err(|e| e.to_string())?;
-        let mut landed = Landed::new(root, &v.name, data, &ops)?;
+        let mut landed = TouchedTree::new(root, &v.name, data, &ops)?;
         let mut tree = TreeDigest::default();
         base::merge_result(
             root,
@@ -100,8 +101,29 @@ struct Listing {
     names: std::iter::Peekable<std::vec::IntoIter<CString>>,
 }
 
+impl Listing {
+    /// The next name before `before` (to the end, with `None`) that is no
+    /// socket: a bundle never carries one (export names and skips them),
+    /// and neither does a base.
+    fn extra(&mut self, before: Option<&[u8]>) -> Option<CString> {
+        while let Some(n) = self
+            .names
+            .next_if(|n| before.is_none_or(|b| n.as_bytes() < b))
+        {
+            let socket = apply::stat_in(&self.dir, &n)
+                .ok()
+                .flatten()
+                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+            if !socket {
+                return Some(n);
+            }
+        }
+        None
+    }
+}
+
 /// The target of one volume, looked at where the delta touched it.
-struct Landed<'a> {
+struct TouchedTree<'a> {
     root: &'a DataRoot,
     vol: &'a str,
     data: DirFd,
@@ -114,13 +136,13 @@ struct Landed<'a> {
     open: Vec<Listing>,
 }
 
-impl<'a> Landed<'a> {
+impl<'a> TouchedTree<'a> {
     fn new(
         root: &'a DataRoot,
         vol: &'a str,
         data: DirFd,
         ops: &[&Op],
-    ) -> Result<Landed<'a>, String> {
+    ) -> Result<TouchedTree<'a>, String> {
         let mut above = BTreeSet::new();
         let mut shared = Vec::new();
         for op in ops {
@@ -146,7 +168,7 @@ impl<'a> Landed<'a> {
         }
         shared.sort_unstable();
         shared.dedup();
-        Ok(Landed {
+        Ok(TouchedTree {
             root,
             vol,
             data,
@@ -178,7 +200,7 @@ impl<'a> Landed<'a> {
             if parent_of(rel).is_some_and(|p| within(p, &l.rel)) {
                 return Ok(());
             }
-            if let Some(name) = l.names.next() {
+            if let Some(name) = l.extra(None) {
                 let l = self.open.pop().ok_or("no listing")?;
                 return Err(self.left_over(&l, &name));
             }
@@ -197,7 +219,7 @@ impl<'a> Landed<'a> {
         let name = e.path.rsplit(|&b| b == b'/').next().unwrap_or_default();
         let listed = match (self.open.last_mut(), parent_of(&e.path)) {
             (Some(l), Some(p)) if l.rel == p => {
-                if let Some(extra) = l.names.next_if(|n| n.as_bytes() < name) {
+                if let Some(extra) = l.extra(Some(name)) {
                     return Err(self.left_over(self.open.last().ok_or("no listing")?, &extra));
                 }
                 if l.names.next_if(|n| n.as_bytes() == name).is_none() {
@@ -229,14 +251,15 @@ impl<'a> Landed<'a> {
         }
         .map_err(|err| format!("`{}`: {err}", shown(&e.path)))?
         .ok_or_else(|| format!("`{}` did not land", shown(&e.path)))?;
-        if let Some(what) = base::stat_differs(&st, e, false) {
+        let landed = Landed::of(e.path.clone(), &st);
+        if let Some(what) = landed.differs(e, false) {
             return Err(format!(
                 "`{}` did not land as the delta says: {what}",
                 shown(&e.path)
             ));
         }
-        e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
-        e.ino = Some(st.st_ino);
+        e.ctime = Some(landed.ctime);
+        e.ino = Some(landed.ino);
         if above && e.kind == EntryKind::Dir {
             let dir = match (listed, self.open.last()) {
                 (true, Some(l)) => l.dir.open_dir(Path::new(OsStr::from_bytes(name))),
@@ -244,7 +267,7 @@ impl<'a> Landed<'a> {
                 _ => self.data.open_dir(Path::new(OsStr::from_bytes(&e.path))),
             }
             .map_err(|err| err.to_string())?;
-            let names = base::list(&dir).map_err(|err| format!("`{}`: {err}", shown(&e.path)))?;
+            let names = walk::list(&dir).map_err(|err| format!("`{}`: {err}", shown(&e.path)))?;
             self.open.push(Listing {
                 rel: e.path.clone(),
                 dir,
@@ -257,7 +280,7 @@ impl<'a> Landed<'a> {
     /// The tree ended: every listing left must be used up.
     fn finish(&mut self) -> Result<(), String> {
         while let Some(mut l) = self.open.pop() {
-            if let Some(name) = l.names.next() {
+            if let Some(name) = l.extra(None) {
                 return Err(self.left_over(&l, &name));
             }
         }
@@ -351,7 +374,7 @@ mod tests {
         put_back(root, before);
         let data = DirFd::open(&root.volume_data_dir("v")).unwrap();
         let ops: Vec<&Op> = ops.iter().collect();
-        let mut landed = Landed::new(root, "v", data, &ops)?;
+        let mut landed = TouchedTree::new(root, "v", data, &ops)?;
         let mut out = Vec::new();
         for e in before {
             let mut e = e.clone();
@@ -410,6 +433,16 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_in_a_touched_directory_is_passed_over_as_bases_do() {
+        let (_t, root) = target();
+        let before: Vec<Entry> = TREE.iter().map(|r| entry(&root, r)).collect();
+        let _s = std::os::unix::net::UnixListener::bind(root.volume_data_dir("v").join("sub/s"))
+            .unwrap();
+        let op = Op::new("v", b"sub/b", 1, OpKind::Put);
+        check(&root, &[op], &before).unwrap();
+    }
+
+    #[test]
     fn an_entry_missing_or_changed_where_the_delta_wrote_fails_the_check() {
         let (_t, root) = target();
         let before: Vec<Entry> = TREE.iter().map(|r| entry(&root, r)).collect();
@@ -429,7 +462,10 @@ mod tests {
         fs::write(data.join("sub/b"), b"longer").unwrap();
         let op = Op::new("v", b"sub/b", 1, OpKind::Put);
         let err = check(&root, &[op], &expected).unwrap_err();
-        assert!(err.contains("sub/b") && err.contains("bytes now"), "{err}");
+        assert!(
+            err.contains("sub/b") && err.contains("bytes on disk"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,7 +16,6 @@ use nix::fcntl::OFlag;
 use super::{
     io_err, nix_err, num, open_dir, rename, restore_touched, stat_at, sync, At, Staging, Volumes,
 };
-use crate::beneath::DirFd;
 use crate::dataroot::DataRoot;
 use crate::import::delta::ops::{Added, Before, DeltaJournal, Op, OpKind};
 use crate::manifest::CHUNK;
@@ -98,8 +97,8 @@ fn record_base_again(root: &DataRoot, vol: &str) -> Result<(), String> {
             .map_err(io_err(tmp.display()))?;
         let mut out = ManifestWriter::new(file, &tmp, &header).map_err(|e| e.to_string())?;
         out.volume(vol).map_err(|e| e.to_string())?;
-        let data = DirFd::open(&root.volume_data_dir(vol)).map_err(|e| e.to_string())?;
-        let mut walk = crate::import::delta::base::TreeWalk::new(data);
+        let mut walk = crate::import::base::walk::LandedWalk::open(&root.volume_data_dir(vol))
+            .map_err(|e| e.to_string())?;
         let mut tree = TreeDigest::default();
         let not_back = |rel: &[u8], what: String| {
             format!(
@@ -108,22 +107,22 @@ fn record_base_again(root: &DataRoot, vol: &str) -> Result<(), String> {
             )
         };
         while let Some(Record::Entry(mut e)) = base.next().map_err(|e| e.to_string())? {
-            let Some((rel, st)) = walk.next().map_err(|e| e.to_string())? else {
+            let Some(l) = walk.next().map_err(|e| e.to_string())? else {
                 return Err(not_back(&e.path, "it is missing".into()));
             };
-            if rel != e.path {
-                return Err(not_back(&rel, "it is not in the base".into()));
+            if l.path != e.path {
+                return Err(not_back(&l.path, "it is not in the base".into()));
             }
-            if let Some(what) = crate::import::delta::base::stat_differs(&st, &e, false) {
-                return Err(not_back(&rel, what));
+            if let Some(what) = l.differs(&e, false) {
+                return Err(not_back(&l.path, what));
             }
-            e.ctime = Some((st.st_ctime, st.st_ctime_nsec as u32));
-            e.ino = Some(st.st_ino);
+            e.ctime = Some(l.ctime);
+            e.ino = Some(l.ino);
             tree.add(&e);
             out.entry(&e).map_err(|e| e.to_string())?;
         }
-        if let Some((rel, _)) = walk.next().map_err(|e| e.to_string())? {
-            return Err(not_back(&rel, "it is not in the base".into()));
+        if let Some(l) = walk.next().map_err(|e| e.to_string())? {
+            return Err(not_back(&l.path, "it is not in the base".into()));
         }
         out.end(vol, tree.entries(), &tree.hex())
             .map_err(|e| e.to_string())?;
