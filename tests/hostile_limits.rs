@@ -403,11 +403,9 @@ fn a_1_tib_sparse_hole_is_refused_instead_of_hashed_for_minutes() {
     let bundle = work.path().join("hole.volmig");
     fs::write(&bundle, with_hole(&valid, 1 << 40)).unwrap();
     let (import, _) = refused_everywhere(&bundle, "bytes of holes up to here, more than");
-    assert!(
-        import.elapsed < Duration::from_secs(10),
-        "{:?}",
-        import.elapsed
-    );
+    // CPU time, not wall time: the bound is on work (hashing the hole took
+    // minutes), and wall time also counts whatever shares the 2 cores.
+    assert!(import.cpu < Duration::from_secs(10), "{:?}", import.cpu);
 }
 
 #[test]
@@ -552,7 +550,8 @@ fn many_volumes(n: usize) -> Vec<u8> {
 fn inspect_check_is_linear_in_the_header_volume_count() {
     // Before: each entry was classified by a scan of the header's volumes:
     // 80,000 volumes took 57 s, 40,000 take 17 s (release builds); now
-    // 40,000 take 3.6 s in a debug build (12 s on a loaded machine).
+    // 40,000 take 3.6 s in a debug build (12 s of wall time on a loaded
+    // machine: the bound is on CPU time).
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("many.volmig");
     fs::write(&bundle, many_volumes(40_000)).unwrap();
@@ -560,7 +559,7 @@ fn inspect_check_is_linear_in_the_header_volume_count() {
     cmd.args(["inspect", "--check", "-q"]).arg(&bundle);
     let m = run(cmd, Duration::from_secs(60));
     assert_eq!(m.code, Some(0), "{}", m.stderr);
-    assert!(m.elapsed < Duration::from_secs(30), "{:?}", m.elapsed);
+    assert!(m.cpu < Duration::from_secs(30), "{:?} CPU", m.cpu);
 }
 
 #[test]
