@@ -23,9 +23,6 @@
 //! | `s6_malformed_opts_json_*` | 6: opts.json that stops the daemon |
 //! | `tree_compare_sees_every_attribute` | the tree compare itself (no daemon) |
 
-mod common;
-mod e2e;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -35,9 +32,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use common::failure_messages;
-use e2e::source::{drop_volumes, source, start_and_wait, Source, CONTAINERS};
-use e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
+use crate::common::failure_messages;
+use crate::e2e::source::{drop_volumes, source, start_and_wait, Source, CONTAINERS};
+use crate::e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
 
 /// One daemon at a time: the tests of this file run serially.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -45,7 +42,7 @@ static LOCK: Mutex<()> = Mutex::new(());
 /// The lock (with `VOLMIG_SKIP_E2E=1` the tests are ignored: see build.rs).
 fn e2e() -> Option<MutexGuard<'static, ()>> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    e2e::require_daemon_prerequisites();
+    crate::e2e::require_daemon_prerequisites();
     Some(guard)
 }
 
@@ -402,7 +399,7 @@ fn s4_live_migration_registers_volumes_without_restart() {
     // As the README's live example: `volmig export ... -o - | volmig import -`
     // (from the pristine copy of the source: the source's own path is the
     // target's here).
-    let mut export = e2e::volmig();
+    let mut export = crate::e2e::volmig();
     export
         .arg("--data-root")
         .arg(&src.pristine)
@@ -412,7 +409,7 @@ fn s4_live_migration_registers_volumes_without_restart() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut export = export.spawn().unwrap();
-    let import = e2e::volmig()
+    let import = crate::e2e::volmig()
         .arg("--data-root")
         .arg(&src.root)
         .args(["-H", &d.host(), "import", "-"])
@@ -461,7 +458,7 @@ fn engine_export_quiesces_running_containers_and_puts_them_back() {
         "none",
         "-v",
         "data1:/data",
-        e2e::source::IMG,
+        crate::e2e::source::IMG,
         "sleep",
         "1000",
     ]);
@@ -546,7 +543,7 @@ struct Scratch(PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !std::thread::panicking() || std::env::var_os("VOLMIG_E2E_KEEP").is_none() {
-            e2e::remove_tree(&self.0);
+            crate::e2e::remove_tree(&self.0);
         }
     }
 }
@@ -564,8 +561,8 @@ fn s5_moved_data_root() {
     let src = source();
     let bundle = export_all(src, "s5", &[]);
     let moved = Scratch(src.dir.join("moved"));
-    e2e::source::cp_a(&src.pristine, &moved.0);
-    e2e::remove_tree(&src.root); // the old path does not exist on the new host
+    crate::e2e::source::cp_a(&src.pristine, &moved.0);
+    crate::e2e::remove_tree(&src.root); // the old path does not exist on the new host
     let mut problems = Vec::new();
 
     let (_, doc) = offline_json(src, &moved.0, &["verify", "--all"]);
@@ -574,8 +571,8 @@ fn s5_moved_data_root() {
     d.stop();
     drop(d);
 
-    e2e::remove_tree(&moved.0);
-    e2e::source::cp_a(&src.pristine, &moved.0);
+    crate::e2e::remove_tree(&moved.0);
+    crate::e2e::source::cp_a(&src.pristine, &moved.0);
     drop_volumes(&moved.0);
     import(src, &moved.0, &bundle, None);
     let (code, doc) = offline_json(src, &moved.0, &["verify", "--all"]);
@@ -738,7 +735,7 @@ fn s6_malformed_opts_json_scan_predicts_the_daemon() {
                 if said.len() != 1 || fatal.len() != 1 || said[0] != fatal[0] {
                     problems.push(format!(
                         "opts.json {shown:?}: dockerd said {said:?}, volmig predicted {fatal:?}\n{}",
-                        e2e::tail(&f.log, 5)
+                        crate::e2e::tail(&f.log, 5)
                     ));
                 }
             }
@@ -790,7 +787,7 @@ fn tree_compare_sees_every_attribute() {
         .set_len(8 << 20)
         .unwrap();
     let b = dir.path().join("b");
-    e2e::source::cp_a(&a, &b);
+    crate::e2e::source::cp_a(&a, &b);
     assert_eq!(tree::diff(&tree::snapshot(&a), &tree::snapshot(&b)), "");
 
     fs::set_permissions(b.join("mode"), fs::Permissions::from_mode(0o4600)).unwrap();
@@ -819,7 +816,7 @@ fn tree_compare_sees_every_attribute() {
     let rc = unsafe { libc::setxattr(c.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
     assert_eq!(rc, 0);
     fs::remove_file(b.join("h2")).unwrap();
-    e2e::source::cp_a(&b.join("h1"), &b.join("h2"));
+    crate::e2e::source::cp_a(&b.join("h1"), &b.join("h2"));
     fs::remove_file(b.join("link")).unwrap();
     symlink("owner", b.join("link")).unwrap();
     let sparse = fs::read(b.join("sparse")).unwrap();
@@ -882,7 +879,7 @@ fn s7_dockerd_started_right_after_a_killed_commit() {
             "/dev/null",
             "-einject=renameat2:signal=SIGKILL:when=2",
         ])
-        .arg(e2e::volmig().get_program())
+        .arg(crate::e2e::volmig().get_program())
         .arg("--data-root")
         .arg(&src.root)
         .arg("import")

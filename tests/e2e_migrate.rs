@@ -5,21 +5,19 @@
 //! `VOLMIG_SKIP_E2E=1` skips it; without root, sshd or dockerd it fails
 //! with the reason.
 
-mod e2e;
-
 use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
-use e2e::sshd::{require_sshd, LocalSshd};
-use e2e::PrivateDaemon;
+use crate::e2e::sshd::{require_sshd, LocalSshd};
+use crate::e2e::PrivateDaemon;
 
 const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
-    e2e::require_daemon_prerequisites();
+    crate::e2e::require_daemon_prerequisites();
     require_sshd();
     let t0 = Instant::now();
     let src = PrivateDaemon::start("msrc");

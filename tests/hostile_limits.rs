@@ -3,15 +3,12 @@
 //! with one of its exit codes, under 64 MiB of peak RSS (the child's own,
 //! from `wait4`), and with a message that names the culprit.
 
-mod common;
-mod measured;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{volume_mount, FakeDataRoot};
-use measured::{run, volmig, Measured};
+use crate::common::{volume_mount, FakeDataRoot};
+use crate::measured::{run, volmig, Measured};
 use serde_json::Value;
 
 const ID: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
@@ -189,9 +186,7 @@ fn verify_all_does_not_panic_on_a_container_directory_named_a_alpha_x() {
 // Hostile bundles: each is refused (import: exit 2, target unchanged;
 // inspect --check: exit 1) in bounded memory and time.
 
-mod bundle_support;
-
-use bundle_support::{
+use crate::bundle_support::{
     empty_target, export_to, parse_entries, position, reseal, small_source, snapshot,
     write_entries, RawEntry, APP_ID,
 };
@@ -253,7 +248,7 @@ fn refused_everywhere(bundle: &Path, expected: &str) -> (Measured, Measured) {
         "import: {}",
         import.stderr
     );
-    bundle_support::assert_unchanged(&target.path(), &before);
+    crate::bundle_support::assert_unchanged(&target.path(), &before);
 
     let mut cmd = volmig(&target.path());
     cmd.args(["inspect", "--check"]).arg(bundle);

@@ -2,17 +2,14 @@
 //! failures, each reproduced and pinned by a test named after it (the
 //! exhaustive kill/fail-at-every-step suite is `crash_import.rs`).
 
-mod bundle_support;
-mod common;
-
 use std::fs;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bundle_support::{bin, export_to, small_source, stderr, stdout};
-use common::{json_run, FakeDataRoot};
+use crate::bundle_support::{bin, export_to, small_source, stderr, stdout};
+use crate::common::{json_run, FakeDataRoot};
 use volmig::dataroot::metadata::read_store;
 
 fn bundle(work: &Path) -> (FakeDataRoot, PathBuf) {
@@ -488,7 +485,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
     let small = SmallFs::new(16);
     small.fill(3 << 20);
     let root = small.root();
-    let before = bundle_support::snapshot(&root);
+    let before = crate::bundle_support::snapshot(&root);
     let out = Command::new(bin())
         .env("VOLMIG_DOCKERD", "")
         .arg("--data-root")
@@ -503,7 +500,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
         "{}",
         stderr(&out)
     );
-    bundle_support::assert_unchanged(&root, &before);
+    crate::bundle_support::assert_unchanged(&root, &before);
 }
 
 /// ENOSPC at the commit: the staged bundle fits, then the filesystem fills
@@ -533,7 +530,7 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
     let db = root.join("volumes/metadata.db");
     let db_size = fs::metadata(&db).unwrap().len();
     assert!(db_size > 256 << 10, "metadata.db is {db_size} bytes");
-    let before = bundle_support::snapshot(&root);
+    let before = crate::bundle_support::snapshot(&root);
     // Held at the syncfs that ends staging; the filesystem fills meanwhile
     // (one fallocate: the 1.5 s hold covers it).
     let child = spawn_import(&root, &b, "fail", "syncfs:delay_enter=1500000");
@@ -550,7 +547,7 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
         stderr(&out)
     );
     fs::remove_file(small.dir.path().join("mnt/filler")).unwrap();
-    bundle_support::assert_unchanged(&root, &before);
+    crate::bundle_support::assert_unchanged(&root, &before);
 }
 
 /// How long a wait for the imported process may take before the test
@@ -710,7 +707,7 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
     let t = replace_target();
     fs::remove_dir_all(t.path().join("volumes/shared")).unwrap();
     fs::write(t.path().join("volumes/shared"), b"a stray file").unwrap();
-    let before = bundle_support::snapshot(&t.path());
+    let before = crate::bundle_support::snapshot(&t.path());
     let out = t
         .volmig()
         .args(["import", "--on-conflict", "replace"])
@@ -723,5 +720,5 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
         "{}",
         stderr(&out)
     );
-    bundle_support::assert_unchanged(&t.path(), &before);
+    crate::bundle_support::assert_unchanged(&t.path(), &before);
 }

@@ -12,7 +12,6 @@
 //!
 //! A private sshd on a loopback port (`sshd::LocalSshd`) carries
 //! `volmig migrate --via 'ssh HOST'` between two such daemons.
-#![allow(dead_code)]
 
 pub mod source;
 pub mod sshd;
@@ -225,7 +224,6 @@ pub struct PrivateDaemon {
     pub dir: PathBuf,
     /// The data-root.
     pub root: PathBuf,
-    own_root: bool,
     child: Option<Child>,
     /// Byte offset in the log where the current (last) start began.
     log_start: u64,
@@ -260,16 +258,15 @@ impl PrivateDaemon {
         );
         fs::create_dir_all(dir.join("exec")).unwrap();
         fs::write(dir.join("daemon.json"), "{}\n").unwrap();
-        let (root, own_root) = match root {
-            Some(r) => (r.to_path_buf(), false),
-            None => (dir.join("root"), true),
+        let root = match root {
+            Some(r) => r.to_path_buf(),
+            None => dir.join("root"),
         };
         fs::create_dir_all(&root).unwrap();
         PrivateDaemon {
             name: name.to_string(),
             dir,
             root,
-            own_root,
             child: None,
             log_start: 0,
         }

@@ -1,7 +1,6 @@
 //! Runs the binary as a child and measures it: exit code, output, and the
 //! child's own peak RSS (`wait4`'s rusage, so parallel tests do not mix
 //! their children up), with a timeout that turns a hang into a failure.
-#![allow(dead_code)]
 
 use std::fs::{self, File};
 use std::path::Path;
