@@ -2,7 +2,7 @@
 //! is the judge of a migration and of volmig's predictions.
 //!
 //! Every test starts and stops its own daemon(s) (see `e2e/mod.rs`), one at
-//! a time (`LOCK`), on data-roots under /var/tmp/volmig-e2e. Without a
+//! a time (`e2e::serial`: with every other daemon test), on data-roots under /var/tmp/volmig-e2e. Without a
 //! daemon (not root, no dockerd, no answer) each test fails with the
 //! reason; `VOLMIG_SKIP_E2E=1` skips them instead. `VOLMIG_E2E_KEEP=1`
 //! leaves the directories of the run in place; `VOLMIG_E2E_DOCKERD=PATH`
@@ -28,23 +28,12 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use crate::common::failure_messages;
 use crate::e2e::source::{drop_volumes, source, start_and_wait, Source, CONTAINERS};
 use crate::e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
-
-/// One daemon at a time: the tests of this file run serially.
-static LOCK: Mutex<()> = Mutex::new(());
-
-/// The lock (with `VOLMIG_SKIP_E2E=1` the tests are ignored: see build.rs).
-fn e2e() -> Option<MutexGuard<'static, ()>> {
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    crate::e2e::require_daemon_prerequisites();
-    Some(guard)
-}
 
 /// The fatal messages of a scan document (dockerd would not start).
 fn fatal_messages(doc: &Value) -> Vec<String> {
@@ -147,7 +136,7 @@ fn compare_starts(d: &PrivateDaemon, doc: &Value, problems: &mut Vec<String>) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s2_lost_volumes_verify_predicts_docker_start() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     drop_volumes(&src.root);
     fs::remove_dir_all(src.binds.join("m")).unwrap();
@@ -364,7 +353,7 @@ fn offline_migration(test: &str, keep_metadata_db: bool, export_args: &[&str]) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s3_offline_migration_into_target_with_metadata_db() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     offline_migration("s3", true, &[]);
 }
 
@@ -373,7 +362,7 @@ fn s3_offline_migration_into_target_with_metadata_db() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s3_offline_migration_into_target_without_metadata_db() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     offline_migration("s3b", false, &["--compress", "zstd"]);
 }
 
@@ -388,7 +377,7 @@ fn s3_offline_migration_into_target_without_metadata_db() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s4_live_migration_registers_volumes_without_restart() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     drop_volumes(&src.root);
     let mut d = PrivateDaemon::start_on("s4", &src.root);
@@ -446,7 +435,7 @@ fn s4_live_migration_registers_volumes_without_restart() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn engine_export_quiesces_running_containers_and_puts_them_back() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let mut d = PrivateDaemon::start_on("eng", &src.root);
     d.dk(&[
@@ -557,7 +546,7 @@ impl Drop for Scratch {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s5_moved_data_root() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let bundle = export_all(src, "s5", &[]);
     let moved = Scratch(src.dir.join("moved"));
@@ -596,7 +585,7 @@ fn s5_moved_data_root() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s6_malformed_opts_json_is_refused_by_export_and_import() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let opts = src.root.join("volumes/tmpfsvol/opts.json");
     let good = fs::read(&opts).unwrap();
@@ -678,7 +667,7 @@ fn tar_entry_data(bytes: &[u8], path: &str) -> (usize, usize) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s6_malformed_opts_json_scan_predicts_the_daemon() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let opts = src.root.join("volumes/tmpfsvol/opts.json");
     let variants: [&[u8]; 14] = [
@@ -865,7 +854,7 @@ fn tree_compare_sees_every_attribute() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s7_dockerd_started_right_after_a_killed_commit() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let bundle = export_all(src, "s7", &[]);
     drop_volumes(&src.root);

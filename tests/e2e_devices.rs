@@ -22,7 +22,7 @@ fn drop_volume(root: &Path, name: &str) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_bind_volume_moves_to_a_host_without_its_device() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let mut d = PrivateDaemon::start("s8");
     d.load_busybox_image("s8img", None);
     let host = d.dir.join("host");
@@ -136,7 +136,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let mut d = PrivateDaemon::start("s8nfs");
     d.load_busybox_image("s8img", None);
     d.dk(&[
@@ -189,7 +189,7 @@ fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let mut d = PrivateDaemon::start("s8live");
     d.load_busybox_image("s8img", None);
     let host = d.dir.join("host");

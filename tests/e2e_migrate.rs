@@ -17,7 +17,7 @@ const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     require_sshd();
     let t0 = Instant::now();
     let src = PrivateDaemon::start("msrc");

@@ -147,7 +147,7 @@ fn install_plugin(cfg: &Path) -> PathBuf {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn docker_volmig_verifies_and_moves_volumes_through_the_docker_cli() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let d = PrivateDaemon::start("plugin");
     d.load_busybox_image("e2eplug", None);
     d.dk(&["volume", "create", "--label", "app=web", "webdata"]);

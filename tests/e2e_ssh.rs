@@ -145,7 +145,7 @@ fn ssh_via_local_sshd_runs_a_command_and_carries_a_stream() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn two_private_daemons_run_side_by_side() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     require_sshd();
     let t0 = Instant::now();
     // Each has its own directory, socket, exec-root and containerd

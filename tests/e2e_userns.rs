@@ -164,7 +164,7 @@ fn volmig_ok(root: &Path, args: &[&str], what: &str) -> String {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn userns_remap_round_trip_plain_to_remapped_and_back() {
-    crate::e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     require_tools();
     let t0 = Instant::now();
 

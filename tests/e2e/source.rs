@@ -168,7 +168,7 @@ pub fn cp_a(from: &Path, to: &Path) {
 
 static BUILD_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// The source, built on first use (call with the e2e lock held), reset to
+/// The source, built on first use (call with `e2e::serial`'s guard held), reset to
 /// its pristine state.
 pub fn source() -> &'static Source {
     static SOURCE: OnceLock<Source> = OnceLock::new();
