@@ -7,14 +7,12 @@
 //! recorded is a warning, never a failed import; nothing is written under
 //! `volumes/` but the volumes.
 
-mod common;
-
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::{json_run, volume_mount, FakeDataRoot};
+use crate::common::{json_run, volume_mount, FakeDataRoot};
 use serde_json::Value;
 use volmig::fileattrs::{set_mtime, set_xattr};
 use volmig::manifest::io::VolumeEnd;
@@ -73,7 +71,7 @@ fn source() -> FakeDataRoot {
 
 /// Exports `app` from `root` to `bundle` (with `extra` options).
 fn export(root: &Path, pre: &[&str], extra: &[&str], bundle: &Path) {
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("--data-root")
         .arg(root)
         .args(pre)
@@ -91,7 +89,7 @@ fn export(root: &Path, pre: &[&str], extra: &[&str], bundle: &Path) {
 
 fn import(root: &Path, pre: &[&str], extra: &[&str], bundle: &Path) -> (i32, Value) {
     json_run(
-        common::volmig()
+        crate::common::volmig()
             .arg("--data-root")
             .arg(root)
             .args(pre)

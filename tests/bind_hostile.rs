@@ -4,14 +4,11 @@
 //! the header lays the data down at, a mount point at the device path.
 //! Each must be refused (exit 2) before anything is written.
 
-mod bundle_support;
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bundle_support::{parse_entries, position, reseal, write_entries};
-use common::{json_run, volume_mount, FakeDataRoot};
+use crate::bundle_support::{parse_entries, position, reseal, write_entries};
+use crate::common::{json_run, volume_mount, FakeDataRoot};
 use serde_json::Value;
 
 fn opts(device: &Path) -> String {
@@ -200,7 +197,7 @@ fn a_symlink_on_the_way_to_the_device_path_led_into_the_data_root() {
 }
 
 /// The bundle `source([a, b])` exports, as entries to edit.
-fn crafted(host: &Path) -> (PathBuf, Vec<bundle_support::RawEntry>) {
+fn crafted(host: &Path) -> (PathBuf, Vec<crate::bundle_support::RawEntry>) {
     let a = host.join("srv/a");
     let b = host.join("srv/b");
     let src = source([&a, &b]);

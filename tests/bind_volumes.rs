@@ -3,13 +3,11 @@
 //! network and tmpfs volumes, on tempdir data-roots. The same against a
 //! real dockerd is in `e2e_daemon.rs` (`s8_*`).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::{json_run, volume_mount, FakeDataRoot};
+use crate::common::{json_run, volume_mount, FakeDataRoot};
 use serde_json::Value;
 
 /// A source data-root with container `web` using the bind-type volume
@@ -130,7 +128,7 @@ fn export_of_a_bind_volume_carried_only_the_empty_mountpoint() {
         .unwrap()
         .len();
     assert_eq!(doc["volumes"]["app"]["bytes"], 300_024 + opts_len, "{doc}");
-    let mut cmd = common::volmig();
+    let mut cmd = crate::common::volmig();
     cmd.args(["inspect"]).arg(&bundle);
     let (code, doc) = json_run(&mut cmd);
     assert_eq!(code, 0, "{doc}");
@@ -272,7 +270,7 @@ fn bind_data_skip_says_what_it_left_and_verify_predicts_the_mount_failure() {
         src.device().display(),
         data.display()
     );
-    let messages = common::failure_messages(&doc, "web");
+    let messages = crate::common::failure_messages(&doc, "web");
     assert!(
         messages.contains(&expected),
         "{messages:?}\nexpected {expected}"

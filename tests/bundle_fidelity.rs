@@ -6,9 +6,6 @@
 //! kind; plus the format seen from outside (GNU tar, sha256sum), the
 //! determinism of the bytes, and the stdin/stdout path.
 
-mod bundle_support;
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -16,10 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use bundle_support::{
+use crate::bundle_support::{
     assert_same_tree, bin, export_to, os, q, sh, stderr, stdout, tree, write_at, APP_ID,
 };
-use common::{fixture, json_run, volmig, volume_mount, FakeDataRoot};
+use crate::common::{fixture, json_run, volmig, volume_mount, FakeDataRoot};
 use serde_json::Value;
 
 /// The containers of `fixtures/source` that mount volumes.
@@ -383,7 +380,7 @@ fn rich_source() -> FakeDataRoot {
     src
 }
 
-fn xattr_names(node: &bundle_support::Node) -> Vec<String> {
+fn xattr_names(node: &crate::bundle_support::Node) -> Vec<String> {
     node.xattrs
         .iter()
         .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
@@ -614,7 +611,7 @@ fn the_same_source_gives_byte_identical_bundles() {
     assert_eq!(a.len(), b.len());
     assert!(a == b, "two exports of one source differ");
     // And zstd is deterministic too.
-    let src = bundle_support::small_source();
+    let src = crate::bundle_support::small_source();
     let (za, zb) = (work.path().join("a.zst"), work.path().join("b.zst"));
     export_to(&src, &["app"], &["--compress", "zstd"], &za);
     export_to(&src, &["app"], &["--compress", "zstd"], &zb);
@@ -651,7 +648,7 @@ fn export_to_stdout_piped_into_import_from_stdin() {
     }
 
     // The compressed stream is zstd (by its magic) and import finds out alone.
-    let src = bundle_support::small_source();
+    let src = crate::bundle_support::small_source();
     let work = tempfile::tempdir().unwrap();
     let z = work.path().join("b.zst");
     export_to(&src, &["app"], &["--compress", "zstd"], &z);
@@ -677,7 +674,7 @@ fn export_to_stdout_piped_into_import_from_stdin() {
 
 #[test]
 fn inspect_lists_the_bundle_and_check_catches_a_flipped_byte() {
-    let src = bundle_support::small_source();
+    let src = crate::bundle_support::small_source();
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
     export_to(&src, &["app", "db"], &[], &bundle);
@@ -741,7 +738,7 @@ fn inspect_lists_the_bundle_and_check_catches_a_flipped_byte() {
 fn many_large_files_keep_their_digests_in_entry_order() {
     // More files above the inline size than hashes in flight: the writer
     // waits for digests and must still list them in entry order.
-    let src = bundle_support::small_source();
+    let src = crate::bundle_support::small_source();
     let d = src.path().join("volumes/appdata/_data/many");
     fs::create_dir(&d).unwrap();
     for i in 0..10u8 {

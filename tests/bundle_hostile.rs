@@ -8,19 +8,16 @@
 //! leave the target data-root exactly as it was (no staging directory, no
 //! new volume).
 
-mod bundle_support;
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use bundle_support::{
+use crate::bundle_support::{
     after_data_of, assert_unchanged, export_to, parse_entries, position, q, reseal, sh,
     small_source, snapshot, stderr, write_entries, Node, RawEntry, APP_ID, DB_ID,
 };
-use common::FakeDataRoot;
+use crate::common::FakeDataRoot;
 
 /// A valid bundle of `app` and `db` (volumes appdata, pgdata, shared).
 fn valid_bundle(work: &Path) -> Vec<u8> {
@@ -85,7 +82,7 @@ impl Target {
         fs::write(&bundle, bytes).unwrap();
         let out = sh(&format!(
             "{} --data-root {} import - < {}",
-            q(&bundle_support::bin()),
+            q(&crate::bundle_support::bin()),
             q(&self.root.path()),
             q(&bundle)
         ));
@@ -131,10 +128,10 @@ fn rewritten_valid_bundle_still_imports() {
     drop(f);
     volmig::fileattrs::set_xattr(&d.join("a.txt"), b"user.k", b"v\0w").unwrap();
     std::os::unix::fs::lchown(d.join("b.txt"), Some(4_000_000_000), None).unwrap();
-    bundle_support::write_at(&d.join("old"), b"o", (-5, 5));
+    crate::bundle_support::write_at(&d.join("old"), b"o", (-5, 5));
     let long = d.join("l".repeat(120));
     fs::create_dir(&long).unwrap();
-    bundle_support::write_at(&long.join("f".repeat(120)), b"f", (1, 1));
+    crate::bundle_support::write_at(&long.join("f".repeat(120)), b"f", (1, 1));
     let bundle = work.path().join("valid.tar");
     export_to(&src, &["app", "db"], &[], &bundle);
     let valid = fs::read(&bundle).unwrap();
@@ -667,7 +664,7 @@ fn a_truncated_bundle_is_refused_and_nothing_is_written() {
         let bundle = work.path().join("cut.tar");
         fs::write(&bundle, &valid[..cut]).unwrap();
         // inspect --check calls it broken, not fine.
-        let out = common::volmig()
+        let out = crate::common::volmig()
             .args(["inspect", "--check"])
             .arg(&bundle)
             .output()
@@ -715,7 +712,7 @@ fn a_checkpoint_name_cannot_point_elsewhere() {
     t.root.container(
         APP_ID,
         "app",
-        &[common::volume_mount("appdata", "/data", &troot)],
+        &[crate::common::volume_mount("appdata", "/data", &troot)],
     );
     t.before = snapshot(&troot);
     for cp in [

@@ -3,19 +3,16 @@
 //! metadata.db), what export refuses (running containers, missing volumes,
 //! missing checkpoints), and checkpoints carried into the target container.
 
-mod bundle_support;
-mod common;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use bundle_support::{
+use crate::bundle_support::{
     assert_same_tree, assert_unchanged, export_to, small_source, snapshot, stderr, stdout,
     write_at, APP_ID, DB_ID,
 };
-use common::{json_run, volume_mount, FakeDataRoot};
+use crate::common::{json_run, volume_mount, FakeDataRoot};
 use serde_json::Value;
 
 const VOLUMES: [&str; 3] = ["appdata", "pgdata", "shared"];
@@ -43,7 +40,12 @@ fn target_with_conflicts(conflicting: &[&str]) -> FakeDataRoot {
 }
 
 fn labels(root: &Path, volume: &str) -> Value {
-    let (code, doc) = json_run(common::volmig().arg("--data-root").arg(root).arg("scan"));
+    let (code, doc) = json_run(
+        crate::common::volmig()
+            .arg("--data-root")
+            .arg(root)
+            .arg("scan"),
+    );
     assert!(code == 0 || code == 1, "{doc:#}");
     doc["volumes"][volume]["labels"].clone()
 }
@@ -187,7 +189,7 @@ fn skip_identical_keeps_identical_volumes_and_refuses_different_ones() {
         .ino();
     let kept: Vec<_> = VOLUMES
         .iter()
-        .map(|v| bundle_support::tree(&t.path().join("volumes").join(v)).nodes)
+        .map(|v| crate::bundle_support::tree(&t.path().join("volumes").join(v)).nodes)
         .collect();
     let (code, doc) = json_run(
         t.volmig()
@@ -200,7 +202,7 @@ fn skip_identical_keeps_identical_volumes_and_refuses_different_ones() {
     assert_eq!(doc["metadata"]["written"], 3);
     for (v, before) in VOLUMES.iter().zip(&kept) {
         assert_eq!(
-            &bundle_support::tree(&t.path().join("volumes").join(v)).nodes,
+            &crate::bundle_support::tree(&t.path().join("volumes").join(v)).nodes,
             before,
             "volume {v} was touched"
         );
@@ -449,7 +451,7 @@ fn a_checkpoint_is_carried_and_installed_into_the_target_container() {
     let bundle = work.path().join("cp.tar");
     export_to(&src, &["app"], &["--checkpoint", "cp1"], &bundle);
 
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("inspect")
         .arg(&bundle)
         .output()
@@ -459,7 +461,7 @@ fn a_checkpoint_is_carried_and_installed_into_the_target_container() {
         "{}",
         stdout(&out)
     );
-    let out = bundle_support::sh(&format!("tar -tf {}", bundle_support::q(&bundle)));
+    let out = crate::bundle_support::sh(&format!("tar -tf {}", crate::bundle_support::q(&bundle)));
     assert!(stdout(&out).contains(&format!("containers/{APP_ID}/checkpoints/cp1/pages-1.img")));
 
     // A target that holds the container (its configs were moved already).
@@ -568,7 +570,7 @@ fn sparse_files_need_only_their_data_on_the_target() {
     fs::create_dir(root.join("volumes")).unwrap();
     fs::create_dir(root.join("containers")).unwrap();
     let (code, doc) = json_run(
-        common::volmig()
+        crate::common::volmig()
             .arg("--data-root")
             .arg(root)
             .arg("import")
@@ -589,13 +591,13 @@ fn sparse_files_need_only_their_data_on_the_target() {
 #[test]
 fn export_to_a_device_writes_into_it_and_keeps_it() {
     use std::os::unix::fs::FileTypeExt;
-    let mut src = common::FakeDataRoot::new();
+    let mut src = crate::common::FakeDataRoot::new();
     let r = src.path();
     src.volume("v1", &[])
         .container(
             &format!("{:0>64}", 1),
             "web",
-            &[common::volume_mount("v1", "/v", &r)],
+            &[crate::common::volume_mount("v1", "/v", &r)],
         )
         .write_db();
     let dir = tempfile::tempdir().unwrap();
@@ -605,7 +607,7 @@ fn export_to_a_device_writes_into_it_and_keeps_it() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    common::volmig()
+    crate::common::volmig()
         .arg("--data-root")
         .arg(&r)
         .args(["export", "web", "-o"])

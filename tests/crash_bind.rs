@@ -7,16 +7,13 @@
 //! path) or completely migrated (both), with nothing staged left beside
 //! the device; a re-run completes the migration.
 
-mod bundle_support;
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bundle_support::{bin, snapshot, strace, Node};
-use common::{volume_mount, FakeDataRoot};
+use crate::bundle_support::{bin, snapshot, strace, Node};
+use crate::common::{volume_mount, FakeDataRoot};
 
 const STEPS: [&str; 8] = [
     "renameat2",

@@ -25,9 +25,6 @@
 //! case starts from a target that received the full round. About 220
 //! imports in all: some 50 s of a debug build on two cores.
 
-mod bundle_support;
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -35,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use bundle_support::{bin, small_source, strace, tree, write_at, Node};
-use common::FakeDataRoot;
+use crate::bundle_support::{bin, small_source, strace, tree, write_at, Node};
+use crate::common::FakeDataRoot;
 use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
 
 /// `pgdata` is the volume the delta adds (`db`'s, exported from round 1).

@@ -11,16 +11,15 @@
 //! 3. a re-run of the import leaves the target equal to the source on
 //!    every attribute, labels included.
 
-mod bundle_support;
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bundle_support::{bin, export_to, small_source, strace, tree, write_at, Node, APP_ID, DB_ID};
-use common::FakeDataRoot;
+use crate::bundle_support::{
+    bin, export_to, small_source, strace, tree, write_at, Node, APP_ID, DB_ID,
+};
+use crate::common::FakeDataRoot;
 use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
 
 const VOLUMES: [&str; 3] = ["appdata", "pgdata", "shared"];

@@ -3,13 +3,11 @@
 //! `dockerd --version`, else current; and a stale Source's fix names a
 //! command that works in the state the daemon is in.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{container_findings, json_run, volume_mount, FakeDataRoot};
+use crate::common::{container_findings, json_run, volume_mount, FakeDataRoot};
 use serde_json::json;
 
 /// No daemon listens here: the tests never probe the host's daemon.
@@ -278,7 +276,7 @@ fn with_dockerd_stopped_the_fix_is_a_rewrite_sources_that_works() {
     assert!(fix.ends_with("before starting dockerd"), "{fix}");
     assert!(!fix.contains("volmig import does"), "{fix}");
     let (code, out) = json_run(
-        common::volmig()
+        crate::common::volmig()
             .args(command_in(&fix))
             .args(["-H", NO_DAEMON]),
     );
@@ -288,7 +286,7 @@ fn with_dockerd_stopped_the_fix_is_a_rewrite_sources_that_works() {
     assert_eq!(code, 0, "the fix worked: {doc:#}");
     // Idempotent.
     let (code, out) = json_run(
-        common::volmig()
+        crate::common::volmig()
             .args(command_in(&fix))
             .args(["-H", NO_DAEMON]),
     );
@@ -324,7 +322,7 @@ fn with_dockerd_running_the_fix_says_stop_rewrite_start_and_rewrite_sources_refu
         .join(id(1))
         .join("config.v2.json");
     let before = fs::read(&config).unwrap();
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .args(command_in(&fix))
         .args(["-H", NO_DAEMON])
         .output()
@@ -340,7 +338,7 @@ fn with_dockerd_running_the_fix_says_stop_rewrite_start_and_rewrite_sources_refu
     // "Stopped": the same command now works.
     drop(held);
     let (code, _) = json_run(
-        common::volmig()
+        crate::common::volmig()
             .args(command_in(&fix))
             .args(["-H", NO_DAEMON]),
     );

@@ -6,13 +6,11 @@
 //! explicitly (`--context`, `DOCKER_CONTEXT`, `-H`, `DOCKER_HOST`) that
 //! cannot be used stays an error, exit 2, naming it.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
+use crate::common::{volume_mount, FakeDataRoot};
 use assert_cmd::Command;
-use common::{volume_mount, FakeDataRoot};
 use serde_json::Value;
 
 const APP_ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -157,7 +155,7 @@ fn an_explicit_context_or_host_that_cannot_be_used_stays_an_error() {
 #[test]
 fn without_data_root_a_missing_current_context_stays_an_error() {
     let home = home_with_config(r#"{"currentContext":"gone"}"#);
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .env_remove("DOCKER_HOST")
         .env_remove("DOCKER_CONTEXT")
         .env_remove("DOCKER_CONFIG")

@@ -2,7 +2,7 @@
 //! is the judge of a migration and of volmig's predictions.
 //!
 //! Every test starts and stops its own daemon(s) (see `e2e/mod.rs`), one at
-//! a time (`LOCK`), on data-roots under /var/tmp/volmig-e2e. Without a
+//! a time (`e2e::serial`: with every other daemon test), on data-roots under /var/tmp/volmig-e2e. Without a
 //! daemon (not root, no dockerd, no answer) each test fails with the
 //! reason; `VOLMIG_SKIP_E2E=1` skips them instead. `VOLMIG_E2E_KEEP=1`
 //! leaves the directories of the run in place; `VOLMIG_E2E_DOCKERD=PATH`
@@ -23,31 +23,17 @@
 //! | `s6_malformed_opts_json_*` | 6: opts.json that stops the daemon |
 //! | `tree_compare_sees_every_attribute` | the tree compare itself (no daemon) |
 
-mod common;
-mod e2e;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use common::failure_messages;
-use e2e::source::{drop_volumes, source, start_and_wait, Source, CONTAINERS};
-use e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
-
-/// One daemon at a time: the tests of this file run serially.
-static LOCK: Mutex<()> = Mutex::new(());
-
-/// The lock (with `VOLMIG_SKIP_E2E=1` the tests are ignored: see build.rs).
-fn e2e() -> Option<MutexGuard<'static, ()>> {
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    e2e::require_daemon_prerequisites();
-    Some(guard)
-}
+use crate::common::failure_messages;
+use crate::e2e::source::{drop_volumes, source, start_and_wait, Source, CONTAINERS};
+use crate::e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
 
 /// The fatal messages of a scan document (dockerd would not start).
 fn fatal_messages(doc: &Value) -> Vec<String> {
@@ -150,7 +136,7 @@ fn compare_starts(d: &PrivateDaemon, doc: &Value, problems: &mut Vec<String>) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s2_lost_volumes_verify_predicts_docker_start() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     drop_volumes(&src.root);
     fs::remove_dir_all(src.binds.join("m")).unwrap();
@@ -367,7 +353,7 @@ fn offline_migration(test: &str, keep_metadata_db: bool, export_args: &[&str]) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s3_offline_migration_into_target_with_metadata_db() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     offline_migration("s3", true, &[]);
 }
 
@@ -376,7 +362,7 @@ fn s3_offline_migration_into_target_with_metadata_db() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s3_offline_migration_into_target_without_metadata_db() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     offline_migration("s3b", false, &["--compress", "zstd"]);
 }
 
@@ -391,7 +377,7 @@ fn s3_offline_migration_into_target_without_metadata_db() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s4_live_migration_registers_volumes_without_restart() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     drop_volumes(&src.root);
     let mut d = PrivateDaemon::start_on("s4", &src.root);
@@ -402,7 +388,7 @@ fn s4_live_migration_registers_volumes_without_restart() {
     // As the README's live example: `volmig export ... -o - | volmig import -`
     // (from the pristine copy of the source: the source's own path is the
     // target's here).
-    let mut export = e2e::volmig();
+    let mut export = crate::e2e::volmig();
     export
         .arg("--data-root")
         .arg(&src.pristine)
@@ -412,7 +398,7 @@ fn s4_live_migration_registers_volumes_without_restart() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut export = export.spawn().unwrap();
-    let import = e2e::volmig()
+    let import = crate::e2e::volmig()
         .arg("--data-root")
         .arg(&src.root)
         .args(["-H", &d.host(), "import", "-"])
@@ -449,7 +435,7 @@ fn s4_live_migration_registers_volumes_without_restart() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn engine_export_quiesces_running_containers_and_puts_them_back() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let mut d = PrivateDaemon::start_on("eng", &src.root);
     d.dk(&[
@@ -461,7 +447,7 @@ fn engine_export_quiesces_running_containers_and_puts_them_back() {
         "none",
         "-v",
         "data1:/data",
-        e2e::source::IMG,
+        crate::e2e::source::IMG,
         "sleep",
         "1000",
     ]);
@@ -546,7 +532,7 @@ struct Scratch(PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !std::thread::panicking() || std::env::var_os("VOLMIG_E2E_KEEP").is_none() {
-            e2e::remove_tree(&self.0);
+            crate::e2e::remove_tree(&self.0);
         }
     }
 }
@@ -560,12 +546,12 @@ impl Drop for Scratch {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s5_moved_data_root() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let bundle = export_all(src, "s5", &[]);
     let moved = Scratch(src.dir.join("moved"));
-    e2e::source::cp_a(&src.pristine, &moved.0);
-    e2e::remove_tree(&src.root); // the old path does not exist on the new host
+    crate::e2e::source::cp_a(&src.pristine, &moved.0);
+    crate::e2e::remove_tree(&src.root); // the old path does not exist on the new host
     let mut problems = Vec::new();
 
     let (_, doc) = offline_json(src, &moved.0, &["verify", "--all"]);
@@ -574,8 +560,8 @@ fn s5_moved_data_root() {
     d.stop();
     drop(d);
 
-    e2e::remove_tree(&moved.0);
-    e2e::source::cp_a(&src.pristine, &moved.0);
+    crate::e2e::remove_tree(&moved.0);
+    crate::e2e::source::cp_a(&src.pristine, &moved.0);
     drop_volumes(&moved.0);
     import(src, &moved.0, &bundle, None);
     let (code, doc) = offline_json(src, &moved.0, &["verify", "--all"]);
@@ -599,7 +585,7 @@ fn s5_moved_data_root() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s6_malformed_opts_json_is_refused_by_export_and_import() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let opts = src.root.join("volumes/tmpfsvol/opts.json");
     let good = fs::read(&opts).unwrap();
@@ -681,7 +667,7 @@ fn tar_entry_data(bytes: &[u8], path: &str) -> (usize, usize) {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s6_malformed_opts_json_scan_predicts_the_daemon() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let opts = src.root.join("volumes/tmpfsvol/opts.json");
     let variants: [&[u8]; 14] = [
@@ -738,7 +724,7 @@ fn s6_malformed_opts_json_scan_predicts_the_daemon() {
                 if said.len() != 1 || fatal.len() != 1 || said[0] != fatal[0] {
                     problems.push(format!(
                         "opts.json {shown:?}: dockerd said {said:?}, volmig predicted {fatal:?}\n{}",
-                        e2e::tail(&f.log, 5)
+                        crate::e2e::tail(&f.log, 5)
                     ));
                 }
             }
@@ -790,7 +776,7 @@ fn tree_compare_sees_every_attribute() {
         .set_len(8 << 20)
         .unwrap();
     let b = dir.path().join("b");
-    e2e::source::cp_a(&a, &b);
+    crate::e2e::source::cp_a(&a, &b);
     assert_eq!(tree::diff(&tree::snapshot(&a), &tree::snapshot(&b)), "");
 
     fs::set_permissions(b.join("mode"), fs::Permissions::from_mode(0o4600)).unwrap();
@@ -819,7 +805,7 @@ fn tree_compare_sees_every_attribute() {
     let rc = unsafe { libc::setxattr(c.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
     assert_eq!(rc, 0);
     fs::remove_file(b.join("h2")).unwrap();
-    e2e::source::cp_a(&b.join("h1"), &b.join("h2"));
+    crate::e2e::source::cp_a(&b.join("h1"), &b.join("h2"));
     fs::remove_file(b.join("link")).unwrap();
     symlink("owner", b.join("link")).unwrap();
     let sparse = fs::read(b.join("sparse")).unwrap();
@@ -868,7 +854,7 @@ fn tree_compare_sees_every_attribute() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s7_dockerd_started_right_after_a_killed_commit() {
-    let Some(_lock) = e2e() else { return };
+    let _e2e = crate::e2e::serial();
     let src = source();
     let bundle = export_all(src, "s7", &[]);
     drop_volumes(&src.root);
@@ -882,7 +868,7 @@ fn s7_dockerd_started_right_after_a_killed_commit() {
             "/dev/null",
             "-einject=renameat2:signal=SIGKILL:when=2",
         ])
-        .arg(e2e::volmig().get_program())
+        .arg(crate::e2e::volmig().get_program())
         .arg("--data-root")
         .arg(&src.root)
         .arg("import")

@@ -7,25 +7,22 @@
 //! can and cannot know. The harness is `e2e/mod.rs` (one private daemon,
 //! its own data-root under /var/tmp/volmig-e2e).
 
-mod common;
-mod e2e;
-
 use std::fs;
 use std::path::Path;
 
-use common::failure_messages;
-use e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
+use crate::common::failure_messages;
+use crate::e2e::{daemon_error, tree, volmig_json, volmig_run, PrivateDaemon};
 
 /// The data-root as a host that never had the volume: its directory gone
 /// (its metadata.db record stays, as after a copy of the containers).
 fn drop_volume(root: &Path, name: &str) {
-    e2e::remove_tree(&root.join("volumes").join(name));
+    crate::e2e::remove_tree(&root.join("volumes").join(name));
 }
 
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_bind_volume_moves_to_a_host_without_its_device() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let mut d = PrivateDaemon::start("s8");
     d.load_busybox_image("s8img", None);
     let host = d.dir.join("host");
@@ -76,7 +73,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
         "two files and opts.json: {doc}"
     );
     // The target host: neither the volume nor its device path.
-    e2e::remove_tree(&host);
+    crate::e2e::remove_tree(&host);
     drop_volume(&d.root, "appdata");
     let (code, out, err) = volmig_run(&d.root, &["import", &out_arg]);
     println!("import: {out}{err}");
@@ -109,7 +106,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
         left.contains("appdata") && left.contains("stayed behind"),
         "{doc}"
     );
-    e2e::remove_tree(&host);
+    crate::e2e::remove_tree(&host);
     drop_volume(&d.root, "appdata");
     // The import commits, then its own verify finds the container broken.
     let (code, out, err) = volmig_run(&d.root, &["import", &out_arg]);
@@ -139,7 +136,7 @@ fn s8_bind_volume_moves_to_a_host_without_its_device() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let mut d = PrivateDaemon::start("s8nfs");
     d.load_busybox_image("s8img", None);
     d.dk(&[
@@ -192,7 +189,7 @@ fn s8_nfs_volume_export_and_verify_say_what_they_cannot_know() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let mut d = PrivateDaemon::start("s8live");
     d.load_busybox_image("s8img", None);
     let host = d.dir.join("host");
@@ -238,7 +235,7 @@ fn s8_live_import_of_a_bind_volume_registers_it_and_lays_its_data_down() {
     let out_arg = bundle.display().to_string();
     let (code, doc) = volmig_json(&d.root, &["export", "web", "-o", &out_arg]);
     assert_eq!(code, 0, "{doc}");
-    e2e::remove_tree(&host);
+    crate::e2e::remove_tree(&host);
     drop_volume(&d.root, "appdata");
     // The daemon starts without the volume (and drops its record).
     d.start_again();

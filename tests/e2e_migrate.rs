@@ -5,23 +5,19 @@
 //! `VOLMIG_SKIP_E2E=1` skips it; without root, sshd or dockerd it fails
 //! with the reason.
 
-mod e2e;
-#[path = "common/pty.rs"]
-mod pty;
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use e2e::sshd::{require_sshd, LocalSshd};
-use e2e::PrivateDaemon;
+use crate::e2e::sshd::{require_sshd, LocalSshd};
+use crate::e2e::PrivateDaemon;
 
 const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     require_sshd();
     let t0 = Instant::now();
     let src = PrivateDaemon::start("msrc");
@@ -62,7 +58,7 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
     ]);
     // Its stderr on a terminal, as a user's: each round draws its bar
     // there, and none of it reaches stdout.
-    let pty = pty::Pty::open();
+    let pty = crate::common::pty::Pty::open();
     let mut migrate = Command::new(VOLMIG);
     migrate
         .arg("--data-root")

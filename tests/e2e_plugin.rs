@@ -8,15 +8,13 @@
 //! through it. `VOLMIG_SKIP_E2E=1` (at build time) ignores its tests;
 //! without root or dockerd they fail with the reason.
 
-mod e2e;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use e2e::PrivateDaemon;
+use crate::e2e::PrivateDaemon;
 
 const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 /// The current docker CLI, tested too when present.
@@ -24,7 +22,7 @@ const CURRENT_DOCKER: &str = "/usr/local/bin/docker";
 
 /// The docker CLIs to drive the plugin with: 20.10 always, 28.x if here.
 fn clients() -> Vec<&'static str> {
-    let mut out = vec![e2e::DOCKER];
+    let mut out = vec![crate::e2e::DOCKER];
     if Path::new(CURRENT_DOCKER).is_file() {
         out.push(CURRENT_DOCKER);
     }
@@ -149,7 +147,7 @@ fn install_plugin(cfg: &Path) -> PathBuf {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn docker_volmig_verifies_and_moves_volumes_through_the_docker_cli() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let d = PrivateDaemon::start("plugin");
     d.load_busybox_image("e2eplug", None);
     d.dk(&["volume", "create", "--label", "app=web", "webdata"]);
@@ -170,11 +168,17 @@ fn docker_volmig_verifies_and_moves_volumes_through_the_docker_cli() {
     // it config.json's currentContext.
     let context_host = format!("host={}", d.host());
     ok(
-        docker(e2e::DOCKER, &cfg).args(["context", "create", "e2e", "--docker", &context_host]),
+        docker(crate::e2e::DOCKER, &cfg).args([
+            "context",
+            "create",
+            "e2e",
+            "--docker",
+            &context_host,
+        ]),
         "docker context create",
     );
     ok(
-        docker(e2e::DOCKER, &cfg).args(["context", "use", "e2e"]),
+        docker(crate::e2e::DOCKER, &cfg).args(["context", "use", "e2e"]),
         "docker context use",
     );
 
@@ -231,9 +235,9 @@ fn docker_volmig_verifies_and_moves_volumes_through_the_docker_cli() {
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs the docker CLIs")]
 fn through_the_docker_cli_a_broken_config_json_is_named_in_a_warning() {
     assert!(
-        Path::new(e2e::DOCKER).is_file(),
+        Path::new(crate::e2e::DOCKER).is_file(),
         "{} is missing (Debian package docker.io)",
-        e2e::DOCKER
+        crate::e2e::DOCKER
     );
     let cfg = tempfile::tempdir().unwrap();
     install_plugin(cfg.path());

@@ -7,16 +7,14 @@
 //! `VOLMIG_SKIP_E2E=1` skips them; without root, sshd or dockerd they fail
 //! with the reason.
 
-mod e2e;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use e2e::sshd::{require_sshd, LocalSshd, SESSION_PATH};
-use e2e::PrivateDaemon;
+use crate::e2e::sshd::{require_sshd, LocalSshd, SESSION_PATH};
+use crate::e2e::PrivateDaemon;
 
 /// The volmig binary under test, by its absolute path: the remote end of
 /// `--via` runs it from there, nothing is installed.
@@ -147,7 +145,7 @@ fn ssh_via_local_sshd_runs_a_command_and_carries_a_stream() {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn two_private_daemons_run_side_by_side() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     require_sshd();
     let t0 = Instant::now();
     // Each has its own directory, socket, exec-root and containerd

@@ -11,12 +11,10 @@
 //! ignored (counted as skipped, nothing built); without a daemon it fails
 //! with the reason.
 
-mod e2e;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::{PrivateDaemon, NO_DAEMON};
+use crate::e2e::{PrivateDaemon, NO_DAEMON};
 
 const IMAGE: &str = "volmig-static-busybox";
 /// The data-root verified: dockerd 20.10's own, with its volumes lost.
@@ -99,7 +97,7 @@ fn text(out: &[u8]) -> String {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn the_static_binary_verifies_a_data_root_in_a_container_without_libc_as_on_the_host() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     let bin = build_static_binary();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(FIXTURE)

@@ -11,16 +11,13 @@
 //! default, set with `setfacl`: package `acl`) and file capabilities v2 and
 //! v3 (`setcap -n`: package `libcap2-bin`). `VOLMIG_SKIP_E2E=1` skips it.
 
-mod common;
-mod e2e;
-
 use std::fs;
 use std::os::unix::fs::{chown, lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use e2e::{volmig_run, PrivateDaemon};
+use crate::e2e::{volmig_run, PrivateDaemon};
 use volmig::fileattrs::read_xattrs;
 
 /// The files checked on both sides, with the ids a container sees.
@@ -167,7 +164,7 @@ fn volmig_ok(root: &Path, args: &[&str], what: &str) -> String {
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
 fn userns_remap_round_trip_plain_to_remapped_and_back() {
-    e2e::require_daemon_prerequisites();
+    let _e2e = crate::e2e::serial();
     require_tools();
     let t0 = Instant::now();
 

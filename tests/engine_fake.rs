@@ -2,14 +2,12 @@
 //! (and `_data` put back after dockerd's chown/chmod), run state and labels
 //! from a running daemon on export.
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common::{volume_mount, FakeDataRoot};
+use crate::common::{volume_mount, FakeDataRoot};
 use volmig::dataroot::metadata::VolumeRecord;
 use volmig::dataroot::DataRoot;
 use volmig::engine::{DaemonInfo, Engine, EngineError, RunState};

@@ -8,8 +8,6 @@
 //! that fails its own check). Both failed within the first iterations on
 //! the code before the fix.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{volmig, volume_mount, FakeDataRoot};
+use crate::common::{volmig, volume_mount, FakeDataRoot};
 use nix::fcntl::{renameat2, RenameFlags};
 
 /// How long each test keeps exporting.

@@ -3,15 +3,12 @@
 //! with one of its exit codes, under 64 MiB of peak RSS (the child's own,
 //! from `wait4`), and with a message that names the culprit.
 
-mod common;
-mod measured;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{volume_mount, FakeDataRoot};
-use measured::{run, volmig, Measured};
+use crate::common::{volume_mount, FakeDataRoot};
+use crate::measured::{run, volmig, Measured};
 use serde_json::Value;
 
 const ID: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
@@ -189,9 +186,7 @@ fn verify_all_does_not_panic_on_a_container_directory_named_a_alpha_x() {
 // Hostile bundles: each is refused (import: exit 2, target unchanged;
 // inspect --check: exit 1) in bounded memory and time.
 
-mod bundle_support;
-
-use bundle_support::{
+use crate::bundle_support::{
     empty_target, export_to, parse_entries, position, reseal, small_source, snapshot,
     write_entries, RawEntry, APP_ID,
 };
@@ -253,7 +248,7 @@ fn refused_everywhere(bundle: &Path, expected: &str) -> (Measured, Measured) {
         "import: {}",
         import.stderr
     );
-    bundle_support::assert_unchanged(&target.path(), &before);
+    crate::bundle_support::assert_unchanged(&target.path(), &before);
 
     let mut cmd = volmig(&target.path());
     cmd.args(["inspect", "--check"]).arg(bundle);
@@ -403,11 +398,9 @@ fn a_1_tib_sparse_hole_is_refused_instead_of_hashed_for_minutes() {
     let bundle = work.path().join("hole.volmig");
     fs::write(&bundle, with_hole(&valid, 1 << 40)).unwrap();
     let (import, _) = refused_everywhere(&bundle, "bytes of holes up to here, more than");
-    assert!(
-        import.elapsed < Duration::from_secs(10),
-        "{:?}",
-        import.elapsed
-    );
+    // CPU time, not wall time: the bound is on work (hashing the hole took
+    // minutes), and wall time also counts whatever shares the 2 cores.
+    assert!(import.cpu < Duration::from_secs(10), "{:?}", import.cpu);
 }
 
 #[test]
@@ -552,7 +545,8 @@ fn many_volumes(n: usize) -> Vec<u8> {
 fn inspect_check_is_linear_in_the_header_volume_count() {
     // Before: each entry was classified by a scan of the header's volumes:
     // 80,000 volumes took 57 s, 40,000 take 17 s (release builds); now
-    // 40,000 take 3.6 s in a debug build (12 s on a loaded machine).
+    // 40,000 take 3.6 s in a debug build (12 s of wall time on a loaded
+    // machine: the bound is on CPU time).
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("many.volmig");
     fs::write(&bundle, many_volumes(40_000)).unwrap();
@@ -560,7 +554,7 @@ fn inspect_check_is_linear_in_the_header_volume_count() {
     cmd.args(["inspect", "--check", "-q"]).arg(&bundle);
     let m = run(cmd, Duration::from_secs(60));
     assert_eq!(m.code, Some(0), "{}", m.stderr);
-    assert!(m.elapsed < Duration::from_secs(30), "{:?}", m.elapsed);
+    assert!(m.cpu < Duration::from_secs(30), "{:?} CPU", m.cpu);
 }
 
 #[test]

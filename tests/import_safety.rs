@@ -2,17 +2,14 @@
 //! failures, each reproduced and pinned by a test named after it (the
 //! exhaustive kill/fail-at-every-step suite is `crash_import.rs`).
 
-mod bundle_support;
-mod common;
-
 use std::fs;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bundle_support::{bin, export_to, small_source, stderr, stdout};
-use common::{json_run, FakeDataRoot};
+use crate::bundle_support::{bin, export_to, small_source, stderr, stdout};
+use crate::common::{json_run, FakeDataRoot};
 use volmig::dataroot::metadata::read_store;
 
 fn bundle(work: &Path) -> (FakeDataRoot, PathBuf) {
@@ -237,20 +234,20 @@ fn files_removed_from_staging_before_the_commit_are_caught() {
     let work = tempfile::tempdir().unwrap();
     let (_src, b) = bundle(work.path());
     let t = FakeDataRoot::new();
-    // Hold the import at its syncfs (after staging, before the check of
-    // what landed) and delete a staged file meanwhile.
+    // Hold the import at its syncfs (staging done, the check of what
+    // landed next) and delete a staged file meanwhile: the 1.5 s hold
+    // covers a walk of the staging and one unlink.
     let child = spawn_import(&t.path(), &b, "fail", "syncfs:delay_enter=1500000");
-    let staged = loop {
-        let found = walkdir::WalkDir::new(t.path().join("volmig-staging"))
-            .into_iter()
-            .flatten()
-            .find(|e| e.file_name() == "c.txt");
-        if let Some(e) = found {
-            break e.into_path();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let volmig = traced_volmig(&child);
+    wait_for("volmig held at the syncfs that ends staging", || {
+        in_syscall(volmig, libc::SYS_syncfs)
+    });
+    let staged = walkdir::WalkDir::new(t.path().join("volmig-staging"))
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_name() == "c.txt")
+        .expect("c.txt is staged")
+        .into_path();
     fs::remove_file(&staged).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -291,9 +288,9 @@ fn a_second_import_refuses_or_waits_while_one_runs() {
     let (_src, b) = bundle(work.path());
     let t = FakeDataRoot::new();
     let first = spawn_import(&t.path(), &b, "fail", "syncfs:delay_enter=2000000");
-    while !t.path().join("volmig-staging").exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the staging directory", || {
+        t.path().join("volmig-staging").exists()
+    });
     let out = t.volmig().arg("import").arg(&b).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
@@ -339,25 +336,41 @@ fn sigterm_during_staging_removes_staging_and_says_so() {
     let half = bytes.len() / 2;
     stdin.write_all(&bytes[..half]).unwrap();
     stdin.flush().unwrap();
-    while !t.path().join("volmig-staging").exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the staging directory", || {
+        t.path().join("volmig-staging").exists()
+    });
+    let (took_it, said) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.starts_with("SIGTERM: ") {
+                let _ = took_it.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // The rest of the bundle once volmig has taken the signal (its signal
+    // thread says so): staging stops at its next poll, before the commit.
+    let acknowledged = said.recv_timeout(HANG);
     let _ = stdin.write_all(&bytes[half..]);
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let status = child.wait().unwrap();
+    let err = err.join().unwrap();
+    assert!(acknowledged.is_ok(), "no `SIGTERM: ` line: {err}");
+    assert_eq!(status.code(), Some(143), "{err}");
     assert!(
-        stderr(&out).contains(
+        err.contains(
             "interrupted by SIGTERM: the staging directory was removed and nothing was written"
         ),
-        "{}",
-        stderr(&out)
+        "{err}"
     );
     assert!(!t.path().join("volmig-staging").exists());
     assert!(!t.path().join("volumes/appdata").exists());
@@ -472,7 +485,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
     let small = SmallFs::new(16);
     small.fill(3 << 20);
     let root = small.root();
-    let before = bundle_support::snapshot(&root);
+    let before = crate::bundle_support::snapshot(&root);
     let out = Command::new(bin())
         .env("VOLMIG_DOCKERD", "")
         .arg("--data-root")
@@ -487,7 +500,7 @@ fn enospc_on_a_small_filesystem_while_staging_changes_nothing() {
         "{}",
         stderr(&out)
     );
-    bundle_support::assert_unchanged(&root, &before);
+    crate::bundle_support::assert_unchanged(&root, &before);
 }
 
 /// ENOSPC at the commit: the staged bundle fits, then the filesystem fills
@@ -517,13 +530,14 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
     let db = root.join("volumes/metadata.db");
     let db_size = fs::metadata(&db).unwrap().len();
     assert!(db_size > 256 << 10, "metadata.db is {db_size} bytes");
-    let before = bundle_support::snapshot(&root);
-    // Held at the syncfs that ends staging; the filesystem fills meanwhile.
+    let before = crate::bundle_support::snapshot(&root);
+    // Held at the syncfs that ends staging; the filesystem fills meanwhile
+    // (one fallocate: the 1.5 s hold covers it).
     let child = spawn_import(&root, &b, "fail", "syncfs:delay_enter=1500000");
-    while !root.join("volmig-staging").exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let volmig = traced_volmig(&child);
+    wait_for("volmig held at the syncfs that ends staging", || {
+        in_syscall(volmig, libc::SYS_syncfs)
+    });
     small.fill(db_size / 4);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -533,24 +547,58 @@ fn enospc_on_a_small_filesystem_at_the_commit_rolls_back() {
         stderr(&out)
     );
     fs::remove_file(small.dir.path().join("mnt/filler")).unwrap();
-    bundle_support::assert_unchanged(&root, &before);
+    crate::bundle_support::assert_unchanged(&root, &before);
 }
 
-/// The pid of the volmig that strace (`parent`) runs: strace forks short
-/// helpers of its own first.
-fn child_of(parent: u32) -> i32 {
-    for _ in 0..500 {
+/// How long a wait for the imported process may take before the test
+/// calls it a hang (never a timing condition: each wait below is for a
+/// state the import reaches by itself).
+const HANG: Duration = Duration::from_secs(60);
+
+/// The pid of the volmig that strace runs, once strace has exec'd it.
+/// strace first forks short-lived probes of its own (its PTRACE_TRACEME
+/// and PTRACE_GET_SYSCALL_INFO checks) whose command line is strace's and
+/// so names `import` too: one taken for volmig was gone by the time it
+/// got the signal (ESRCH, half the runs on a loaded machine). Only the
+/// executable tells them apart.
+fn traced_volmig(strace: &std::process::Child) -> i32 {
+    let exe = fs::canonicalize(bin()).unwrap();
+    let parent = strace.id();
+    let mut found = None;
+    wait_for("strace to start volmig", || {
         let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
             .unwrap_or_default();
-        for pid in children.split_whitespace() {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if cmdline.windows(6).any(|w| w == b"import") {
-                return pid.parse().unwrap();
-            }
-        }
+        found = children
+            .split_whitespace()
+            .find(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe))
+            .map(|pid| pid.parse().unwrap());
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Whether a thread of `pid` is inside system call `nr`: /proc shows a
+/// thread that strace holds at the entry of a delayed call (`-e
+/// inject=NAME:delay_enter=`) with that call's number first.
+fn in_syscall(pid: i32, nr: libc::c_long) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("syscall"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<libc::c_long>().ok())
+            == Some(nr)
+    })
+}
+
+/// Waits until `done`, failing the test after `HANG` with `what`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < HANG, "waited {HANG:?} for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("strace started no volmig");
 }
 
 /// Item 11: SIGTERM during the commit exited 143 with no output. Now the
@@ -560,17 +608,22 @@ fn sigterm_during_the_commit_lets_it_finish_then_exits_143() {
     let work = tempfile::tempdir().unwrap();
     let (_src, b) = bundle(work.path());
     let t = FakeDataRoot::new();
+    // The commit's renameat2 calls: metadata.db, appdata, pgdata, shared.
+    // The last two are held 2 s each at their entry. SIGTERM is sent once
+    // appdata is in place and volmig is held in the next rename (both
+    // seen, not guessed): mid-commit. volmig's signal thread then has 2 s
+    // or more to take it before the commit ends; it needs milliseconds.
     let child = spawn_import(
         &t.path(),
         &b,
         "fail",
-        "renameat2:delay_enter=1000000:when=2+",
+        "renameat2:delay_enter=2000000:when=3+",
     );
-    let volmig = child_of(child.id());
-    // The first volume arrives, the second rename is held: mid-commit.
-    while !t.path().join("volumes/appdata").exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let volmig = traced_volmig(&child);
+    wait_for("appdata's rename, then volmig held in the next one", || {
+        t.path().join("volumes/appdata").exists() && in_syscall(volmig, libc::SYS_renameat2)
+    });
+    assert!(!t.path().join("volumes/shared").exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(volmig),
         nix::sys::signal::Signal::SIGTERM,
@@ -654,7 +707,7 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
     let t = replace_target();
     fs::remove_dir_all(t.path().join("volumes/shared")).unwrap();
     fs::write(t.path().join("volumes/shared"), b"a stray file").unwrap();
-    let before = bundle_support::snapshot(&t.path());
+    let before = crate::bundle_support::snapshot(&t.path());
     let out = t
         .volmig()
         .args(["import", "--on-conflict", "replace"])
@@ -667,5 +720,5 @@ fn a_file_where_a_volume_would_go_is_refused_before_anything_is_written() {
         "{}",
         stderr(&out)
     );
-    bundle_support::assert_unchanged(&t.path(), &before);
+    crate::bundle_support::assert_unchanged(&t.path(), &before);
 }

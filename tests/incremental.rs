@@ -4,18 +4,15 @@
 //! a delta carries only what changed; a delta onto a target that is not
 //! its base is refused with the target unchanged; deltas chain.
 
-mod bundle_support;
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use bundle_support::{
+use crate::bundle_support::{
     assert_same_tree, assert_unchanged, parse_entries, small_source, snapshot, stderr, write_at,
     RawEntry,
 };
-use common::FakeDataRoot;
+use crate::common::FakeDataRoot;
 use volmig::dataroot::metadata::{read_store, write_records, VolumeRecord};
 use volmig::manifest::CHUNK;
 

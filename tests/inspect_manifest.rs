@@ -4,18 +4,15 @@
 //! bundle does not carry; it appears only once the bundle is verified, and
 //! never for a bundle no delta could name.
 
-mod bundle_support;
-mod common;
-
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use bundle_support::{
+use crate::bundle_support::{
     export_to, parse_entries, position, reseal, stderr, stdout, write_at, write_entries, APP_ID,
 };
-use common::{json_run, volume_mount, FakeDataRoot};
+use crate::common::{json_run, volume_mount, FakeDataRoot};
 use sha2::{Digest, Sha256};
 use volmig::bundle::{HEADER_PATH, TRAILER_PATH};
 use volmig::manifest::io::VolumeEnd;
@@ -124,14 +121,14 @@ fn partial(path: &Path) -> PathBuf {
 /// `inspect BUNDLE --manifest M` and `inspect --check BUNDLE`: their exit
 /// codes and outputs.
 fn inspect_both(bundle: &Path, m: &Path) -> (i32, String, i32) {
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("inspect")
         .arg(bundle)
         .arg("--manifest")
         .arg(m)
         .output()
         .unwrap();
-    let check = common::volmig()
+    let check = crate::common::volmig()
         .args(["inspect", "--check"])
         .arg(bundle)
         .output()
@@ -155,7 +152,7 @@ fn a_manifest_from_the_bundle_equals_the_exports_but_for_ctime_and_inode() {
     let m1_arg = m1.to_str().unwrap();
     export_to(&src, &["app"], &["--manifest-out", m1_arg], &bundle);
 
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("inspect")
         .arg(&bundle)
         .arg("--manifest")
@@ -248,7 +245,7 @@ fn a_manifest_from_the_bundle_equals_the_exports_but_for_ctime_and_inode() {
     // --json: one document, naming the manifest, with each volume's count
     // and tree digest (the trailer's); an existing FILE is replaced.
     let (code, doc) = json_run(
-        common::volmig()
+        crate::common::volmig()
             .arg("inspect")
             .arg(&bundle)
             .arg("--manifest")
@@ -281,7 +278,7 @@ fn a_bundle_without_a_round_is_refused_and_leaves_no_file() {
     let work = tempfile::tempdir().unwrap();
     let (bundle, m) = (work.path().join("b.tar"), work.path().join("m"));
     export_to(&src, &["app"], &[], &bundle);
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("inspect")
         .arg(&bundle)
         .arg("--manifest")
@@ -297,7 +294,7 @@ fn a_bundle_without_a_round_is_refused_and_leaves_no_file() {
     assert!(!m.exists() && !partial(&m).exists());
 
     let (code, doc) = json_run(
-        common::volmig()
+        crate::common::volmig()
             .arg("inspect")
             .arg(&bundle)
             .arg("--manifest")
@@ -470,7 +467,7 @@ fn a_recovered_manifest_is_a_base_for_export_since() {
         &["--manifest-out", &arg(&path("m1"))],
         &path("b0"),
     );
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("inspect")
         .arg(path("b0"))
         .arg("--manifest")

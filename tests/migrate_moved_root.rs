@@ -2,9 +2,7 @@
 //! paths of the carried containers still name the old root, which 20.10.3
 //! to 25.x evaluate for a z/Z mode. Import points them at the new root.
 
-mod common;
-
-use common::{fixture, fixture_ids, json_run, volmig};
+use crate::common::{fixture, fixture_ids, json_run, volmig};
 
 #[test]
 fn import_rewrites_stale_sources_so_2010_starts_the_containers() {

@@ -6,14 +6,12 @@
 //! line wraps, whatever terminal runs the tests) and stdout on a pipe, as
 //! a user's `volmig export ... -o - | ...` has it.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
-use common::pty::Pty;
-use common::{volume_mount, FakeDataRoot};
+use crate::common::pty::Pty;
+use crate::common::{volume_mount, FakeDataRoot};
 
 const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 const APP_ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";

@@ -7,10 +7,6 @@
 //! binary and checks its exit code (0, 1 or 2, never a panic's 101) and
 //! its peak RSS (under 64 MiB).
 
-mod bundle_support;
-mod common;
-mod measured;
-
 use std::fs;
 use std::io::{self, Cursor, Read};
 use std::panic::{self, AssertUnwindSafe};
@@ -21,7 +17,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use bundle_support::{
+use crate::bundle_support::{
     assert_unchanged, empty_target, export_to, parse_entries, reseal, small_source, snapshot,
     write_entries, RawEntry,
 };
@@ -449,7 +445,7 @@ fn replace(path: &Path, with: &Replacement) {
 /// A copy of fixture `source` with `m` applied.
 fn mutated_root(m: &RootMutation) -> tempfile::TempDir {
     use std::os::unix::ffi::OsStrExt;
-    let dir = common::fixture("source");
+    let dir = crate::common::fixture("source");
     let root = dir.path();
     match m {
         RootMutation::Replace(i, with) => {
@@ -524,9 +520,9 @@ proptest! {
         fs::write(&bundle, mutate(&m, seal)).unwrap();
         let target = empty_target();
         let before = snapshot(&target.path());
-        let mut cmd = measured::volmig(&target.path());
+        let mut cmd = crate::measured::volmig(&target.path());
         cmd.arg("import").arg(&bundle);
-        let import = measured::run(cmd, Duration::from_secs(30));
+        let import = crate::measured::run(cmd, Duration::from_secs(30));
         import.assert_sane("import");
         // Exit 2 promises nothing changed. (Exit 1 is a committed import
         // whose carried containers would not start: a mutated header can
@@ -534,9 +530,9 @@ proptest! {
         if import.code == Some(2) {
             assert_unchanged(&target.path(), &before);
         }
-        let mut cmd = measured::volmig(&target.path());
+        let mut cmd = crate::measured::volmig(&target.path());
         cmd.args(["inspect", "--check"]).arg(&bundle);
-        measured::run(cmd, Duration::from_secs(30)).assert_sane("inspect --check");
+        crate::measured::run(cmd, Duration::from_secs(30)).assert_sane("inspect --check");
     }
 
     #[test]
@@ -545,9 +541,9 @@ proptest! {
     ) {
         let dir = mutated_root(&m);
         for args in [&["scan"][..], &["verify", "--all"]] {
-            let mut cmd = measured::volmig(dir.path());
+            let mut cmd = crate::measured::volmig(dir.path());
             cmd.args(args);
-            measured::run(cmd, Duration::from_secs(30)).assert_sane(&args.join(" "));
+            crate::measured::run(cmd, Duration::from_secs(30)).assert_sane(&args.join(" "));
         }
     }
 }

@@ -2,12 +2,12 @@
 //! (`fixtures/`, made by `scripts/make-fixtures`), compared with what that
 //! daemon printed (`fixtures/*/docker-outputs/`).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 
-use common::{daemon_errors, failure_messages, fixture, fixture_dir, json_run, recorded, volmig};
+use crate::common::{
+    daemon_errors, failure_messages, fixture, fixture_dir, json_run, recorded, volmig,
+};
 use predicates::prelude::*;
 
 const CONTAINERS: [&str; 12] = [

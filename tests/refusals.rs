@@ -3,16 +3,13 @@
 //! the same list (`refusals` in `--json`, errors included), exit 2 both,
 //! and neither changes the target.
 
-mod bundle_support;
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use bundle_support::{
+use crate::bundle_support::{
     assert_unchanged, empty_target, export_to, small_source, snapshot, stderr, write_at,
 };
-use common::FakeDataRoot;
+use crate::common::FakeDataRoot;
 use serde_json::Value;
 
 /// The refusals of `import ARGS BUNDLE --json` (exit 2 required), from

@@ -1,11 +1,9 @@
 //! `volmig scan` on data-roots built in a tempdir: the daemon-fatal cases,
 //! the warnings, and bad input.
 
-mod common;
-
 use std::fs;
 
-use common::{json_run, volmig, FakeDataRoot};
+use crate::common::{json_run, volmig, FakeDataRoot};
 use predicates::prelude::*;
 
 fn findings(doc: &serde_json::Value) -> Vec<(String, String, String)> {

@@ -6,13 +6,11 @@
 //! nothing. The range is given with --userns-remap-size: the host's
 //! /etc/subuid is not touched (the real-daemon test reads it).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{chown, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use common::{volume_mount, FakeDataRoot};
+use crate::common::{volume_mount, FakeDataRoot};
 use volmig::fileattrs::{read_xattrs, set_xattr};
 
 const REMAP: &[&str] = &[
@@ -104,7 +102,7 @@ fn source(extra_uid: Option<u32>) -> FakeDataRoot {
 }
 
 fn export(root: &Path, extra: &[&str], out: &Path) -> std::process::Output {
-    common::volmig()
+    crate::common::volmig()
         .arg("--data-root")
         .arg(root)
         .args(extra)
@@ -115,7 +113,7 @@ fn export(root: &Path, extra: &[&str], out: &Path) -> std::process::Output {
 }
 
 fn import(root: &Path, extra: &[&str], bundle: &Path) -> std::process::Output {
-    common::volmig()
+    crate::common::volmig()
         .arg("--data-root")
         .arg(root)
         .args(extra)
@@ -174,7 +172,7 @@ fn plain_to_remapped_and_back_shifts_owners_acls_and_capabilities() {
 
     // The same bundle again: the remapped volume is identical in the
     // containers' ids.
-    let again = common::volmig()
+    let again = crate::common::volmig()
         .arg("--data-root")
         .arg(outer.path())
         .args(REMAP)
@@ -198,7 +196,7 @@ fn plain_to_remapped_and_back_shifts_owners_acls_and_capabilities() {
     }
     let b2 = work.path().join("remapped.volmig");
     ok(&export(outer.path(), REMAP, &b2), "export from remapped");
-    let inspect = common::volmig()
+    let inspect = crate::common::volmig()
         .args(["--json", "inspect"])
         .arg(&b2)
         .output()
@@ -250,7 +248,7 @@ fn import_refuses_an_id_the_target_range_does_not_hold() {
         .unwrap_or_default();
     assert!(staging.is_empty(), "staging left: {staging:?}");
     // The dry run says the same.
-    let out = common::volmig()
+    let out = crate::common::volmig()
         .arg("--data-root")
         .arg(outer.path())
         .args(REMAP)

@@ -1,11 +1,9 @@
 //! Each case of the spec's checklist that a real fixture cannot hold, on a
 //! data-root built in a tempdir. Names follow the checklist.
 
-mod common;
-
 use std::fs;
 
-use common::{bind_mount, container_findings, json_run, volume_mount, FakeDataRoot};
+use crate::common::{bind_mount, container_findings, json_run, volume_mount, FakeDataRoot};
 use predicates::prelude::*;
 use serde_json::json;
 

@@ -116,13 +116,33 @@ fn probe_lock(path: &Path, exclusive: bool) -> Result<Flock<File>, MetadataError
     })
 }
 
+thread_local! {
+    /// Set while this thread runs bbolt code under `guarded`.
+    static IN_BOLT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs bbolt code, turning a panic inside it (it has asserts on page
 /// layout) into an error: a corrupt file must never crash volmig.
+///
+/// Its panic message is kept off stderr by one hook, installed once in
+/// front of the process's own, that is silent on a thread inside `guarded`
+/// only. Swapping the process-wide hook around each call instead lost it
+/// when two threads did so at once (the second took the first's silent
+/// hook as the one to restore): every later panic of the process went
+/// unsaid, such as a failed test's message in the one test binary.
 fn guarded<T>(path: &Path, work: impl FnOnce() -> Result<T, String>) -> Result<T, MetadataError> {
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
+    static QUIET_IN_BOLT: std::sync::Once = std::sync::Once::new();
+    QUIET_IN_BOLT.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !IN_BOLT.with(|b| b.get()) {
+                previous(info);
+            }
+        }));
+    });
+    IN_BOLT.with(|b| b.set(true));
     let outcome = panic::catch_unwind(AssertUnwindSafe(work));
-    panic::set_hook(previous);
+    IN_BOLT.with(|b| b.set(false));
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(reason)) => Err(MetadataError::Corrupt {

@@ -2,7 +2,6 @@
 //! a migration must carry, their comparison (hardlink structure included),
 //! shell pipelines around the binary, and raw tar surgery to turn a valid
 //! bundle into a hostile one that reaches exactly the check under test.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;

@@ -2,7 +2,6 @@
 //! out (containers with config.v2.json/hostconfig.json, volumes with _data,
 //! opts.json and metadata.db records), for the cases real fixtures cannot
 //! hold. Plus `volmig()`, the binary under test.
-#![allow(dead_code)]
 
 pub mod pty;
 

@@ -1,6 +1,6 @@
 //! The harness of the end-to-end tests: a private dockerd 20.10 per test
-//! (`PrivateDaemon`), started and stopped by the test itself, and the volmig
-//! binary under test.
+//! (`PrivateDaemon`), started and stopped by the test itself, one such test
+//! at a time (`serial`), and the volmig binary under test.
 //!
 //! Recipe (the one of `scripts/make-fixtures`): `mount --make-rshared /`
 //! once, then `dockerd --data-root R --exec-root E --pidfile P -H unix://S
@@ -12,7 +12,6 @@
 //!
 //! A private sshd on a loopback port (`sshd::LocalSshd`) carries
 //! `volmig migrate --via 'ssh HOST'` between two such daemons.
-#![allow(dead_code)]
 
 pub mod source;
 pub mod sshd;
@@ -25,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The docker.io 20.10 client (never the one earlier on PATH).
@@ -45,8 +44,26 @@ pub const SKIP_ENV: &str = "VOLMIG_SKIP_E2E";
 /// Another dockerd binary to test against (default: `dockerd` on PATH).
 pub const DOCKERD_ENV: &str = "VOLMIG_E2E_DOCKERD";
 
+/// One test with private daemons at a time: every test of tests/ runs in
+/// one process (tests/tests.rs), and two such tests side by side would
+/// share the e2e source (`source::source`), the 2 cores their daemons'
+/// starts and timeouts count on, and, for `e2e_userns`, the dockremap
+/// user that a remapped daemon adds to /etc/subuid. The other tests run
+/// beside them: they build their own worlds in temporary directories.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// What a test that starts a private dockerd calls first: waits for the
+/// tests with daemons before it (`ONE_AT_A_TIME`), then fails at once,
+/// loudly, when a daemon cannot be had here. Keep the guard for the whole
+/// test (declared before its daemons, it is dropped after them).
+pub fn serial() -> MutexGuard<'static, ()> {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_daemon_prerequisites();
+    guard
+}
+
 /// Fails the test at once, loudly, when a private daemon cannot be had here.
-pub fn require_daemon_prerequisites() {
+fn require_daemon_prerequisites() {
     let why = |msg: String| -> ! {
         panic!(
             "e2e: a private dockerd cannot be had: {msg}\n\
@@ -225,7 +242,6 @@ pub struct PrivateDaemon {
     pub dir: PathBuf,
     /// The data-root.
     pub root: PathBuf,
-    own_root: bool,
     child: Option<Child>,
     /// Byte offset in the log where the current (last) start began.
     log_start: u64,
@@ -260,16 +276,15 @@ impl PrivateDaemon {
         );
         fs::create_dir_all(dir.join("exec")).unwrap();
         fs::write(dir.join("daemon.json"), "{}\n").unwrap();
-        let (root, own_root) = match root {
-            Some(r) => (r.to_path_buf(), false),
-            None => (dir.join("root"), true),
+        let root = match root {
+            Some(r) => r.to_path_buf(),
+            None => dir.join("root"),
         };
         fs::create_dir_all(&root).unwrap();
         PrivateDaemon {
             name: name.to_string(),
             dir,
             root,
-            own_root,
             child: None,
             log_start: 0,
         }

@@ -76,7 +76,6 @@ dd if=/dev/zero of=sparse-dd bs=1 count=1 seek=3000000 2>/dev/null
 const FILES_CHECK: &str = r#"test -p /f/fifo && test -c /f/null && test -b /f/loop7 && test -u /f/suid && test -k /f/sticky && test -L /f/link && test "$(cat /f/reg)" = regular && test "$(cat /f/d2/hard2)" = regular && test "$(cat /f/link)" = regular && test "$(cat /f/dir/sub/file)" = nested"#;
 
 pub struct Container {
-    pub id: String,
     /// `docker inspect` of the container on the source.
     pub inspect: Value,
 }
@@ -131,10 +130,6 @@ impl Source {
     pub fn volume_names(&self) -> Vec<String> {
         self.volumes.keys().cloned().collect()
     }
-
-    pub fn id(&self, name: &str) -> &str {
-        &self.containers[name].id
-    }
 }
 
 /// Removes every volume directory of `root` (everything in `volumes/`
@@ -173,7 +168,7 @@ pub fn cp_a(from: &Path, to: &Path) {
 
 static BUILD_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// The source, built on first use (call with the e2e lock held), reset to
+/// The source, built on first use (call with `e2e::serial`'s guard held), reset to
 /// its pristine state.
 pub fn source() -> &'static Source {
     static SOURCE: OnceLock<Source> = OnceLock::new();
@@ -388,13 +383,7 @@ fn build() -> Source {
         let inspect: Value =
             serde_json::from_str(&d.dk(&["inspect", "--type", "container", name])).unwrap();
         let inspect = inspect[0].clone();
-        containers.insert(
-            name.to_string(),
-            Container {
-                id: inspect["Id"].as_str().unwrap().to_string(),
-                inspect,
-            },
-        );
+        containers.insert(name.to_string(), Container { inspect });
     }
     let mut volumes = BTreeMap::new();
     for v in d.dk(&["volume", "ls", "-q"]).lines() {

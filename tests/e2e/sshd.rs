@@ -138,15 +138,6 @@ impl LocalSshd {
         self.dir.join("known_hosts")
     }
 
-    pub fn running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    /// The pid of the sshd (the listener), while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// The command prefix a user puts in `--via`: `ssh OPTIONS
     /// root@127.0.0.1`, one shell word per option (no word needs quoting);
     /// the remote command follows it.

@@ -4,7 +4,7 @@
 //! security.capability), sparseness, and hardlink structure.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -221,9 +221,4 @@ pub fn diff(expected: &Tree, actual: &Tree) -> String {
         }
     }
     out
-}
-
-/// A readable path for messages.
-pub fn show(p: &OsStr) -> String {
-    format!("{:?}", Path::new(p).display())
 }

@@ -1,7 +1,6 @@
 //! Runs the binary as a child and measures it: exit code, output, and the
 //! child's own peak RSS (`wait4`'s rusage, so parallel tests do not mix
 //! their children up), with a timeout that turns a hang into a failure.
-#![allow(dead_code)]
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -20,6 +19,10 @@ pub struct Measured {
     pub stderr: String,
     pub max_rss_kib: i64,
     pub elapsed: Duration,
+    /// CPU time (user and system) of the child and what it waited for:
+    /// what a bound on work checks, whatever else the machine runs (wall
+    /// time on 2 shared cores is not).
+    pub cpu: Duration,
 }
 
 impl Measured {
@@ -104,9 +107,15 @@ pub fn run(cmd: Command, timeout: Duration) -> Measured {
         // SAFETY: waits for our own child; `child` is never waited on
         // through std, so the pid is not reused meanwhile.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        let _ = tx.send((r, status, usage.ru_maxrss));
+        let cpu = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let _ = tx.send((
+            r,
+            status,
+            usage.ru_maxrss,
+            cpu(usage.ru_utime) + cpu(usage.ru_stime),
+        ));
     });
-    let (r, status, rss) = match rx.recv_timeout(timeout) {
+    let (r, status, rss, cpu) = match rx.recv_timeout(timeout) {
         Ok(done) => done,
         Err(_) => {
             // SAFETY: kills the process group of our own, not yet
@@ -130,6 +139,7 @@ pub fn run(cmd: Command, timeout: Duration) -> Measured {
             .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
             .unwrap_or(rss),
         elapsed: start.elapsed(),
+        cpu,
     };
     // One line per run, for `cargo test -- --nocapture` (the figures of
     // the README's limits and of a before/after comparison).
@@ -140,11 +150,12 @@ pub fn run(cmd: Command, timeout: Duration) -> Measured {
         .skip(2)
         .collect();
     eprintln!(
-        "measured: {}: exit {:?}, peak RSS {} KiB, {:.2?}",
+        "measured: {}: exit {:?}, peak RSS {} KiB, {:.2?} ({:.2?} CPU)",
         args.join(" "),
         measured.code,
         measured.max_rss_kib,
-        measured.elapsed
+        measured.elapsed,
+        measured.cpu
     );
     measured
 }
