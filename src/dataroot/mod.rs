@@ -3,7 +3,7 @@
 //! With `--userns-remap`, dockerd keeps its state in `<data-root>/<uid>.<gid>/`
 //! instead of `<data-root>/`; `DataRoot` resolves that once so every other
 //! module asks it for paths and never joins them itself. Nothing here writes,
-//! except the two modules that say so: `metadata` (its write side) and
+//! except the two modules that say so: `metadata::write` and
 //! `config_rewrite`.
 
 pub mod bolt_check;
