@@ -21,8 +21,6 @@
 //! nothing in DIR changed. Without root, dockerd or sshd it fails with
 //! the reason, as the e2e tests do.
 
-mod e2e;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -31,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::sshd::{require_sshd, LocalSshd};
-use e2e::PrivateDaemon;
+use crate::e2e::sshd::{require_sshd, LocalSshd};
+use crate::e2e::PrivateDaemon;
 
 const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 /// The page the container rewrites in place, as a database would.
@@ -411,8 +409,8 @@ fn check_target_data(src: &Path, dst: &Path, shape: &Shape) {
 #[test]
 #[ignore = "a bench: moves the scripts/bench volume (2 GiB) between two private dockerds; run by scripts/bench incremental"]
 fn bench_migrate_downtime() {
-    e2e::require_daemon_prerequisites();
     require_sshd();
+    let _e2e = crate::e2e::serial();
     let t0 = Instant::now();
     let shape = Shape::from_env();
     let from = std::env::var_os("VOLMIG_BENCH_MIGRATE_FROM").map(PathBuf::from);

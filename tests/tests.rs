@@ -14,6 +14,7 @@ mod measured;
 
 mod base_record;
 mod bench_dataroot;
+mod bench_migrate;
 mod bind_hostile;
 mod bind_volumes;
 mod bundle_fidelity;
