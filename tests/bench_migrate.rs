@@ -386,13 +386,13 @@ fn check_target_data(src: &Path, dst: &Path, shape: &Shape) {
         unexplained.is_empty(),
         "file0 differs on the target at pages no write after the pause went to: {unexplained:?}"
     );
-    let mut f0 = File::open(dst.join("file0")).unwrap();
+    let f0 = File::open(dst.join("file0")).unwrap();
     for i in n.saturating_sub(100)..n - 1 {
         if late.contains(&page_of(i, shape)) {
             continue; // written again since
         }
         let mut page = vec![0u8; PAGE as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&mut f0, &mut page, page_of(i, shape) * PAGE)
+        std::os::unix::fs::FileExt::read_exact_at(&f0, &mut page, page_of(i, shape) * PAGE)
             .unwrap();
         let want = format!("{i}\n");
         assert!(
