@@ -464,23 +464,14 @@ fn bench_migrate_downtime() {
 
     // The source container is stopped; the target has the volume with
     // its label and data, and a container there runs on it.
-    assert_eq!(
-        src.dk(&["inspect", "-f", "{{.State.Running}}", "app"])
-            .trim(),
-        "false"
-    );
-    let labels = dst.dk(&["volume", "inspect", "-f", "{{json .Labels}}", "inc"]);
-    assert!(labels.contains("\"bench\":\"migrate\""), "{labels}");
-    let shown = dst.dk(&[
-        "run",
-        "--rm",
-        "-v",
-        "inc:/data",
+    crate::e2e::assert_migrated(
+        &src,
+        &dst,
+        "inc",
+        "\"bench\":\"migrate\"",
         "benchmig",
-        "cat",
-        "/data/marker",
-    ]);
-    assert_eq!(shown, MARKER);
+        MARKER,
+    );
     check_target_data(&data, &dst.root.join("volumes/inc/_data"), &shape);
     if let (Some(from), Some(before)) = (&from, &copied_from) {
         let after = list(from);

@@ -698,3 +698,27 @@ pub fn daemon_error(stderr: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("Error response from daemon: "))
         .map(str::to_string)
 }
+
+/// After a `volmig migrate` of container `app`: it is stopped on the
+/// source, and the target has `volume` with `label` (as docker's JSON
+/// shows it, `"k":"v"`), from which a container of `image` reads
+/// `marker` in `/data/marker`.
+pub fn assert_migrated(
+    src: &PrivateDaemon,
+    dst: &PrivateDaemon,
+    volume: &str,
+    label: &str,
+    image: &str,
+    marker: &str,
+) {
+    assert_eq!(
+        src.dk(&["inspect", "-f", "{{.State.Running}}", "app"])
+            .trim(),
+        "false"
+    );
+    let labels = dst.dk(&["volume", "inspect", "-f", "{{json .Labels}}", volume]);
+    assert!(labels.contains(label), "{labels}");
+    let mount = format!("{volume}:/data");
+    let shown = dst.dk(&["run", "--rm", "-v", &mount, image, "cat", "/data/marker"]);
+    assert_eq!(shown, marker);
+}
