@@ -26,13 +26,11 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::e2e::sshd::{require_sshd, LocalSshd};
 use crate::e2e::PrivateDaemon;
 
-const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 /// The page the container rewrites in place, as a database would.
 const PAGE: u64 = 4096;
 const MARKER: &str = "moved by volmig (bench)\n";
@@ -277,23 +275,7 @@ fn page_of(i: u64, shape: &Shape) -> u64 {
 /// final round paused: its JSON document and its wall time.
 fn migrate(src: &PrivateDaemon, dst: &PrivateDaemon, sshd: &LocalSshd) -> (serde_json::Value, f64) {
     let t0 = Instant::now();
-    let out = Command::new(VOLMIG)
-        .arg("--data-root")
-        .arg(&src.root)
-        .arg("-H")
-        .arg(src.host())
-        .arg("--json")
-        .arg("migrate")
-        .arg("app")
-        .arg("--via")
-        .arg(sshd.ssh_command())
-        .arg("--target-data-root")
-        .arg(&dst.root)
-        .arg("--target-host")
-        .arg(dst.host())
-        .arg("--target-volmig")
-        .arg(VOLMIG)
-        .arg("--pause")
+    let out = crate::e2e::migrate_command(src, dst, &sshd.ssh_command())
         .output()
         .unwrap();
     let wall = t0.elapsed().as_secs_f64();

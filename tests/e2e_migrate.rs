@@ -6,13 +6,11 @@
 //! with the reason.
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use crate::e2e::sshd::{require_sshd, LocalSshd};
 use crate::e2e::PrivateDaemon;
-
-const VOLMIG: &str = env!("CARGO_BIN_EXE_volmig");
 
 #[test]
 #[cfg_attr(volmig_skip_e2e, ignore = "VOLMIG_SKIP_E2E=1: needs a private dockerd")]
@@ -59,30 +57,12 @@ fn migrate_moves_a_running_container_s_volume_with_seconds_of_downtime() {
     // Its stderr on a terminal, as a user's: each round draws its bar
     // there, and none of it reaches stdout.
     let pty = crate::common::pty::Pty::open();
-    let mut migrate = Command::new(VOLMIG);
+    // What the target side prints goes to migrate's stderr: its stdout
+    // stays one JSON document (regression: a target import's warning once
+    // landed in the middle of it).
+    let via = format!("echo noise from the target; {}", sshd.ssh_command());
+    let mut migrate = crate::e2e::migrate_command(&src, &dst, &via);
     migrate
-        .arg("--data-root")
-        .arg(&src.root)
-        .arg("-H")
-        .arg(src.host())
-        .arg("--json")
-        .arg("migrate")
-        .arg("app")
-        .arg("--via")
-        // What the target side prints goes to migrate's stderr: its
-        // stdout stays one JSON document (regression: a target import's
-        // warning once landed in the middle of it).
-        .arg(format!(
-            "echo noise from the target; {}",
-            sshd.ssh_command()
-        ))
-        .arg("--target-data-root")
-        .arg(&dst.root)
-        .arg("--target-host")
-        .arg(dst.host())
-        .arg("--target-volmig")
-        .arg(VOLMIG)
-        .arg("--pause")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(pty.stderr());

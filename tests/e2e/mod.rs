@@ -722,3 +722,28 @@ pub fn assert_migrated(
     let shown = dst.dk(&["run", "--rm", "-v", &mount, image, "cat", "/data/marker"]);
     assert_eq!(shown, marker);
 }
+
+/// `volmig --json migrate app --via VIA ... --pause` from `src`'s
+/// data-root to `dst`'s, each daemon named by its socket, the target
+/// running the binary under test.
+pub fn migrate_command(src: &PrivateDaemon, dst: &PrivateDaemon, via: &str) -> Command {
+    let volmig = env!("CARGO_BIN_EXE_volmig");
+    let mut cmd = Command::new(volmig);
+    cmd.arg("--data-root")
+        .arg(&src.root)
+        .arg("-H")
+        .arg(src.host())
+        .arg("--json")
+        .arg("migrate")
+        .arg("app")
+        .arg("--via")
+        .arg(via)
+        .arg("--target-data-root")
+        .arg(&dst.root)
+        .arg("--target-host")
+        .arg(dst.host())
+        .arg("--target-volmig")
+        .arg(volmig)
+        .arg("--pause");
+    cmd
+}
