@@ -179,10 +179,7 @@ impl DaemonContext {
     /// Probes the host. A daemon that answers but serves another data-root
     /// is not this data-root's daemon and is left alone.
     pub fn probe(cli: &Cli, root: &DataRoot) -> DaemonContext {
-        let host = Self::host(cli);
-        let answered = DockerEngine::connect(&host, PROBE_TIMEOUT_SECS)
-            .and_then(|e| e.info().map(|i| (e, i)))
-            .ok();
+        let answered = Self::answering(cli);
         let other_root = answered
             .as_ref()
             .filter(|(_, info)| !info.serves(root.given()))
@@ -196,11 +193,16 @@ impl DaemonContext {
     /// The daemon serving this data-root, if one answers; for commands
     /// that need no version (export), so the installed dockerd is not run.
     pub fn serving(cli: &Cli, root: &DataRoot) -> Option<DockerEngine> {
+        Self::answering(cli)
+            .filter(|(_, info)| info.serves(root.given()))
+            .map(|(engine, _)| engine)
+    }
+
+    /// The daemon at the host, if one answers, with what it says of itself.
+    fn answering(cli: &Cli) -> Option<(DockerEngine, DaemonInfo)> {
         DockerEngine::connect(&Self::host(cli), PROBE_TIMEOUT_SECS)
             .and_then(|e| e.info().map(|i| (e, i)))
             .ok()
-            .filter(|(_, info)| info.serves(root.given()))
-            .map(|(engine, _)| engine)
     }
 
     /// Requires a daemon serving this data-root (for --pause/--stop).
